@@ -1,0 +1,74 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-unit test-integration test-e2e up down status env lint format bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (see README)"; exit 1; }
+	@command -v java >/dev/null || { echo "java not found: install a Java 17+ runtime (see README)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create/refresh the virtualenv from the pinned requirements
+
+demo: venv  ## generate a week of events, start the stack, run the pipeline, print a summary
+	$(BIN)/python scripts/demo.py
+
+test: venv  ## run the whole suite (what CI runs)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv  ## fast tier only
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: venv
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+up: venv  ## start Airflow + MLflow on 127.0.0.1
+	$(BIN)/python scripts/stack.py up
+
+down:  ## stop everything `make up` started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/stack.py down; else echo "no virtualenv: nothing was started"; fi
+
+status: venv  ## components, health, URLs and credentials
+	$(BIN)/python scripts/stack.py status
+
+env: venv  ## print the environment for the airflow CLI: eval "$$(make -s env)"
+	@$(BIN)/python scripts/stack.py env
+
+lint: venv  ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv  ## run the benchmarks, write benchmarks/results/results.md
+	$(BIN)/python -m benchmarks
+
+lock:  ## re-resolve requirements.in into requirements.txt (see README)
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade "pip>=25"
+	.lock-venv/bin/python -m pip install --quiet -r requirements.in
+	.lock-venv/bin/python scripts/freeze.py .lock-venv > requirements.txt
+	rm -rf .lock-venv
+
+clean:  ## remove generated state (keeps the virtualenv)
+	-$(MAKE) down
+	rm -rf .local test-artifacts benchmarks/results

@@ -1,0 +1,144 @@
+"""Run a ``jobs.<name>`` CLI from a task: the contract between orchestration and workloads.
+
+A job gets argv only and reports back with a small JSON file (``--result-file``; inside a
+Kubernetes pod the same JSON is ``/airflow/xcom/return.json``). The operator streams the job's
+output into the task log line by line, kills the whole process group if the task is stopped,
+and turns a non-zero exit into a task failure whose message is the job's own error line.
+
+Spark jobs run as ``python -m jobs.X`` (the job builds its session from the config: local
+profile) or through ``spark-submit --master <cluster master>`` (``spark.submit: spark-submit``,
+the cluster profile) with the same arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def job_env() -> dict[str, str]:
+    """Environment for a job subprocess: the task's, with the repository importable."""
+    env = dict(os.environ)
+    paths = [str(REPO_ROOT), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    return env
+
+
+def build_argv(module: str, args: Sequence[str], spark: bool = False) -> list[str]:
+    """The command that runs ``module`` with ``args`` under the active profile."""
+    if spark:
+        from jobs.config import get_config
+
+        cfg = get_config()
+        if cfg.spark.submit == "spark-submit":
+            conf = [x for key, value in sorted(cfg.spark.conf.items()) for x in ("--conf", f"{key}={value}")]
+            return [
+                "spark-submit",
+                "--master",
+                cfg.spark.master,
+                "--deploy-mode",
+                "client",
+                "--driver-memory",
+                cfg.spark.driver_memory,
+                *conf,
+                "--conf",
+                "spark.executorEnv.RECSYS_PROFILE=" + cfg.profile,
+                str(REPO_ROOT / (module.replace(".", "/") + ".py")),
+                *args,
+            ]
+    return [sys.executable, "-m", module, *args]
+
+
+class JobOperator(BaseOperator):
+    """Run ``python -m <module> <args>`` and push the job's result JSON to XCom.
+
+    Args:
+        module: the job module, e.g. ``jobs.ingest``.
+        job_args: argv after the module (templated).
+        spark: the job is a Spark driver (spark-submit in the cluster profile).
+        fail_fast_codes: exit codes that mean "the data is wrong": fail without retrying.
+    """
+
+    template_fields: Sequence[str] = ("job_args",)
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        module: str,
+        job_args: Sequence[str] = (),
+        spark: bool = False,
+        fail_fast_codes: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.module = module
+        self.job_args = list(job_args)
+        self.spark = spark
+        self.fail_fast_codes = tuple(fail_fast_codes)
+        self._proc: subprocess.Popen[str] | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="recsys-job-") as tmp:
+            result_file = Path(tmp) / "return.json"
+            argv = [
+                *build_argv(self.module, [str(a) for a in self.job_args], self.spark),
+                "--result-file",
+                str(result_file),
+            ]
+            self.log.info("running %s", " ".join(argv))
+            code, tail = self._run(argv)
+            result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        if code != 0:
+            message = result.get("message") or next((ln for ln in reversed(tail) if ln.strip()), "")
+            text = f"{self.module} exited with code {code}: {message}"
+            if code in self.fail_fast_codes:
+                raise AirflowFailException(text)
+            raise AirflowException(text)
+        return result
+
+    def _run(self, argv: list[str]) -> tuple[int, list[str]]:
+        tail: list[str] = []
+        self._proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=job_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith('{"result":'):
+                continue
+            self.log.info("%s", line)
+            tail = [*tail[-40:], line]
+        return self._proc.wait(), tail
+
+    def on_kill(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+                self._proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)

@@ -1,0 +1,195 @@
+"""A small client for the Airflow 3 REST API, for operators and other systems.
+
+``python scripts/recsys_api.py [--url URL --user U --password P] COMMAND ...``
+
+Commands: ``token``, ``unpause DAG``, ``trigger DAG [--conf JSON] [--wait]``,
+``wait DAG RUN_ID``, ``backfill DAG FROM TO [--reprocess completed] [--wait]``,
+``asset-event ASSET_NAME --extra JSON``. Defaults come from the local stack (URL and the
+generated admin password); pass ``--url``/``--user``/``--password`` (or ``AIRFLOW_API_URL``,
+``AIRFLOW_USER``, ``AIRFLOW_PASSWORD``) for another deployment.
+
+Why a script in ``scripts/``: it is an operator tool, not a DAG building block (``plugins/``) nor
+a workload (``jobs/``); it needs only ``requests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import requests
+
+TERMINAL = ("success", "failed")
+
+
+class ApiError(RuntimeError):
+    """An API call answered with an error status; the message holds the server's detail."""
+
+
+class AirflowApi:
+    """Token-authenticated calls to ``/api/v2``; 503 (busy SQLite) is retried with backoff."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 60) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        resp = self.http.post(
+            f"{self.base}/auth/token", json={"username": username, "password": password}, timeout=timeout
+        )
+        if resp.status_code not in (200, 201):
+            raise ApiError(f"POST /auth/token → {resp.status_code}: {resp.text[:300]}")
+        self.token = resp.json()["access_token"]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def request(self, method: str, path: str, retry_503: int = 10, **kwargs: Any) -> requests.Response:
+        for attempt in range(retry_503 + 1):
+            resp = self.http.request(method, f"{self.base}/api/v2{path}", timeout=self.timeout, **kwargs)
+            if resp.status_code != 503 or attempt == retry_503:
+                return resp
+            time.sleep(min(2**attempt, 10))
+        return resp
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            raise ApiError(f"{method} {path} → {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = self.request("GET", f"/dags/{dag_id}")
+            if resp.status_code == 200:
+                return resp.json()
+            time.sleep(2)
+        raise ApiError(f"DAG {dag_id} did not appear within {timeout:.0f}s (check import errors)")
+
+    def unpause(self, dag_id: str) -> dict[str, Any]:
+        return self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> dict[str, Any]:
+        return self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}})
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 1800, poll: float = 3) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in TERMINAL:
+                return run
+            time.sleep(poll)
+        raise ApiError(f"run {dag_id}/{run_id} not finished within {timeout:.0f}s")
+
+    def runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-logical_date"})["dag_runs"]
+
+    def backfill(
+        self, dag_id: str, from_date: str, to_date: str, reprocess: str = "completed", max_active_runs: int = 3
+    ) -> dict[str, Any]:
+        body = {
+            "dag_id": dag_id,
+            "from_date": from_date,
+            "to_date": to_date,
+            "reprocess_behavior": reprocess,
+            "max_active_runs": max_active_runs,
+            "run_backwards": False,
+            "dag_run_conf": {},
+        }
+        return self.call("POST", "/backfills", json=body)
+
+    def wait_backfill(self, backfill_id: int, timeout: float = 3600, poll: float = 3) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            bf = self.call("GET", f"/backfills/{backfill_id}")
+            if bf.get("completed_at"):
+                return bf
+            time.sleep(poll)
+        raise ApiError(f"backfill {backfill_id} not completed within {timeout:.0f}s")
+
+    def asset_id(self, name: str) -> int:
+        assets = self.call("GET", "/assets", params={"name_pattern": name, "limit": 100})["assets"]
+        for asset in assets:
+            if asset["name"] == name:
+                return int(asset["id"])
+        raise ApiError(f"no asset named {name!r}")
+
+    def post_asset_event(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return self.call("POST", "/assets/events", json={"asset_id": self.asset_id(name), "extra": extra})
+
+
+def _defaults() -> tuple[str, str, str | None]:
+    url = os.environ.get("AIRFLOW_API_URL")
+    user = os.environ.get("AIRFLOW_USER", "admin")
+    password = os.environ.get("AIRFLOW_PASSWORD")
+    if url is None or password is None:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from scripts.stack import Stack
+
+        stack = Stack.from_env()
+        url = url or stack.airflow_url
+        if password is None and stack.passwords_file.exists():
+            password = stack.credentials().get(user)
+    return url, user, password
+
+
+def main(argv: list[str] | None = None) -> int:
+    url, user, password = _defaults()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", default=url)
+    ap.add_argument("--user", default=user)
+    ap.add_argument("--password", default=password)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("token")
+    p = sub.add_parser("unpause")
+    p.add_argument("dag_id")
+    p = sub.add_parser("trigger")
+    p.add_argument("dag_id")
+    p.add_argument("--conf", type=json.loads, default={})
+    p.add_argument("--wait", action="store_true")
+    p = sub.add_parser("wait")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    p = sub.add_parser("backfill")
+    p.add_argument("dag_id")
+    p.add_argument("from_date")
+    p.add_argument("to_date")
+    p.add_argument("--reprocess", choices=("none", "failed", "completed"), default="completed")
+    p.add_argument("--wait", action="store_true")
+    p = sub.add_parser("asset-event")
+    p.add_argument("asset")
+    p.add_argument("--extra", type=json.loads, default={})
+    args = ap.parse_args(argv)
+    if not args.password:
+        ap.error("no password: pass --password or set AIRFLOW_PASSWORD (the local stack's is generated by `make up`)")
+    try:
+        api = AirflowApi(args.url, args.user, args.password)
+        if args.command == "token":
+            out: Any = {"access_token": api.token}
+        elif args.command == "unpause":
+            out = api.unpause(args.dag_id)
+        elif args.command == "trigger":
+            out = api.trigger(args.dag_id, args.conf)
+            if args.wait:
+                out = api.wait_run(args.dag_id, out["dag_run_id"])
+        elif args.command == "wait":
+            out = api.wait_run(args.dag_id, args.run_id)
+        elif args.command == "backfill":
+            out = api.backfill(args.dag_id, args.from_date, args.to_date, args.reprocess)
+            if args.wait:
+                out = api.wait_backfill(out["id"])
+        else:
+            out = api.post_asset_event(args.asset, args.extra)
+    except (ApiError, requests.RequestException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2, default=str))
+    if isinstance(out, dict) and out.get("state") == "failed":
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""The local stack: Airflow 3 (api-server, scheduler, dag-processor, triggerer) and MLflow.
+
+``python scripts/stack.py up|down|status|env|init``; the Makefile wraps these as ``make up``,
+``make down`` and ``make status``.
+
+Everything binds to 127.0.0.1. State lives in ``$RECSYS_STATE_DIR`` (default ``.local/`` in the
+repository, ignored by git): ``airflow/`` is ``AIRFLOW_HOME`` (SQLite DB, logs, generated
+passwords), ``mlflow/`` the tracking store and artifacts, ``run/`` one PID file per component
+and ``logs/`` their output. Each component is started in its own process group, so ``down``
+stops exactly what ``up`` started (SIGTERM to the group, SIGKILL after a grace period) and
+never looks processes up by name.
+
+Ports: ``RECSYS_AIRFLOW_PORT`` (default 28080) and ``RECSYS_MLFLOW_PORT`` (default 25000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMPONENTS = ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+USERS = {"admin": "admin", "viewer": "viewer", "operator": "op"}
+
+
+@dataclass(frozen=True)
+class Stack:
+    state: Path
+    airflow_port: int
+    mlflow_port: int
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        state = Path(os.environ.get("RECSYS_STATE_DIR") or REPO / ".local").resolve()
+        return cls(
+            state,
+            int(os.environ.get("RECSYS_AIRFLOW_PORT", "28080")),
+            int(os.environ.get("RECSYS_MLFLOW_PORT", "25000")),
+        )
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state / "airflow"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.airflow_home / "passwords.json"
+
+    def _secret(self, name: str, factory) -> str:
+        path = self.airflow_home / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(factory())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def env(self) -> dict[str, str]:
+        """Environment shared by every Airflow component, the CLI and the tasks."""
+        venv_bin = str(Path(sys.executable).parent)
+        home = self.airflow_home
+        from cryptography.fernet import Fernet  # Airflow's own dependency
+
+        env = {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet_key", lambda: Fernet.generate_key().decode()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+            "AIRFLOW__CORE__HIDE_SENSITIVE_VAR_CONN_FIELDS": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
+                "RECSYS_AIRFLOW_DB", f"sqlite:///{home / 'airflow.db'}"
+            ),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "recsys_airflow.sqlite.CONNECT_ARGS",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__EXPOSE_CONFIG": "False",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret", lambda: secrets.token_urlsafe(32)),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")]),
+            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RECSYS__MLFLOW__TRACKING_URI": self.mlflow_url,
+            "RECSYS__AIRFLOW__API_URL": self.airflow_url,
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
+            env["RECSYS__STORAGE__ROOT"] = str(self.state / "data")
+        return env
+
+    def full_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env()}
+
+    def credentials(self) -> dict[str, str]:
+        """Usernames → passwords of the SimpleAuthManager users (generated once, kept)."""
+        path = self.passwords_file
+        current = json.loads(path.read_text()) if path.exists() else {}
+        missing = [u for u in USERS if u not in current]
+        if missing:
+            current.update({u: secrets.token_urlsafe(12) for u in missing})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(current, indent=2))
+            path.chmod(0o600)
+        return current
+
+    def commands(self) -> dict[str, list[str]]:
+        airflow = [str(Path(sys.executable).parent / "airflow")]
+        mlflow_dir = self.state / "mlflow"
+        return {
+            "mlflow": [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                os.environ.get("RECSYS_MLFLOW_DB", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
+                "--artifacts-destination",
+                str(mlflow_dir / "artifacts"),
+            ],
+            "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.airflow_port)],
+            "scheduler": [*airflow, "scheduler"],
+            "dag-processor": [*airflow, "dag-processor"],
+            "triggerer": [*airflow, "triggerer"],
+        }
+
+    def pid_file(self, name: str) -> Path:
+        return self.state / "run" / f"{name}.pid"
+
+    def running(self) -> dict[str, int]:
+        out = {}
+        for name in COMPONENTS:
+            pid = _read_pid(self.pid_file(name))
+            if pid and _alive(pid):
+                out[name] = pid
+        return out
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie we spawned is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is in process group ``pgid`` (reaps our own zombies)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        while os.waitpid(-pgid, os.WNOHANG)[0] > 0:
+            pass
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_json(url: str, timeout: float = 5.0) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            body = resp.read()
+            return resp.status, json.loads(body) if body.strip().startswith((b"{", b"[")) else body.decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return 0, str(exc)
+
+
+def airflow_health(stack: Stack) -> dict[str, str]:
+    code, body = http_json(f"{stack.airflow_url}/api/v2/monitor/health")
+    if code != 200 or not isinstance(body, dict):
+        return {}
+    return {k: v.get("status", "?") for k, v in body.items() if isinstance(v, dict)}
+
+
+def mlflow_healthy(stack: Stack) -> bool:
+    code, _ = http_json(f"{stack.mlflow_url}/health")
+    return code == 200
+
+
+def init(stack: Stack) -> None:
+    """Create folders, credentials and the migrated metadata DB (idempotent)."""
+    for sub in ("airflow", "mlflow/artifacts", "run", "logs"):
+        (stack.state / sub).mkdir(parents=True, exist_ok=True)
+    stack.credentials()
+    marker = stack.airflow_home / ".migrated"
+    env = stack.full_env()
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if not marker.exists() or marker.read_text() != db:
+        _run([*stack.commands()["scheduler"][:1], "db", "migrate"], env, "airflow db migrate")
+        if db.startswith("sqlite:///"):
+            import sqlite3
+
+            with sqlite3.connect(db[len("sqlite:///") :]) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+        marker.write_text(db)
+    _run(
+        [*stack.commands()["scheduler"][:1], "pools", "set", "gpu_training", "1", "GPU training slots"],
+        env,
+        "airflow pools set",
+    )
+
+
+def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"{what} failed with exit code {proc.returncode}")
+
+
+def _start(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> int:
+    log = open(stack.state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    stack.pid_file(name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def up(stack: Stack, timeout: float = 240.0) -> None:
+    init(stack)
+    env = stack.full_env()
+    running = stack.running()
+    for name, cmd in stack.commands().items():
+        if name in running:
+            continue
+        port = {"mlflow": stack.mlflow_port, "api-server": stack.airflow_port}.get(name)
+        if port and port_open(port):
+            raise SystemExit(
+                f"port {port} on 127.0.0.1 is taken by another process; set RECSYS_{'MLFLOW' if name == 'mlflow' else 'AIRFLOW'}_PORT"
+            )
+        _start(stack, name, cmd, env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = airflow_health(stack)
+        dead = [n for n in COMPONENTS if n not in stack.running()]
+        if dead:
+            down(stack)
+            logs = "\n".join(f"  {stack.state / 'logs' / (n + '.log')}" for n in dead)
+            raise SystemExit(f"component(s) exited during start-up: {', '.join(dead)}; see\n{logs}")
+        if (
+            mlflow_healthy(stack)
+            and health.get("metadatabase") == "healthy"
+            and health.get("scheduler") == "healthy"
+            and health.get("triggerer") == "healthy"
+            and health.get("dag_processor") == "healthy"
+        ):
+            status(stack)
+            return
+        time.sleep(1.0)
+    status(stack)
+    raise SystemExit(f"stack not healthy after {timeout:.0f}s; logs under {stack.state / 'logs'}")
+
+
+def down(stack: Stack, grace: float = 20.0) -> None:
+    """Stop every process group started by ``up``; SIGKILL what outlives the grace period."""
+    groups = {}
+    for name in COMPONENTS:
+        pid = _read_pid(stack.pid_file(name))
+        if pid is None:
+            continue
+        if _group_alive(pid):
+            groups[name] = pid
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while groups and time.monotonic() < deadline:
+        groups = {n: g for n, g in groups.items() if _group_alive(g)}
+        time.sleep(0.3)
+    for pgid in groups.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups.values()):
+        time.sleep(0.2)
+    for name in COMPONENTS:
+        stack.pid_file(name).unlink(missing_ok=True)
+    left = [n for n, g in groups.items() if _group_alive(g)]
+    if left:
+        raise SystemExit(f"processes still alive after SIGKILL: {left}")
+    print("stack stopped" + (f" ({len(groups)} group(s) needed SIGKILL)" if groups else ""))
+
+
+def status(stack: Stack) -> int:
+    running = stack.running()
+    creds = stack.credentials() if stack.passwords_file.parent.exists() else {}
+    print(f"state folder : {stack.state}")
+    for name in COMPONENTS:
+        pid = running.get(name)
+        print(f"  {name:14s} {'running pid ' + str(pid) if pid else 'stopped'}")
+    health = airflow_health(stack)
+    print(f"Airflow UI/API: {stack.airflow_url}  health: {health or 'unreachable'}")
+    print(f"MLflow UI     : {stack.mlflow_url}  {'healthy' if mlflow_healthy(stack) else 'unreachable'}")
+    if creds:
+        print("Airflow users : " + ", ".join(f"{u} / {p} ({USERS[u]})" for u, p in creds.items() if u in USERS))
+    return 0 if len(running) == len(COMPONENTS) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=("up", "down", "status", "env", "init"))
+    args = ap.parse_args(argv)
+    stack = Stack.from_env()
+    if args.command == "env":
+        stack.state.joinpath("airflow").mkdir(parents=True, exist_ok=True)
+        for key, value in stack.env().items():
+            print(f"export {key}={shlex.quote(value)}")
+        return 0
+    if args.command == "init":
+        init(stack)
+        return 0
+    if args.command == "up":
+        up(stack)
+        return 0
+    if args.command == "down":
+        down(stack)
+        return 0
+    return status(stack)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

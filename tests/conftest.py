@@ -1,0 +1,131 @@
+"""Shared fixtures. The Airflow/MLflow environment is set before anything imports airflow.
+
+Every test session gets its own state folder (AIRFLOW_HOME, SQLite DBs, data zones) and free
+loopback ports, so the suite never touches a developer's running `make up` stack.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_STATE = Path(tempfile.mkdtemp(prefix="recsys-test-"))
+os.environ["RECSYS_STATE_DIR"] = str(_STATE)
+os.environ.setdefault("RECSYS_AIRFLOW_PORT", str(_free_port()))
+os.environ.setdefault("RECSYS_MLFLOW_PORT", str(_free_port()))
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["PYSPARK_PYTHON"] = sys.executable
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+
+from scripts.recsys_api import AirflowApi  # noqa: E402
+from scripts.stack import Stack  # noqa: E402
+
+STACK = Stack.from_env()
+os.environ.update(STACK.env())
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    return STACK
+
+
+@pytest.fixture(scope="session")
+def airflow_db(stack: Stack) -> Stack:
+    """A migrated Airflow metadata DB for this session (``airflow db migrate``, once)."""
+    from scripts.stack import init
+
+    init(stack)
+    return stack
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch) -> Path:
+    """A fresh storage root for one test (RECSYS__STORAGE__ROOT)."""
+    root = tmp_path / "data"
+    monkeypatch.setenv("RECSYS__STORAGE__ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def cfg(data_root):
+    from jobs.config import get_config
+
+    return get_config()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test session (JVM start costs ~20 s)."""
+    from jobs.config import get_config
+    from jobs.spark import get_spark
+
+    session = get_spark(get_config(), "tests", master="local[2]")
+    yield session
+    session.stop()
+
+
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` like a task would; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "plugins")])
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from scripts.stack import down
+
+    if STACK.running():
+        down(STACK)
+    shutil.rmtree(_STATE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def live_stack(stack: Stack) -> Stack:
+    """The real local stack (api-server, scheduler, dag-processor, triggerer, MLflow) for e2e tests."""
+    from scripts.stack import up
+
+    up(stack)
+    return stack
+
+
+class AirflowClient(AirflowApi):
+    """The operator client (scripts/recsys_api.py) plus waits used by tests."""
+
+    def wait_for_runs(self, dag_id: str, run_ids: set[str] | None = None, timeout: float = 900) -> dict[str, str]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            runs = self.runs(dag_id)
+            states = {r["dag_run_id"]: r["state"] for r in runs if run_ids is None or r["dag_run_id"] in run_ids}
+            done = all(s in ("success", "failed") for s in states.values())
+            if states and (run_ids is None or set(states) == run_ids) and done:
+                return states
+            time.sleep(3)
+        raise AssertionError(f"runs of {dag_id} not finished after {timeout}s: {states}")
+
+
+@pytest.fixture(scope="session")
+def admin_client(live_stack: Stack) -> AirflowClient:
+    return AirflowClient(live_stack.airflow_url, "admin", live_stack.credentials()["admin"])
