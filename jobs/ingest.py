@@ -275,7 +275,9 @@ def _write_sorted(df: DataFrame, staging: Path, rows: int, sort_cols: list[str])
             count += batch.num_rows
         if writer is not None:
             writer.close()
-            yield pa.RecordBatch.from_arrays([pa.array([part], pa.int32()), pa.array([count], pa.int64())], names=["part", "rows"])
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([part], pa.int32()), pa.array([count], pa.int64())], names=["part", "rows"]
+            )
 
     written = (
         df.repartition(n_files, "event_id")
@@ -303,9 +305,7 @@ def _arrow_schema(spark_schema):
         T.DoubleType: pa.float64(),
         T.TimestampType: pa.timestamp("us", tz="UTC"),
     }
-    return pa.schema(
-        [pa.field(f.name, mapping[type(f.dataType)], nullable=f.nullable) for f in spark_schema.fields]
-    )
+    return pa.schema([pa.field(f.name, mapping[type(f.dataType)], nullable=f.nullable) for f in spark_schema.fields])
 
 
 def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root: str | None = None) -> dict[str, Any]:

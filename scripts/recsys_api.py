@@ -71,7 +71,9 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> dict[str, Any]:
         return self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> dict[str, Any]:
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None
+    ) -> dict[str, Any]:
         return self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}})
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 1800, poll: float = 3) -> dict[str, Any]:
@@ -84,7 +86,9 @@ class AirflowApi:
         raise ApiError(f"run {dag_id}/{run_id} not finished within {timeout:.0f}s")
 
     def runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-logical_date"})["dag_runs"]
+        return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-logical_date"})[
+            "dag_runs"
+        ]
 
     def backfill(
         self, dag_id: str, from_date: str, to_date: str, reprocess: str = "completed", max_active_runs: int = 3

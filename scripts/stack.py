@@ -116,6 +116,8 @@ class Stack:
             "RECSYS__MLFLOW__TRACKING_URI": self.mlflow_url,
             "RECSYS__AIRFLOW__API_URL": self.airflow_url,
             "MLFLOW_TRACKING_URI": self.mlflow_url,
+            # MLflow 3 server's background job runner (GenAI jobs: ~8 huey processes) is unused here.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
@@ -255,11 +257,11 @@ def init(stack: Stack) -> None:
             with sqlite3.connect(db[len("sqlite:///") :]) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
         marker.write_text(db)
-    _run(
-        [*stack.commands()["scheduler"][:1], "pools", "set", "gpu_training", "1", "GPU training slots"],
-        env,
-        "airflow pools set",
-    )
+    for pool, slots, what in (
+        ("gpu_training", "1", "GPU training slots"),
+        ("model_registry", "1", "serialises alias moves"),
+    ):
+        _run([*stack.commands()["scheduler"][:1], "pools", "set", pool, slots, what], env, "airflow pools set")
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
@@ -278,12 +280,13 @@ def _start(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
-def up(stack: Stack, timeout: float = 240.0) -> None:
+def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] = COMPONENTS) -> None:
+    """Start the components in ``only`` that are not running yet and wait until healthy."""
     init(stack)
     env = stack.full_env()
     running = stack.running()
     for name, cmd in stack.commands().items():
-        if name in running:
+        if name in running or name not in only:
             continue
         port = {"mlflow": stack.mlflow_port, "api-server": stack.airflow_port}.get(name)
         if port and port_open(port):
@@ -294,19 +297,21 @@ def up(stack: Stack, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         health = airflow_health(stack)
-        dead = [n for n in COMPONENTS if n not in stack.running()]
+        dead = [n for n in only if n not in stack.running()]
         if dead:
             down(stack)
             logs = "\n".join(f"  {stack.state / 'logs' / (n + '.log')}" for n in dead)
             raise SystemExit(f"component(s) exited during start-up: {', '.join(dead)}; see\n{logs}")
-        if (
-            mlflow_healthy(stack)
-            and health.get("metadatabase") == "healthy"
+        airflow_needed = any(n != "mlflow" for n in only)
+        if (mlflow_healthy(stack) or "mlflow" not in only) and (
+            not airflow_needed
+            or (health.get("metadatabase") == "healthy"
             and health.get("scheduler") == "healthy"
             and health.get("triggerer") == "healthy"
-            and health.get("dag_processor") == "healthy"
+            and health.get("dag_processor") == "healthy")
         ):
-            status(stack)
+            if airflow_needed:
+                status(stack)
             return
         time.sleep(1.0)
     status(stack)

@@ -100,6 +100,26 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def mlflow_server(stack: Stack) -> str:
+    """A real MLflow tracking server on loopback (the stack's, started alone if needed)."""
+    from scripts.stack import up
+
+    up(stack, only=("mlflow",))
+    return stack.mlflow_url
+
+
+@pytest.fixture
+def mlflow_env(mlflow_server, monkeypatch, tmp_path) -> str:
+    """Point jobs at the test MLflow server with a model name unique to this test."""
+    name = f"recsys-test-{tmp_path.name}"
+    monkeypatch.setenv("RECSYS__MLFLOW__TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("RECSYS__MLFLOW__MODEL_NAME", name)
+    monkeypatch.setenv("RECSYS__MLFLOW__EXPERIMENT", name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    return name
+
+
+@pytest.fixture(scope="session")
 def live_stack(stack: Stack) -> Stack:
     """The real local stack (api-server, scheduler, dag-processor, triggerer, MLflow) for e2e tests."""
     from scripts.stack import up

@@ -1,0 +1,55 @@
+"""
+### recsys_model_rollback — audited one-step rollback of the champion model
+
+Manual only (trigger from the UI or REST with a `reason`). Moves the `champion` alias back to
+`previous_champion` and the current champion to `previous_champion`, tagging both versions with
+the reason, the requesting run and the time (`jobs.registry rollback`). Runs in the
+single-slot `model_registry` pool, so it never interleaves with a promotion. Emits the
+`recsys_champion_model` Asset event so scoring picks up the restored model.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag
+
+from jobs.config import get_config
+from recsys_airflow.assets import CHAMPION_MODEL
+from recsys_airflow.launcher import JobOperator
+
+cfg = get_config()
+
+
+@dag(
+    dag_id="recsys_model_rollback",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "mlflow", "manual"],
+    default_args={"owner": cfg.airflow.owner, "retries": 1, "retry_delay": timedelta(seconds=30)},
+    params={
+        "reason": Param(
+            type="string",
+            minLength=5,
+            maxLength=500,
+            title="Reason",
+            description="Why the champion is rolled back (kept on both model versions).",
+        ),
+    },
+)
+def recsys_model_rollback():
+    JobOperator(
+        task_id="rollback",
+        module="jobs.registry",
+        job_args=["rollback", "--reason", "{{ params.reason }}", "--actor", "{{ dag.dag_id }}/{{ run_id }}"],
+        pool="model_registry",
+        fail_fast_codes=[3],
+        outlets=[CHAMPION_MODEL],
+    )
+
+
+recsys_model_rollback()
