@@ -29,6 +29,8 @@ from typing import Any
 # One entry per benchmark: the NAME of module benchmarks.bench_NAME.
 BENCHMARKS: list[str] = [
     "generate",
+    "ingest",
+    "train",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")

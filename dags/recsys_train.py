@@ -152,7 +152,14 @@ def recsys_train():
     evaluate = JobOperator(
         task_id="evaluate",
         module="jobs.evaluate",
-        job_args=["--snapshot", SNAPSHOT, "--run-id", "{{ ti.xcom_pull(task_ids='train')['run_id'] }}"],
+        job_args=[
+            "--snapshot",
+            SNAPSHOT,
+            "--run-id",
+            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            "--model-uri",
+            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+        ],
         doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day.",
     )
     register = JobOperator(
@@ -162,6 +169,8 @@ def recsys_train():
             "register",
             "--run-id",
             "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            "--model-uri",
+            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
             "--tags",
             "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, "
             "'decision': 'blessed' if ti.xcom_pull(task_ids='evaluate')['blessed'] else 'not_blessed', "

@@ -113,9 +113,11 @@ def oracle_recs(cfg: PipelineConfig, snap: Snapshot, users: list[int], k: int) -
 
 
 def model_recs(model_uri: str, users: list[int], k: int) -> dict[int, list[int]]:
+    import mlflow
     import mlflow.pyfunc
     import pandas as pd
 
+    mlflow.set_tracking_uri(get_config().mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
     frame = model.predict(
         pd.DataFrame({"user_id": np.asarray(users, dtype=np.int64), "k": np.full(len(users), k, dtype=np.int64)})
@@ -143,14 +145,14 @@ def decide(cfg: PipelineConfig, metrics: dict[str, dict[str, float]], k: int) ->
     return True, f"blessed: ndcg@{k} {ndcg:.4f} vs popularity {pop:.4f}{versus}; recall@{k} {recall:.4f}"
 
 
-def evaluate(cfg: PipelineConfig, snapshot_uri: str, run_id: str) -> dict[str, Any]:
+def evaluate(cfg: PipelineConfig, snapshot_uri: str, run_id: str, model_uri: str | None = None) -> dict[str, Any]:
     from jobs.registry import CHAMPION, alias_version, client
 
     k = cfg.gate.k
     snap = Snapshot(snapshot_uri)
     users = sorted(snap.truth)
     rankers: dict[str, dict[int, list[int]]] = {
-        "challenger": model_recs(f"runs:/{run_id}/model", users, k),
+        "challenger": model_recs(model_uri or f"runs:/{run_id}/model", users, k),
         "popularity": popularity_recs(snap, users, k),
     }
     cl = client(cfg)
@@ -186,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--snapshot", required=True)
     ap.add_argument("--run-id", required=True)
+    ap.add_argument("--model-uri", help="the challenger's logged model (default runs:/<run-id>/model)")
     ap.add_argument("--result-file", type=Path)
     args = ap.parse_args(argv)
     try:
-        result = evaluate(get_config(), args.snapshot, args.run_id)
+        result = evaluate(get_config(), args.snapshot, args.run_id, args.model_uri)
     except (ConfigError, EvaluationError) as exc:
         print(f"evaluation failed: {exc}", file=sys.stderr)
         if args.result_file:

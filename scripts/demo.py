@@ -38,10 +38,12 @@ def main() -> int:
     up(stack)
     api = AirflowApi(stack.airflow_url, "admin", stack.credentials()["admin"])
     api.wait_for_dag("recsys_ingest")
-    api.unpause("recsys_ingest")
     print(f"3/3 backfilling recsys_ingest {first} … {last} through the scheduler")
+    # Create the backfill first and unpause after: fewer concurrent writers on SQLite.
     backfill = api.backfill("recsys_ingest", f"{first}T00:00:00Z", f"{last}T00:00:00Z", "completed")
+    api.unpause("recsys_ingest")
     api.wait_backfill(backfill["id"], timeout=3600)
+    api.wait_backfills_idle("recsys_ingest", timeout=3600)
     runs = {r["logical_date"][:10]: r["state"] for r in api.runs("recsys_ingest") if r["run_type"] == "backfill"}
 
     print("\n day        | run      | curated rows | quarantined | duplicates | validated")

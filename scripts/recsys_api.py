@@ -102,7 +102,27 @@ class AirflowApi:
             "run_backwards": False,
             "dag_run_conf": {},
         }
-        return self.call("POST", "/backfills", json=body)
+        resp = self.request("POST", "/backfills", json=body)
+        if resp.status_code == 409 and "already a running backfill" in resp.text:
+            # One backfill per DAG at a time: wait for the running one, then ask again.
+            self.wait_backfills_idle(dag_id)
+            resp = self.request("POST", "/backfills", json=body)
+        if resp.status_code >= 400:
+            raise ApiError(f"POST /backfills → {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def running_backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        listed = self.call("GET", "/backfills", params={"dag_id": dag_id, "limit": 100})["backfills"]
+        return [b for b in listed if not b.get("completed_at")]
+
+    def wait_backfills_idle(self, dag_id: str, timeout: float = 3600, poll: float = 3) -> None:
+        """Wait until no backfill of ``dag_id`` is running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running_backfills(dag_id):
+                return
+            time.sleep(poll)
+        raise ApiError(f"backfills of {dag_id} still running after {timeout:.0f}s")
 
     def wait_backfill(self, backfill_id: int, timeout: float = 3600, poll: float = 3) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

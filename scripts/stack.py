@@ -141,7 +141,7 @@ class Stack:
         return current
 
     def commands(self) -> dict[str, list[str]]:
-        airflow = [str(Path(sys.executable).parent / "airflow")]
+        airflow = [_airflow_bin()]
         mlflow_dir = self.state / "mlflow"
         return {
             "mlflow": [
@@ -159,7 +159,13 @@ class Stack:
                 str(mlflow_dir / "artifacts"),
             ],
             "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.airflow_port)],
-            "scheduler": [*airflow, "scheduler"],
+            # Restarted if it exits: on SQLite a write race (StaleDataError) can end the
+            # scheduler loop; in a cluster the Deployment restarts the pod the same way.
+            "scheduler": [
+                "bash",
+                "-c",
+                f'while true; do {shlex.quote(airflow[0])} scheduler; echo "scheduler exited ($?), restarting"; sleep 3; done',
+            ],
             "dag-processor": [*airflow, "dag-processor"],
             "triggerer": [*airflow, "triggerer"],
         }
@@ -174,6 +180,10 @@ class Stack:
             if pid and _alive(pid):
                 out[name] = pid
         return out
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).parent / "airflow")
 
 
 def _read_pid(path: Path) -> int | None:
@@ -250,7 +260,7 @@ def init(stack: Stack) -> None:
     env = stack.full_env()
     db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     if not marker.exists() or marker.read_text() != db:
-        _run([*stack.commands()["scheduler"][:1], "db", "migrate"], env, "airflow db migrate")
+        _run([_airflow_bin(), "db", "migrate"], env, "airflow db migrate")
         if db.startswith("sqlite:///"):
             import sqlite3
 
@@ -261,7 +271,7 @@ def init(stack: Stack) -> None:
         ("gpu_training", "1", "GPU training slots"),
         ("model_registry", "1", "serialises alias moves"),
     ):
-        _run([*stack.commands()["scheduler"][:1], "pools", "set", pool, slots, what], env, "airflow pools set")
+        _run([_airflow_bin(), "pools", "set", pool, slots, what], env, "airflow pools set")
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
@@ -305,10 +315,12 @@ def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] = COMPONENTS)
         airflow_needed = any(n != "mlflow" for n in only)
         if (mlflow_healthy(stack) or "mlflow" not in only) and (
             not airflow_needed
-            or (health.get("metadatabase") == "healthy"
-            and health.get("scheduler") == "healthy"
-            and health.get("triggerer") == "healthy"
-            and health.get("dag_processor") == "healthy")
+            or (
+                health.get("metadatabase") == "healthy"
+                and health.get("scheduler") == "healthy"
+                and health.get("triggerer") == "healthy"
+                and health.get("dag_processor") == "healthy"
+            )
         ):
             if airflow_needed:
                 status(stack)
