@@ -28,6 +28,7 @@ from airflow.sdk import Param, dag, task
 
 from jobs.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS
+from recsys_airflow.defaults import default_args
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.sensors import LandingSensor
 
@@ -44,13 +45,7 @@ cfg = get_config()
     doc_md=__doc__,
     tags=["recsys", "ingestion", "spark", "great-expectations"],
     owner_links={cfg.airflow.owner: "https://github.com/recsys/recsys-airflow"},
-    default_args={
-        "owner": cfg.airflow.owner,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=default_args(cfg.airflow.owner),
     params={
         "wait_timeout_s": Param(
             cfg.ingest.wait_timeout_s,

@@ -10,13 +10,12 @@ single-slot `model_registry` pool, so it never interleaves with a promotion. Emi
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Param, dag
 
 from jobs.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
+from recsys_airflow.defaults import default_args
 from recsys_airflow.launcher import JobOperator
 
 cfg = get_config()
@@ -30,7 +29,7 @@ cfg = get_config()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "mlflow", "manual"],
-    default_args={"owner": cfg.airflow.owner, "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(cfg.airflow.owner, retries=1),
     params={
         "reason": Param(
             type="string",

@@ -31,13 +31,12 @@ otherwise skip it; a manual promotion goes through the audited rollback DAG.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Param, dag, task
 
 from jobs.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
+from recsys_airflow.defaults import default_args
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.training import train_task
 
@@ -54,13 +53,7 @@ RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "mlflow", "gpu"],
-    default_args={
-        "owner": cfg.airflow.owner,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=default_args(cfg.airflow.owner),
     params={
         "force_retrain": Param(
             False,

@@ -40,25 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 from jobs import storage
 from jobs.config import ConfigError, PipelineConfig, get_config
+from jobs.generate import COLUMNS, DEVICES, EVENT_TYPES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 REQUIRED = ("event_id", "user_id", "item_id", "event_type", "ts", "device", "country")
 OPTIONAL = ("watch_seconds", "rating")
-LANDING_COLUMNS = (
-    "event_id",
-    "user_id",
-    "item_id",
-    "event_type",
-    "ts",
-    "watch_seconds",
-    "rating",
-    "device",
-    "country",
-)
-EVENT_TYPES = ("impression", "click", "play", "rating")
-DEVICES = ("tv", "mobile", "web", "tablet")
+# The landing contract is the generator's (it plays the upstream system).
+LANDING_COLUMNS = COLUMNS
 MAX_WATCH_SECONDS = 86_400.0
 ROWS_PER_FILE = 2_000_000
 CURATED_COLUMNS = LANDING_COLUMNS
