@@ -128,7 +128,7 @@ class MFBPR(nn.Module):
 
     def _loss_autograd(self, pu: torch.Tensor, qi: torch.Tensor, bi: torch.Tensor, weight_decay: float) -> torch.Tensor:
         """The loss through plain autograd (the CUDA path; the reference of the fused CPU path)."""
-        if pu.is_cuda:  # one batched GEMM: runs in bf16 under autocast
+        if pu.is_cuda:  # noqa: SIM108 - one batched GEMM: runs in bf16 under autocast
             dots = torch.bmm(qi, pu.unsqueeze(-1)).squeeze(-1).float()
         else:  # CPU: tiny batched GEMMs are slow in MKL, an elementwise product is not
             dots = (qi * pu.unsqueeze(1)).sum(-1)
