@@ -238,146 +238,155 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         )
 
         for i, events in enumerate(sizes):
-            day = DAY0 + timedelta(days=DAY_GAP * i)
             label = _label(events)
-            params = WorldParams(users=USERS, items=ITEMS, events_per_day=events)
-            gen_started = time.perf_counter()
-            manifest = write_day(params, day, landing, truth, fmt)
-            gen_s = time.perf_counter() - gen_started
-            day_dir = Path(landing) / f"dt={day.isoformat()}"
-            files = [day_dir / f for f in manifest["files"]]
-            n_input = int(manifest["rows_written"])
-            in_mib = _mib(sum(f.stat().st_size for f in files))
-            shape = (
-                f"{n_input:,} landing rows ({events:,} events + {manifest['duplicates']:,} redelivered), "
-                f"{len(files)} {fmt} files, {in_mib:,.0f} MiB"
-            )
-            gc.collect()
+            day = DAY0 + timedelta(days=DAY_GAP * i)
+            try:
+                params = WorldParams(users=USERS, items=ITEMS, events_per_day=events)
+                gen_started = time.perf_counter()
+                manifest = write_day(params, day, landing, truth, fmt)
+                gen_s = time.perf_counter() - gen_started
+                day_dir = Path(landing) / f"dt={day.isoformat()}"
+                files = [day_dir / f for f in manifest["files"]]
+                n_input = int(manifest["rows_written"])
+                in_mib = _mib(sum(f.stat().st_size for f in files))
+                shape = (
+                    f"{n_input:,} landing rows ({events:,} events + {manifest['duplicates']:,} redelivered), "
+                    f"{len(files)} {fmt} files, {in_mib:,.0f} MiB"
+                )
+                gc.collect()
 
-            # Spark ingestion job.
-            with sampler.phase() as spark_mem:
+                # Spark ingestion job.
+                with sampler.phase() as spark_mem:
+                    cpu0 = _tree_cpu_s()
+                    started = time.perf_counter()
+                    result = ingest_day(cfg, spark, day)
+                    spark_s = time.perf_counter() - started
+                    spark_cpu = _tree_cpu_s() - cpu0
+                spark_rate = n_input / spark_s
+                gc.collect()
+                # Spark's own floor: the job's JSON reader alone, every column consumed, nothing written.
                 cpu0 = _tree_cpu_s()
                 started = time.perf_counter()
-                result = ingest_day(cfg, spark, day)
-                spark_s = time.perf_counter() - started
-                spark_cpu = _tree_cpu_s() - cpu0
-            spark_rate = n_input / spark_s
-            gc.collect()
-            # Spark's own floor: the job's JSON reader alone, every column consumed, nothing written.
-            cpu0 = _tree_cpu_s()
-            started = time.perf_counter()
-            read_landing(spark, [str(f) for f in files], fmt).write.format("noop").mode("overwrite").save()
-            read_s = time.perf_counter() - started
-            read_cpu = _tree_cpu_s() - cpu0
+                read_landing(spark, [str(f) for f in files], fmt).write.format("noop").mode("overwrite").save()
+                read_s = time.perf_counter() - started
+                read_cpu = _tree_cpu_s() - cpu0
 
-            # pyarrow references on the same files (page cache as warm as for Spark).
-            ref_dir = tmp / "reference"
-            with sampler.phase() as conv_mem:
-                cpu0 = time.process_time()
-                started = time.perf_counter()
-                conv_rows = _pyarrow_convert(files, ref_dir / "convert")
-                conv_s = time.perf_counter() - started
-                conv_cpu = time.process_time() - cpu0
-            shutil.rmtree(ref_dir, ignore_errors=True)
-            gc.collect()
-            with sampler.phase() as dedup_mem:
-                cpu0 = time.process_time()
-                started = time.perf_counter()
-                dedup_in, dedup_out = _pyarrow_convert_dedup(files, ref_dir / "dedup")
-                dedup_s = time.perf_counter() - started
-                dedup_cpu = time.process_time() - cpu0
-            shutil.rmtree(ref_dir, ignore_errors=True)
-            gc.collect()
-            conv_rate = conv_rows / conv_s
-            dedup_rate = dedup_in / dedup_s
-            agree = "same" if dedup_out == result["rows"] else f"differs from Spark's {result['rows']:,}"
-
-            read_rate = n_input / read_s
-            rows += [
-                {
-                    "metric": f"ingest_day {label} throughput",
-                    "value": spark_rate,
-                    "unit": "events/s",
-                    "reference": dedup_rate,
-                    "ratio": spark_rate / dedup_rate,
-                    "note": f"{shape}; {spark_s:.1f} s wall, {spark_cpu:.1f} CPU-s, excl. JVM start-up; "
-                    f"{result['rows']:,} curated, {result['duplicates_removed']:,} duplicates removed, "
-                    f"{result['quarantined']:,} quarantined, {len(result['files'])} parquet files; {setting}; "
-                    "reference: pyarrow convert+dedup events/s",
-                },
-                {
-                    "metric": f"ingest_day {label} per CPU-second",
-                    "value": n_input / spark_cpu,
-                    "unit": "events/CPU-s",
-                    "reference": dedup_in / dedup_cpu,
-                    "ratio": (n_input / spark_cpu) / (dedup_in / dedup_cpu),
-                    "note": "CPU (user+system) of the Python driver, the JVM and the Python workers; reference: "
-                    "pyarrow convert+dedup events per CPU-second of this process (less sensitive to other load "
-                    "on the machine than wall time)",
-                },
-                {
-                    "metric": f"ingest_day {label} vs plain pyarrow convert",
-                    "value": spark_rate,
-                    "unit": "events/s",
-                    "reference": conv_rate,
-                    "ratio": spark_rate / conv_rate,
-                    "note": "reference: pyarrow read_json (typed) → write_table snappy, file by file, no dedup",
-                },
-                {
-                    "metric": f"spark JSON read only {label} (floor)",
-                    "value": read_rate,
-                    "unit": "events/s",
-                    "reference": dedup_rate,
-                    "ratio": read_rate / dedup_rate,
-                    "note": f"{read_s:.1f} s wall, {read_cpu:.1f} CPU-s: the job's own reader (read_landing: string "
-                    "schema, PERMISSIVE, _corrupt_record, source file) into the noop sink; no rules, dedup or write; "
-                    "what the job could reach at best with this reader",
-                },
-                {
-                    "metric": f"pyarrow convert+dedup {label} (reference)",
-                    "value": dedup_rate,
-                    "unit": "events/s",
-                    "note": f"{dedup_s:.1f} s wall, {dedup_cpu:.1f} CPU-s: read_json typed, sort by (event_id, ts, ...), "
-                    f"first row per id, 2M-row snappy files; {dedup_out:,} rows out ({agree}); "
-                    f"peak RSS {dedup_mem['self_mib']:,.0f} MiB",
-                },
-                {
-                    "metric": f"pyarrow convert {label} (reference)",
-                    "value": conv_rate,
-                    "unit": "events/s",
-                    "note": f"{conv_s:.1f} s wall, {conv_cpu:.1f} CPU-s; peak RSS {conv_mem['self_mib']:,.0f} MiB",
-                },
-                {
-                    "metric": f"ingest_day {label} peak RSS",
-                    "value": spark_mem["tree_mib"],
-                    "unit": "MiB",
-                    "note": f"Python driver + Spark JVM + Python workers, sampled every 0.2 s "
-                    f"(Python driver alone {spark_mem['self_mib']:,.0f} MiB); landing day generated in {gen_s:.1f} s",
-                },
-            ]
-
-            # Great Expectations validation of the curated day.
-            engines = ["pandas", "spark"] if i == 0 else ["pandas"]
-            for engine in engines:
-                with sampler.phase() as val_mem:
+                # pyarrow references on the same files (page cache as warm as for Spark).
+                ref_dir = tmp / "reference"
+                with sampler.phase() as conv_mem:
+                    cpu0 = time.process_time()
                     started = time.perf_counter()
-                    summary = validate_day(cfg, day, engine=engine, spark=spark)
-                    val_s = time.perf_counter() - started
+                    conv_rows = _pyarrow_convert(files, ref_dir / "convert")
+                    conv_s = time.perf_counter() - started
+                    conv_cpu = time.process_time() - cpu0
+                shutil.rmtree(ref_dir, ignore_errors=True)
                 gc.collect()
-                n_rows = int(summary["rows"])
-                per_m = val_s / (n_rows / 1e6)
-                status = "passed" if summary["success"] else "FAILED: " + "; ".join(summary["failures"])
+                with sampler.phase() as dedup_mem:
+                    cpu0 = time.process_time()
+                    started = time.perf_counter()
+                    dedup_in, dedup_out = _pyarrow_convert_dedup(files, ref_dir / "dedup")
+                    dedup_s = time.perf_counter() - started
+                    dedup_cpu = time.process_time() - cpu0
+                shutil.rmtree(ref_dir, ignore_errors=True)
+                gc.collect()
+                conv_rate = conv_rows / conv_s
+                dedup_rate = dedup_in / dedup_s
+                agree = "same" if dedup_out == result["rows"] else f"differs from Spark's {result['rows']:,}"
+
+                read_rate = n_input / read_s
+                rows += [
+                    {
+                        "metric": f"ingest_day {label} throughput",
+                        "value": spark_rate,
+                        "unit": "events/s",
+                        "reference": dedup_rate,
+                        "ratio": spark_rate / dedup_rate,
+                        "note": f"{shape}; {spark_s:.1f} s wall, {spark_cpu:.1f} CPU-s, excl. JVM start-up; "
+                        f"{result['rows']:,} curated, {result['duplicates_removed']:,} duplicates removed, "
+                        f"{result['quarantined']:,} quarantined, {len(result['files'])} parquet files; {setting}; "
+                        "reference: pyarrow convert+dedup events/s",
+                    },
+                    {
+                        "metric": f"ingest_day {label} per CPU-second",
+                        "value": n_input / spark_cpu,
+                        "unit": "events/CPU-s",
+                        "reference": dedup_in / dedup_cpu,
+                        "ratio": (n_input / spark_cpu) / (dedup_in / dedup_cpu),
+                        "note": "CPU (user+system) of the Python driver, the JVM and the Python workers; reference: "
+                        "pyarrow convert+dedup events per CPU-second of this process (less sensitive to other load "
+                        "on the machine than wall time)",
+                    },
+                    {
+                        "metric": f"ingest_day {label} vs plain pyarrow convert",
+                        "value": spark_rate,
+                        "unit": "events/s",
+                        "reference": conv_rate,
+                        "ratio": spark_rate / conv_rate,
+                        "note": "reference: pyarrow read_json (typed) → write_table snappy, file by file, no dedup",
+                    },
+                    {
+                        "metric": f"spark JSON read only {label} (floor)",
+                        "value": read_rate,
+                        "unit": "events/s",
+                        "reference": dedup_rate,
+                        "ratio": read_rate / dedup_rate,
+                        "note": f"{read_s:.1f} s wall, {read_cpu:.1f} CPU-s: the job's own reader (read_landing: string "
+                        "schema, PERMISSIVE, _corrupt_record, source file) into the noop sink; no rules, dedup or write; "
+                        "what the job could reach at best with this reader",
+                    },
+                    {
+                        "metric": f"pyarrow convert+dedup {label} (reference)",
+                        "value": dedup_rate,
+                        "unit": "events/s",
+                        "note": f"{dedup_s:.1f} s wall, {dedup_cpu:.1f} CPU-s: read_json typed, sort by (event_id, ts, ...), "
+                        f"first row per id, 2M-row snappy files; {dedup_out:,} rows out ({agree}); "
+                        f"peak RSS {dedup_mem['self_mib']:,.0f} MiB",
+                    },
+                    {
+                        "metric": f"pyarrow convert {label} (reference)",
+                        "value": conv_rate,
+                        "unit": "events/s",
+                        "note": f"{conv_s:.1f} s wall, {conv_cpu:.1f} CPU-s; peak RSS {conv_mem['self_mib']:,.0f} MiB",
+                    },
+                    {
+                        "metric": f"ingest_day {label} peak RSS",
+                        "value": spark_mem["tree_mib"],
+                        "unit": "MiB",
+                        "note": f"Python driver + Spark JVM + Python workers, sampled every 0.2 s "
+                        f"(Python driver alone {spark_mem['self_mib']:,.0f} MiB); landing day generated in {gen_s:.1f} s",
+                    },
+                ]
+
+                # Great Expectations validation of the curated day.
+                engines = ["pandas", "spark"] if i == 0 else ["pandas"]
+                for engine in engines:
+                    with sampler.phase() as val_mem:
+                        started = time.perf_counter()
+                        summary = validate_day(cfg, day, engine=engine, spark=spark)
+                        val_s = time.perf_counter() - started
+                    gc.collect()
+                    n_rows = int(summary["rows"])
+                    per_m = val_s / (n_rows / 1e6)
+                    status = "passed" if summary["success"] else "FAILED: " + "; ".join(summary["failures"])
+                    rows.append(
+                        {
+                            "metric": f"validate_day {engine} {label}",
+                            "value": per_m,
+                            "unit": "s per 1M rows",
+                            "note": f"{val_s:.1f} s for {n_rows:,} curated rows, {summary['expectations']} expectations, "
+                            f"{status}; peak RSS {val_mem['self_mib' if engine == 'pandas' else 'tree_mib']:,.0f} MiB "
+                            f"({'this process' if engine == 'pandas' else 'process tree'})",
+                        }
+                    )
+            except Exception as exc:  # a failing size must not lose the rows of the others
                 rows.append(
                     {
-                        "metric": f"validate_day {engine} {label}",
-                        "value": per_m,
-                        "unit": "s per 1M rows",
-                        "note": f"{val_s:.1f} s for {n_rows:,} curated rows, {summary['expectations']} expectations, "
-                        f"{status}; peak RSS {val_mem['self_mib' if engine == 'pandas' else 'tree_mib']:,.0f} MiB "
-                        f"({'this process' if engine == 'pandas' else 'process tree'})",
+                        "metric": f"ingest {label} error",
+                        "note": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
                     }
                 )
-
+                if len(sizes) == 1:
+                    raise
             # Free the disk before the next (larger) day.
             for zone in ("landing", "curated", "quarantine"):
                 shutil.rmtree(Path(cfg.storage.partition(zone, day)), ignore_errors=True)

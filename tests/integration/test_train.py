@@ -494,3 +494,73 @@ def test_gpu_script_exits_cleanly_without_cuda_and_smokes_on_cpu(tmp_path):
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["samples_per_s"] > 0 and report["steps"] > 0
     assert report["max_memory_allocated_bytes"] is None
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+@pytest.mark.parametrize("negatives", [1, 4])
+def test_fused_cpu_loss_matches_autograd(loss, negatives):
+    import torch
+
+    from jobs.model import FusedRankingLoss, build_model
+
+    model = build_model(50, 30, 8, seed=1, init_std=0.3, loss=loss).double()
+    gen = torch.Generator().manual_seed(5)
+    users = torch.randint(0, 50, (64,), generator=gen)
+    items = torch.randint(0, 30, (64, 1 + negatives), generator=gen)
+    weights = torch.rand(64, generator=gen, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        model.zero_grad()
+        pu, q, b = model.user(users), model.item(items), model.item_bias(items).squeeze(-1)
+        value = FusedRankingLoss.apply(pu, q, b, 0.01, loss) if fused else model._loss_autograd(pu, q, b, 0.01)
+        (value * weights).sum().backward()
+        results.append((value.detach(), [p.grad.clone() for p in model.parameters()]))
+    (v1, g1), (v2, g2) = results
+    # the autograd path casts its L2 term to float32: agreement to float32 precision
+    assert torch.allclose(v1, v2, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_ranking_helpers_match_brute_force():
+    from jobs.metrics import evaluate_ranking, popularity_top_k
+    from jobs.model import CSR, top_k
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, k = 50, 30, 5
+    seen = CSR.from_pairs(rng.integers(0, n_users, 300), rng.integers(0, n_items, 300), n_users, n_items)
+    users = np.arange(n_users)
+
+    def seen_of(u):
+        return set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
+
+    popularity = rng.integers(0, 10, n_items)
+    order = sorted(range(n_items), key=lambda i: (-popularity[i], i))
+    got = popularity_top_k(popularity, users, k, seen)
+    for u in users:
+        expected = [i for i in order if i not in seen_of(u)][:k]
+        assert got[u].tolist() == expected + [-1] * (k - len(expected))
+
+    p = rng.normal(size=(n_users, 4)).astype(np.float32)
+    q = rng.normal(size=(n_items, 4)).astype(np.float32)
+    b = rng.normal(size=n_items).astype(np.float32)
+    items, _ = top_k(p, q, b, users, k, seen, batch_users=7)
+    for u in users:
+        scores = p[u] @ q.T + b
+        scores[list(seen_of(u))] = -np.inf
+        assert items[u].tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+    test_users, test_items = rng.integers(0, n_users, 100), rng.integers(0, n_items, 100)
+    ranked = rng.integers(-1, n_items, (n_users, k))
+    relevant: dict[int, set[int]] = {}
+    for u, i in zip(test_users, test_items, strict=True):
+        relevant.setdefault(int(u), set()).add(int(i))
+    recalls, ndcgs = [], []
+    for u, rel in relevant.items():
+        hits = [1.0 if r >= 0 and r in rel else 0.0 for r in ranked[u]]
+        recalls.append(sum(hits) / len(rel))
+        idcg = sum(1 / np.log2(j + 2) for j in range(min(k, len(rel))))
+        ndcgs.append(sum(h / np.log2(j + 2) for j, h in enumerate(hits)) / idcg)
+    m = evaluate_ranking(ranked, (test_users, test_items))
+    assert m["users"] == len(relevant)
+    assert m["recall"] == pytest.approx(np.mean(recalls)) and m["ndcg"] == pytest.approx(np.mean(ndcgs))
