@@ -220,67 +220,123 @@ def parse(raw: DataFrame, day: date) -> DataFrame:
     )
 
 
-def dedup(valid: DataFrame) -> DataFrame:
-    """One row per ``event_id``: the smallest content tuple; adds ``variants`` (distinct contents)."""
-    from pyspark.sql import functions as F
-
-    content = [c for c in CURATED_COLUMNS if c != "event_id"]
-    ordered = ["ts", "user_id", "item_id", "event_type", "watch_seconds", "rating", "device", "country"]
-    assert sorted(ordered) == sorted(content)
-    agg = valid.groupBy("event_id").agg(
-        F.min(F.struct(*ordered)).alias("row"),
-        F.count(F.lit(1)).alias("copies"),
-        F.countDistinct(F.hash(*ordered)).alias("variants"),
-    )
-    return agg.select("event_id", *[F.col(f"row.{c}").alias(c) for c in ordered], "copies", "variants")
+DEDUP_ORDER = ("ts", "user_id", "item_id", "event_type", "watch_seconds", "rating", "device", "country")
 
 
-def _write_sorted(df: DataFrame, staging: Path, rows: int, sort_cols: list[str]) -> list[str]:
-    """Write Parquet with deterministic names, row order and bytes; returns the file names.
+def _dedup_sorted(table):
+    """Dedup a table sorted by ``(event_id, *DEDUP_ORDER)``: first row per id, plus counts.
+
+    Returns ``(kept, removed, conflicts)``: the first (smallest) row of each id, how many rows
+    were dropped as copies, and how many ids had copies whose content differs.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    if n < 2:
+        return table, 0, 0
+
+    def same_as_previous(column) -> np.ndarray:
+        col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        a, b = col.slice(1), col.slice(0, n - 1)
+        eq = pc.fill_null(pc.equal(a, b), False)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        return np.asarray(pc.or_(eq, both_null), dtype=bool)
+
+    same_id = same_as_previous(table.column("event_id"))
+    keep = np.concatenate([[True], ~same_id])
+    removed = int(n - keep.sum())
+    conflicts = 0
+    if removed:
+        same_content = np.ones(n - 1, dtype=bool)
+        for name in DEDUP_ORDER:
+            same_content &= same_as_previous(table.column(name))
+        new_variant = same_id & ~same_content  # a copy that differs from the copy before it
+        if new_variant.any():
+            ids = table.column("event_id").combine_chunks().slice(1).filter(pa.array(new_variant))
+            conflicts = len(pc.unique(ids))
+    return table.filter(pa.array(keep)), removed, conflicts
+
+
+def _write_sorted(
+    df: DataFrame, staging: Path, rows: int, sort_cols: list[str], dedup: bool = False
+) -> tuple[list[str], dict[str, Any]]:
+    """Write Parquet with deterministic names, row order and bytes; returns (file names, stats).
 
     Spark's own Parquet writer (parquet-mr) lists column encodings in a Java HashSet order that
     changes from one JVM to the next, so identical data gives different bytes. Instead each
     executor writes its sorted partition with pyarrow (``mapInArrow``): same rows, same bytes,
     on a laptop or a cluster (pyarrow's filesystems cover local paths and S3).
+
+    With ``dedup`` the rows are hash-partitioned by ``event_id`` and sorted by
+    ``(event_id, *DEDUP_ORDER)``, so each executor drops the copies of an id in the same pass
+    that writes (one shuffle for dedup and write). ``stats`` then holds rows, removed copies,
+    conflicting ids, and distinct users/items.
     """
     n_files = max(1, -(-rows // ROWS_PER_FILE))
     target = str(staging)
     arrow_schema = _arrow_schema(df.schema)
+    order = ["event_id", *DEDUP_ORDER] if dedup else sort_cols
 
     def write_partition(batches):
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
         from pyspark import TaskContext
 
         part = TaskContext.get().partitionId()
         name = f"{target}/.part-{part:05d}.parquet"
-        writer = None
-        count = 0
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            if writer is None:
-                writer = pq.ParquetWriter(name, arrow_schema, compression="snappy", write_statistics=True)
-            writer.write_table(pa.Table.from_batches([batch]).cast(arrow_schema))
-            count += batch.num_rows
-        if writer is not None:
-            writer.close()
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([part], pa.int32()), pa.array([count], pa.int64())], names=["part", "rows"]
-            )
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches).cast(arrow_schema)
+        removed = conflicts = 0
+        if dedup:
+            table, removed, conflicts = _dedup_sorted(table)
+            users = pc.unique(table.column("user_id")).cast(pa.int64())
+            items = pc.unique(table.column("item_id")).cast(pa.int64())
+        else:
+            users = items = pa.array([], pa.int64())
+        pq.write_table(table, name, compression="snappy", write_statistics=True, row_group_size=1024 * 1024)
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array([part], pa.int32()),
+                pa.array([table.num_rows], pa.int64()),
+                pa.array([removed], pa.int64()),
+                pa.array([conflicts], pa.int64()),
+                pa.array([users.to_pylist()], pa.list_(pa.int64())),
+                pa.array([items.to_pylist()], pa.list_(pa.int64())),
+            ],
+            names=["part", "rows", "removed", "conflicts", "users", "items"],
+        )
 
     written = (
         df.repartition(n_files, "event_id")
-        .sortWithinPartitions(*sort_cols)
-        .mapInArrow(write_partition, "part int, rows long")
+        .sortWithinPartitions(*order)
+        .mapInArrow(
+            write_partition,
+            "part int, rows long, removed long, conflicts long, users array<long>, items array<long>",
+        )
         .collect()
     )
     names = []
+    users: set[int] = set()
+    items: set[int] = set()
     for idx, row in enumerate(sorted(written, key=lambda r: r["part"])):
         name = f"part-{idx:05d}.parquet"
         (staging / f".part-{row['part']:05d}.parquet").rename(staging / name)
         names.append(name)
-    return names
+        users.update(row["users"])
+        items.update(row["items"])
+    stats = {
+        "rows": sum(r["rows"] for r in written),
+        "removed": sum(r["removed"] for r in written),
+        "conflicts": sum(r["conflicts"] for r in written),
+        "users": len(users),
+        "items": len(items),
+    }
+    return names, stats
 
 
 def _arrow_schema(spark_schema):
@@ -314,24 +370,27 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
         check_columns(spark, files, fmt)
     parsed = parse(read_landing(spark, files, fmt), day).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        input_rows = parsed.count() if input_bytes else 0
-        rejected = parsed.filter(F.col("reasons") != "")
-        reason_counts = {
-            r["reason"]: r["count"]
-            for r in rejected.select(F.explode(F.split("reasons", "; ")).alias("reason"))
-            .groupBy("reason")
-            .count()
-            .collect()
-        }
-        quarantined = int(rejected.count())
+        # One pass counts everything: rows per distinct reason list (a handful of groups).
+        by_reasons = parsed.groupBy("reasons").count().collect() if input_bytes else []
+        input_rows = sum(int(r["count"]) for r in by_reasons)
+        reason_counts: dict[str, int] = {}
+        quarantined = 0
+        for r in by_reasons:
+            if r["reasons"]:
+                quarantined += int(r["count"])
+                for reason in r["reasons"].split("; "):
+                    reason_counts[reason] = reason_counts.get(reason, 0) + int(r["count"])
+        reason_counts = dict(sorted(reason_counts.items()))
         with storage.staged_partition(quarantine_day) as staging:
-            q_cols = ["reasons", "source_file", "raw_line", *[f"raw_{c}" for c in LANDING_COLUMNS]]
-            q_files = _write_sorted(
-                rejected.select(*q_cols).withColumnRenamed("raw_event_id", "event_id"),
-                staging,
-                max(quarantined, 1),
-                ["source_file", "event_id", "raw_line"],
-            )
+            q_files: list[str] = []
+            if quarantined:
+                q_cols = ["reasons", "source_file", "raw_line", *[f"raw_{c}" for c in LANDING_COLUMNS]]
+                q_files, _ = _write_sorted(
+                    parsed.filter(F.col("reasons") != "").select(*q_cols).withColumnRenamed("raw_event_id", "event_id"),
+                    staging,
+                    quarantined,
+                    ["source_file", "event_id", "raw_line"],
+                )
             storage.publish(
                 staging,
                 quarantine_day,
@@ -345,37 +404,27 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
                 else f"all {input_rows} rows were rejected: {reason_counts}"
             )
             raise IngestError(f"dt={day.isoformat()}: no valid rows ({why}); curated data left unchanged")
-        deduped = dedup(parsed.filter(F.col("reasons") == "").select(*CURATED_COLUMNS)).persist(
-            StorageLevel.MEMORY_AND_DISK
+        typed = parsed.filter(F.col("reasons") == "").select(
+            *[F.col(f.name).cast(f.dataType).alias(f.name) for f in curated_schema().fields]
         )
-        try:
-            stats = deduped.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.sum(F.when(F.col("variants") > 1, 1).otherwise(0)).alias("conflicts"),
-                F.countDistinct("user_id").alias("users"),
-                F.countDistinct("item_id").alias("items"),
-            ).first()
-            rows = int(stats["rows"])
-            typed = deduped.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in curated_schema().fields])
-            with storage.staged_partition(curated_day) as staging:
-                files_out = _write_sorted(typed, staging, rows, ["event_id"])
-                manifest = {
-                    "day": day.isoformat(),
-                    "rows": rows,
-                    "input_rows": input_rows,
-                    "quarantined": quarantined,
-                    "duplicates_removed": valid_rows - rows,
-                    "conflicting_duplicates": int(stats["conflicts"] or 0),
-                    "users": int(stats["users"]),
-                    "items": int(stats["items"]),
-                    "input_files": [Path(f).name for f in files],
-                    "input_bytes": input_bytes,
-                    "files": files_out,
-                    "schema": [f"{f.name}:{f.dataType.simpleString()}" for f in curated_schema().fields],
-                }
-                storage.publish(staging, curated_day, manifest)
-        finally:
-            deduped.unpersist()
+        with storage.staged_partition(curated_day) as staging:
+            files_out, stats = _write_sorted(typed, staging, valid_rows, ["event_id"], dedup=True)
+            rows = stats["rows"]
+            manifest = {
+                "day": day.isoformat(),
+                "rows": rows,
+                "input_rows": input_rows,
+                "quarantined": quarantined,
+                "duplicates_removed": stats["removed"],
+                "conflicting_duplicates": stats["conflicts"],
+                "users": stats["users"],
+                "items": stats["items"],
+                "input_files": [Path(f).name for f in files],
+                "input_bytes": input_bytes,
+                "files": files_out,
+                "schema": [f"{f.name}:{f.dataType.simpleString()}" for f in curated_schema().fields],
+            }
+            storage.publish(staging, curated_day, manifest)
     finally:
         parsed.unpersist()
     return {
