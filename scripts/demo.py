@@ -1,71 +1,348 @@
-"""`make demo`: generate a week of events, start the local stack, run the pipeline, summarise.
+"""`make demo`: the whole loop on a generated world, through the real scheduler, with a timeline.
 
-Idempotent: the generator replaces each landing day atomically with identical content, and the
-backfill reprocesses completed runs, which replaces each curated day with identical files.
-The stack is left running so the UIs can be explored; `make down` stops it.
+1. Generate ``train_days + served_days`` days of events; the world's tastes shift on day
+   ``drift_day`` (``jobs.generate --drift``), which is what the monitor must notice.
+2. Start the local stack (Airflow api-server, scheduler, dag-processor, triggerer; MLflow).
+3. Backfill ``recsys_ingest`` over the first ``train_days`` days (REST ``POST /backfills``).
+   ``recsys_score`` and ``recsys_monitor`` are unpaused already: their asset-triggered runs skip
+   while there is no champion.
+4. Unpause ``recsys_train``: the scheduler starts its weekly run (catch-up off: the latest
+   interval), which trains on the window before the latest validated day, gates and promotes
+   the first champion.
+5. Each served day in order: backfill that day's ingestion → the curated-events Asset triggers
+   ``recsys_score`` (champion pinned) → the recommendations Asset triggers ``recsys_monitor``
+   (drift report; hit-rate of the previous day's recommendations) → when it decides to retrain
+   it triggers ``recsys_train`` with the reason, and the demo waits for that run (gate,
+   promotion) before the next day, so the next day is scored by whichever model won.
+6. Print the timeline: day → rows, champion version that scored it, hit-rate, drift verdict,
+   retrain and promotion events.
+
+The demo starts from a clean slate: it stops the stack of its state folder (``RECSYS_STATE_DIR``,
+default ``.local``) and deletes that folder's databases and data zones first (``--keep-state``
+skips this). The retrain cooldown (``drift.cooldown_hours``, 24 h) is about wall-clock time; the demo
+replays weeks in minutes, so it runs its stack with ``RECSYS__DRIFT__COOLDOWN_HOURS=0`` (a
+running training still blocks a second one). A stack already running with other settings is
+restarted. Idempotent: the generator and every task replace their partitions with identical
+content. The stack is left running so the UIs can be explored; ``make down`` stops it.
+``tests/e2e/test_demo_loop.py`` runs this script on a small world and checks the timeline.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
-from scripts.recsys_api import AirflowApi  # noqa: E402
-from scripts.stack import Stack, up  # noqa: E402
+from scripts.recsys_api import AirflowApi, ApiError  # noqa: E402
+from scripts.stack import Stack, down, up  # noqa: E402
+
+DEMO_ENV = {"RECSYS__DRIFT__COOLDOWN_HOURS": "0"}
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class DemoWorld:
+    """The generated world of a demo run (defaults: ``world`` in the pipeline config)."""
+
+    start: date
+    train_days: int = 8
+    served_days: int = 5
+    drift_day: int = 10  # 1-based day on which the drift starts
+    drift: str = "catalog_launch"
+    drift_strength: float | None = None
+    users: int = 2000
+    items: int = 500
+    events_per_day: int = 20000
+    factors: int = 8
+    seed: int = 7
+    extra_generate_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def days(self) -> int:
+        return self.train_days + self.served_days
+
+    def day(self, n: int) -> str:
+        """ISO date of the 1-based day ``n``."""
+        return (self.start + timedelta(days=n - 1)).isoformat()
+
+    def generate_argv(self) -> list[str]:
+        drift = f"{self.drift}@{self.day(self.drift_day)}"
+        if self.drift_strength is not None:
+            drift += f":{self.drift_strength}"
+        return [
+            sys.executable,
+            "-m",
+            "jobs.generate",
+            "--start",
+            self.start.isoformat(),
+            "--days",
+            str(self.days),
+            "--users",
+            str(self.users),
+            "--items",
+            str(self.items),
+            "--events-per-day",
+            str(self.events_per_day),
+            "--factors",
+            str(self.factors),
+            "--seed",
+            str(self.seed),
+            "--drift",
+            drift,
+            *self.extra_generate_args,
+        ]
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, poll: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+
+
+def _active(api: AirflowApi, dag_id: str) -> list[dict[str, Any]]:
+    return [r for r in api.runs(dag_id) if r["state"] in ("queued", "running")]
+
+
+def _settled(api: AirflowApi, dag_ids: tuple[str, ...]) -> bool:
+    return not any(_active(api, d) for d in dag_ids)
+
+
+class Loop:
+    """Drives one demo world through the running stack and records what happened."""
+
+    def __init__(self, stack: Stack, world: DemoWorld, log: Callable[[str], None] = print, timeout: float = 1800):
+        from jobs.config import get_config
+
+        self.stack = stack
+        self.world = world
+        self.log = log
+        self.timeout = timeout
+        self.cfg = get_config()
+        self.api = AirflowApi(stack.airflow_url, "admin", stack.credentials()["admin"])
+        self.events: dict[str, list[str]] = {}
+        self.train_runs_seen: set[str] = set()
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        w = self.world
+        self.log(
+            f"generating {w.days} days ({w.day(1)} … {w.day(w.days)}), {w.users} users × {w.items} items, "
+            f"{w.events_per_day:,} events/day; {w.drift} from {w.day(w.drift_day)}"
+        )
+        subprocess.run(w.generate_argv(), cwd=REPO, env=self.stack.full_env(), check=True, stdout=subprocess.DEVNULL)
+
+    def ingest(self, first: str, last: str) -> None:
+        bf = self.api.backfill("recsys_ingest", f"{first}T00:00:00Z", f"{last}T00:00:00Z", "completed")
+        self.api.unpause("recsys_ingest")
+        self.api.wait_backfill(bf["id"], timeout=self.timeout)
+        self.api.wait_backfills_idle("recsys_ingest", timeout=self.timeout)
+        states = {
+            r["logical_date"][:10]: r["state"]
+            for r in self.api.runs("recsys_ingest")
+            if r["run_type"] == "backfill" and first <= r["logical_date"][:10] <= last
+        }
+        bad = {d: s for d, s in states.items() if s != "success"}
+        if bad:
+            raise RuntimeError(f"recsys_ingest runs not successful: {bad}")
+
+    def initial_training(self) -> None:
+        before = {r["dag_run_id"] for r in self.api.runs("recsys_train")}
+        self.log("unpausing recsys_train: the scheduler starts its weekly run (latest interval)")
+        self.api.unpause("recsys_train")
+
+        def new_run() -> dict[str, Any] | None:
+            return next((r for r in self.api.runs("recsys_train") if r["dag_run_id"] not in before), None)
+
+        try:
+            run = _wait("the scheduled recsys_train run", new_run, 120)
+        except TimeoutError:  # already unpaused earlier (--keep-state): ask for one over REST
+            run = self.api.trigger("recsys_train", {"reason": "demo: initial training"})
+        final = self.api.wait_run("recsys_train", run["dag_run_id"], timeout=self.timeout)
+        self.train_runs_seen.add(run["dag_run_id"])
+        self._note_training(final, self.world.day(self.world.train_days))
+
+    def serve_day(self, day: str) -> None:
+        """Ingest one day and follow it through scoring, monitoring and any retraining."""
+        self.ingest(day, day)
+        recs = self.cfg.storage.partition("recommendations", day)
+        report = Path(self.cfg.storage.zone("reports")) / "drift" / f"dt={day}" / "report.json"
+        from jobs import storage
+
+        _wait(f"recommendations dt={day}", lambda: storage.read_manifest(recs), self.timeout)
+        _wait(f"drift report dt={day}", report.exists, self.timeout)
+        _wait("monitor runs", lambda: _settled(self.api, ("recsys_score", "recsys_monitor")), self.timeout)
+        for run in self.api.runs("recsys_train"):
+            if run["dag_run_id"] in self.train_runs_seen:
+                continue
+            self.train_runs_seen.add(run["dag_run_id"])
+            final = self.api.wait_run("recsys_train", run["dag_run_id"], timeout=self.timeout)
+            self._note_training(final, day)
+
+    def _note_training(self, run: dict[str, Any], day: str) -> None:
+        from jobs.registry import client
+
+        reason = (run.get("conf") or {}).get("reason") or "scheduled"
+        name = self.cfg.mlflow.model_name
+        versions = [
+            v
+            for v in client(self.cfg).search_model_versions(f"name='{name}'")
+            if v.tags.get("airflow_run_id") == run["dag_run_id"]
+        ]
+        if run["state"] != "success":
+            outcome = f"training run {run['state']}"
+        elif not versions:
+            outcome = "no model registered"
+        else:
+            v = versions[0]
+            outcome = f"v{v.version} {v.tags.get('decision', '?')}"
+        self.events.setdefault(day, []).append(f"train ({reason[:60]}) → {outcome}")
+        self.log(f"recsys_train {run['dag_run_id']} [{run['state']}] reason: {reason} → {outcome}")
+
+    # -- report -----------------------------------------------------------------------------
+
+    def timeline(self) -> list[dict[str, Any]]:
+        from jobs import storage
+        from jobs.registry import show
+
+        rows = []
+        for n in range(1, self.world.days + 1):
+            day = self.world.day(n)
+            curated = storage.read_manifest(self.cfg.storage.partition("curated", day)) or {}
+            recs = storage.read_manifest(self.cfg.storage.partition("recommendations", day)) or {}
+            path = Path(self.cfg.storage.zone("reports")) / "drift" / f"dt={day}" / "report.json"
+            report = json.loads(path.read_text()) if path.exists() else None
+            data = (report or {}).get("data_drift", {})
+            perf = (report or {}).get("performance", {})
+            rows.append(
+                {
+                    "day": day,
+                    "drift_injected": n >= self.world.drift_day,
+                    "rows": curated.get("rows"),
+                    "model_version": recs.get("model_version"),
+                    "hit_rate": perf.get("hit_rate") if perf.get("available") else None,
+                    "alerts": data.get("alerts") if data.get("available") else None,
+                    "max_psi": data.get("max_psi") if data.get("available") else None,
+                    "retrain": (report or {}).get("decision", {}).get("retrain"),
+                    "decision": (report or {}).get("decision", {}).get("reason"),
+                    "events": self.events.get(day, []),
+                }
+            )
+        self.aliases = show(self.cfg)
+        return rows
+
+    def run(self) -> list[dict[str, Any]]:
+        w = self.world
+        self.generate()
+        self.api.wait_for_dag("recsys_score")
+        for dag_id in ("recsys_score", "recsys_monitor"):
+            self.api.unpause(dag_id)
+        self.log(f"backfilling recsys_ingest {w.day(1)} … {w.day(w.train_days)}")
+        self.ingest(w.day(1), w.day(w.train_days))
+        _wait("score runs of the backfill", lambda: _settled(self.api, ("recsys_score",)), self.timeout)
+        self.initial_training()
+        for n in range(w.train_days + 1, w.days + 1):
+            self.log(f"serving day {w.day(n)}")
+            self.serve_day(w.day(n))
+        return self.timeline()
+
+
+def render(rows: list[dict[str, Any]], aliases: dict[str, Any]) -> str:
+    head = " day        | drift | rows    | scored by | hit-rate | alerts (max PSI)          | retrain | events"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        alerts = "-" if r["alerts"] is None else f"{len(r['alerts'])} ({r['max_psi']:.2f})"
+        hit = "-" if r["hit_rate"] is None else f"{r['hit_rate']:.3f}"
+        retrain = "-" if r["retrain"] is None else ("YES" if r["retrain"] else "no")
+        lines.append(
+            f" {r['day']} | {'yes' if r['drift_injected'] else 'no':5s} | {r['rows'] or '-':>7} |"
+            f" {('v' + str(r['model_version'])) if r['model_version'] else '-':>9} | {hit:>8} | {alerts:25s} |"
+            f" {retrain:7s} | {'; '.join(r['events'])}"
+        )
+    lines.append(
+        f"\nregistry aliases: champion=v{aliases.get('champion')}, previous_champion=v{aliases.get('previous_champion')},"
+        f" challenger=v{aliases.get('challenger')}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train-days", type=int, default=8)
+    ap.add_argument("--served-days", type=int, default=5)
+    ap.add_argument("--drift-day", type=int, default=10, help="1-based day on which the drift starts")
+    ap.add_argument("--drift", default="catalog_launch", help="a jobs.generate drift kind")
+    ap.add_argument("--drift-strength", type=float)
+    ap.add_argument("--start", type=date.fromisoformat, help="first day (default: world.start_date)")
+    ap.add_argument("--users", type=int)
+    ap.add_argument("--items", type=int)
+    ap.add_argument("--events-per-day", type=int)
+    ap.add_argument("--keep-state", action="store_true", help="do not wipe the state folder first")
+    ap.add_argument("--timeline-file", type=Path, help="also write the timeline as JSON here")
+    args = ap.parse_args(argv)
+    if not 1 <= args.drift_day - args.train_days <= args.served_days:
+        ap.error("--drift-day must fall on a served day (after --train-days, within --served-days)")
+
+    os.environ.update(DEMO_ENV)
     stack = Stack.from_env()
     os.environ.update(stack.env())
-    from jobs import storage
     from jobs.config import get_config
-    from jobs.validate import is_validated
 
-    cfg = get_config()
-    world = cfg.world
-    first, last = world.start_date, world.start_date + timedelta(days=world.days - 1)
+    w = get_config().world
+    world = DemoWorld(
+        start=args.start or w.start_date,
+        train_days=args.train_days,
+        served_days=args.served_days,
+        drift_day=args.drift_day,
+        drift=args.drift,
+        drift_strength=args.drift_strength,
+        users=args.users or w.users,
+        items=args.items or w.items,
+        events_per_day=args.events_per_day or w.events_per_day,
+        factors=w.factors,
+        seed=w.seed,
+    )
     started = time.monotonic()
-    print(f"1/3 generating {world.days} days of events ({first} … {last}) into {cfg.storage.zone('landing')}")
-    subprocess.run([sys.executable, "-m", "jobs.generate"], cwd=REPO, env=os.environ, check=True)
-    print("2/3 starting the local stack (Airflow + MLflow on 127.0.0.1)")
+    if stack.running():
+        print("stopping the running stack so the demo's settings apply")
+        down(stack)
+    if not args.keep_state and stack.state.exists():
+        print(f"starting from a clean slate: removing {stack.state}")
+        shutil.rmtree(stack.state)
+    print("starting the local stack (Airflow + MLflow on 127.0.0.1)")
     up(stack)
-    api = AirflowApi(stack.airflow_url, "admin", stack.credentials()["admin"])
-    api.wait_for_dag("recsys_ingest")
-    print(f"3/3 backfilling recsys_ingest {first} … {last} through the scheduler")
-    # Create the backfill first and unpause after: fewer concurrent writers on SQLite.
-    backfill = api.backfill("recsys_ingest", f"{first}T00:00:00Z", f"{last}T00:00:00Z", "completed")
-    api.unpause("recsys_ingest")
-    api.wait_backfill(backfill["id"], timeout=3600)
-    api.wait_backfills_idle("recsys_ingest", timeout=3600)
-    runs = {r["logical_date"][:10]: r["state"] for r in api.runs("recsys_ingest") if r["run_type"] == "backfill"}
-
-    print("\n day        | run      | curated rows | quarantined | duplicates | validated")
-    print("------------+----------+--------------+-------------+------------+----------")
-    for i in range(world.days):
-        day = (first + timedelta(days=i)).isoformat()
-        part = cfg.storage.partition("curated", day)
-        m = storage.read_manifest(part) or {}
-        print(
-            f" {day} | {runs.get(day, '-'):8s} | {m.get('rows', '-'):>12} | {m.get('quarantined', '-'):>11} |"
-            f" {m.get('duplicates_removed', '-'):>10} | {'yes' if is_validated(part) else 'NO'}"
-        )
+    loop = Loop(stack, world)
+    try:
+        rows = loop.run()
+    except (ApiError, RuntimeError, TimeoutError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
+        return 1
+    print()
+    print(render(rows, loop.aliases))
+    if args.timeline_file:
+        args.timeline_file.write_text(json.dumps({"rows": rows, "aliases": loop.aliases}, indent=2))
     creds = stack.credentials()
     print(f"\nfinished in {time.monotonic() - started:.0f}s")
     print(f"Airflow UI : {stack.airflow_url}  (admin / {creds['admin']}; viewer / {creds['viewer']})")
     print(f"MLflow UI  : {stack.mlflow_url}")
-    print(f"data zones : {cfg.storage.root_path()}")
+    print(f"data zones : {loop.cfg.storage.root_path()}")
     print("stop with  : make down")
-    failed = [d for d, s in runs.items() if s != "success"]
-    if failed:
-        print(f"runs not successful: {failed}", file=sys.stderr)
-        return 1
     return 0
 
 
