@@ -31,6 +31,8 @@ BENCHMARKS: list[str] = [
     "generate",
     "ingest",
     "train",
+    "score",
+    "drift",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")

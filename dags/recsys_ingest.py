@@ -56,8 +56,8 @@ cfg = get_config()
             description="How long to wait for the day's landing folder before failing.",
         ),
         "spark_master": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=200,
             pattern=r"^$|^(local(\[[0-9*]+\]|-cluster\[\d+,\d+,\d+\])?|spark://.+|k8s://.+|yarn)$",
             title="Spark master override",
@@ -89,7 +89,7 @@ def recsys_ingest():
         job_args=[
             "--date",
             "{{ ds }}",
-            "--master={{ params.spark_master }}",
+            "--master={{ params.spark_master or '' }}",
         ],
         fail_fast_codes=[3],
         execution_timeout=timedelta(hours=2),

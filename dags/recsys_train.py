@@ -32,17 +32,14 @@ otherwise skip it; a manual promotion goes through the audited rollback DAG.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag
 
 from jobs.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
 from recsys_airflow.defaults import default_args
-from recsys_airflow.launcher import JobOperator
-from recsys_airflow.training import train_task
+from recsys_airflow.factory import model_pipeline, training_params
 
 cfg = get_config()
-SNAPSHOT = "{{ ti.xcom_pull(task_ids='snapshot')['uri'] }}"
-RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }}"
 
 
 @dag(
@@ -54,166 +51,10 @@ RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }
     doc_md=__doc__,
     tags=["recsys", "training", "mlflow", "gpu"],
     default_args=default_args(cfg.airflow.owner),
-    params={
-        "force_retrain": Param(
-            False,
-            type="boolean",
-            title="Force retrain",
-            description="Train even when the trigger's reason would not require it (the gate still decides promotion).",
-        ),
-        "epochs": Param(
-            cfg.training.epochs, type="integer", minimum=1, maximum=200, title="Epochs", description="Training epochs."
-        ),
-        "window_days": Param(
-            cfg.training.window_days,
-            type="integer",
-            minimum=1,
-            maximum=90,
-            title="Window (days)",
-            description="Validated curated days before the evaluation day used for training.",
-        ),
-        "eval_date": Param(
-            "",
-            type="string",
-            pattern=r"^$|^\d{4}-\d{2}-\d{2}$",
-            title="Evaluation day",
-            description="YYYY-MM-DD held out for the gate; empty = the latest validated curated day.",
-        ),
-        "reason": Param(
-            "scheduled",
-            type="string",
-            maxLength=500,
-            title="Reason",
-            description="Why this training runs (set by the drift monitor; free text from the UI).",
-        ),
-        "report_uri": Param(
-            "",
-            type="string",
-            maxLength=1000,
-            title="Drift report",
-            description="Report that triggered this run, if any.",
-        ),
-    },
+    params=training_params(cfg),
 )
 def recsys_train():
-    @task
-    def plan(params: dict | None = None, data_interval_end=None) -> dict:
-        """Pick the evaluation day D (latest validated curated day unless given)."""
-        from jobs.validate import validated_days
-
-        days = validated_days(get_config())
-        if params["eval_date"]:
-            day = params["eval_date"]
-        else:
-            limit = data_interval_end.date().isoformat() if data_interval_end else "9999-12-31"
-            eligible = [d for d in days if d <= limit]
-            if not eligible:
-                raise ValueError("no validated curated day to evaluate on: run recsys_ingest first")
-            day = eligible[-1]
-        if day not in days:
-            raise ValueError(f"eval_date {day} is not a validated curated day (validated: {days[-5:]})")
-        return {"day": day, "window_days": int(params["window_days"]), "reason": params["reason"]}
-
-    planned = plan()
-    snapshot = JobOperator(
-        task_id="snapshot",
-        module="jobs.snapshot",
-        spark=True,
-        job_args=[
-            "--date",
-            "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
-            "--window-days",
-            "{{ ti.xcom_pull(task_ids='plan')['window_days'] }}",
-        ],
-        fail_fast_codes=[3],
-    )
-    train = train_task(
-        cfg,
-        "train",
-        [
-            "--snapshot",
-            SNAPSHOT,
-            "--epochs",
-            "{{ params.epochs }}",
-            "--run-name",
-            RUN_TAG,
-            "--checkpoint-dir",
-            cfg.storage.zone("checkpoints") + "/" + RUN_TAG,
-        ],
-        doc_md="Same argv locally and in the GPU pod; resumes from the last epoch checkpoint on retry.",
-    )
-    evaluate = JobOperator(
-        task_id="evaluate",
-        module="jobs.evaluate",
-        job_args=[
-            "--snapshot",
-            SNAPSHOT,
-            "--run-id",
-            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
-            "--model-uri",
-            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
-        ],
-        doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day.",
-    )
-    register = JobOperator(
-        task_id="register",
-        module="jobs.registry",
-        job_args=[
-            "register",
-            "--run-id",
-            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
-            "--model-uri",
-            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
-            "--tags",
-            "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, "
-            "'decision': 'blessed' if ti.xcom_pull(task_ids='evaluate')['blessed'] else 'not_blessed', "
-            "'decision_reason': ti.xcom_pull(task_ids='evaluate')['reason'], "
-            "'data_window': ti.xcom_pull(task_ids='snapshot')['window_start'] ~ '..' ~ ti.xcom_pull(task_ids='snapshot')['window_end'], "
-            "'eval_day': ti.xcom_pull(task_ids='snapshot')['day'], "
-            "'trigger_reason': params.reason} | tojson }}",
-        ],
-        pool="model_registry",
-    )
-    infra_validate = JobOperator(
-        task_id="infra_validate",
-        module="jobs.infra_validate",
-        job_args=[
-            "--model-uri",
-            "{{ ti.xcom_pull(task_ids='register')['model_uri'] }}",
-            "--snapshot",
-            SNAPSHOT,
-        ],
-        fail_fast_codes=[4],
-        doc_md="Fresh process: load by registry URI, score a smoke batch, check shape/types/no seen items.",
-    )
-
-    @task.short_circuit(ignore_downstream_trigger_rules=True)
-    def blessed(evaluation: dict) -> bool:
-        """Stop here (skip promotion) unless the gate blessed the challenger."""
-        print(f"gate decision: {'BLESSED' if evaluation['blessed'] else 'NOT blessed'} — {evaluation['reason']}")
-        return bool(evaluation["blessed"])
-
-    promote = JobOperator(
-        task_id="promote",
-        module="jobs.registry",
-        job_args=[
-            "promote",
-            "--version",
-            "{{ ti.xcom_pull(task_ids='register')['version'] }}",
-            "--expected-champion",
-            "{{ ti.xcom_pull(task_ids='evaluate')['champion_version'] or '' }}",
-            "--reason",
-            "{{ ti.xcom_pull(task_ids='evaluate')['reason'] }}",
-            "--actor",
-            "{{ dag.dag_id }}/{{ run_id }}",
-        ],
-        pool="model_registry",
-        fail_fast_codes=[3],
-        outlets=[CHAMPION_MODEL],
-    )
-
-    planned >> snapshot >> train >> evaluate >> register >> infra_validate
-    infra_validate >> blessed(evaluate.output) >> promote
+    model_pipeline(cfg, train_module="jobs.train", outlets=[CHAMPION_MODEL])
 
 
 recsys_train()

@@ -157,20 +157,32 @@ class GateConfig(_Section):
 class ScoringConfig(_Section):
     k: int = Field(20, ge=1, le=1000)
     batch_users: int = Field(4096, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    exclusion_days: int = Field(60, ge=1, le=3650)
+    rows_per_file: int = Field(2_000_000, ge=1)
 
 
 class DriftConfig(_Section):
+    """Thresholds of the drift monitor (``jobs/drift.py``; the YAML explains each)."""
+
     psi_warn: float = Field(0.1, gt=0.0)
     psi_alert: float = Field(0.25, gt=0.0)
     js_threshold: float = Field(0.1, gt=0.0, le=1.0)
+    unseen_share_warn: float = Field(0.05, gt=0.0, le=1.0)
+    unseen_share_alert: float = Field(0.1, gt=0.0, le=1.0)
+    min_samples: int = Field(100, ge=1)
     min_drifted_features: int = Field(2, ge=1)
     performance_decay: float = Field(0.3, gt=0.0, lt=1.0)
+    min_performance_users: int = Field(50, ge=1)
     cooldown_hours: float = Field(24.0, ge=0.0)
+    trend_days: int = Field(14, ge=1, le=365)
 
     @model_validator(mode="after")
-    def _psi_ordered(self) -> DriftConfig:
+    def _ordered(self) -> DriftConfig:
         if self.psi_warn > self.psi_alert:
             raise ValueError("psi_warn must not exceed psi_alert")
+        if self.unseen_share_warn > self.unseen_share_alert:
+            raise ValueError("unseen_share_warn must not exceed unseen_share_alert")
         return self
 
 

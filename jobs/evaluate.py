@@ -145,9 +145,17 @@ def decide(cfg: PipelineConfig, metrics: dict[str, dict[str, float]], k: int) ->
     return True, f"blessed: ndcg@{k} {ndcg:.4f} vs popularity {pop:.4f}{versus}; recall@{k} {recall:.4f}"
 
 
-def evaluate(cfg: PipelineConfig, snapshot_uri: str, run_id: str, model_uri: str | None = None) -> dict[str, Any]:
+def evaluate(
+    cfg: PipelineConfig,
+    snapshot_uri: str,
+    run_id: str,
+    model_uri: str | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Gate the challenger; ``model_name`` (default ``mlflow.model_name``) names whose champion to beat."""
     from jobs.registry import CHAMPION, alias_version, client
 
+    name = model_name or cfg.mlflow.model_name
     k = cfg.gate.k
     snap = Snapshot(snapshot_uri)
     users = sorted(snap.truth)
@@ -156,9 +164,9 @@ def evaluate(cfg: PipelineConfig, snapshot_uri: str, run_id: str, model_uri: str
         "popularity": popularity_recs(snap, users, k),
     }
     cl = client(cfg)
-    champion_version = alias_version(cl, cfg.mlflow.model_name, CHAMPION)
+    champion_version = alias_version(cl, name, CHAMPION)
     if champion_version:
-        rankers["champion"] = model_recs(f"models:/{cfg.mlflow.model_name}/{champion_version}", users, k)
+        rankers["champion"] = model_recs(f"models:/{name}/{champion_version}", users, k)
     oracle = oracle_recs(cfg, snap, users, k)
     if oracle is not None:
         rankers["oracle"] = oracle
@@ -189,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot", required=True)
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--model-uri", help="the challenger's logged model (default runs:/<run-id>/model)")
+    ap.add_argument("--model-name", help="registered model whose champion is compared (default mlflow.model_name)")
     ap.add_argument("--result-file", type=Path)
     args = ap.parse_args(argv)
     try:
-        result = evaluate(get_config(), args.snapshot, args.run_id, args.model_uri)
+        result = evaluate(get_config(), args.snapshot, args.run_id, args.model_uri, args.model_name)
     except (ConfigError, EvaluationError) as exc:
         print(f"evaluation failed: {exc}", file=sys.stderr)
         if args.result_file:

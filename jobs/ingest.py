@@ -364,6 +364,9 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
     landing_day = f"{landing_root or cfg.storage.zone('landing')}/dt={day.isoformat()}"
     curated_day = cfg.storage.partition("curated", day)
     quarantine_day = cfg.storage.partition("quarantine", day)
+    # Both zones writable before any work: a read-only curated zone must not leave the day's
+    # quarantine published without its curated partition.
+    storage.check_writable(curated_day, quarantine_day)
     files = [str(p) for p in landing_files(landing_day, fmt)]
     input_bytes = sum(Path(f).stat().st_size for f in files)
     if input_bytes:

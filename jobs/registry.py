@@ -19,6 +19,13 @@ Safety rules
     it actually replaced ("first blessed wins"); the second must be re-evaluated.
   * Rollback swaps ``champion`` and ``previous_champion`` and tags both versions with who asked
     and why (audited); a manual promotion goes through the same path.
+  * An alias move (promotion, rollback) is several MLflow calls; an outage or a kill between
+    two leaves its journal entry (the registered-model tag ``alias_move``, state ``pending``,
+    written before the first call, ``done`` after the last). The next registry operation
+    settles it before anything else: the same operation retried finishes it (and a retry of a
+    move that was done does not move again), any other one undoes it (see "Interrupted alias
+    moves" below). So a retry after an outage is exact, a retried rollback never rolls back
+    twice, and a rollback issued after a failed promotion rolls back to the right version.
 """
 
 from __future__ import annotations
@@ -93,16 +100,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def register(cfg: PipelineConfig, run_id: str, tags: dict[str, Any], model_uri: str | None = None) -> dict[str, Any]:
+def register(
+    cfg: PipelineConfig,
+    run_id: str,
+    tags: dict[str, Any],
+    model_uri: str | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
     """Register the run's model as a new version (idempotent per run) with alias challenger.
 
     Args:
         model_uri: the logged model (MLflow 3 ``models:/m-<id>``); default ``runs:/<run_id>/model``.
+        model_name: the registered model (default ``mlflow.model_name``).
     """
     import mlflow
 
     cl = client(cfg)
-    name = cfg.mlflow.model_name
+    name = model_name or cfg.mlflow.model_name
     with registry_lock(cfg):
         from mlflow.exceptions import MlflowException
 
@@ -114,23 +128,141 @@ def register(cfg: PipelineConfig, run_id: str, tags: dict[str, Any], model_uri: 
         existing = [mv for mv in cl.search_model_versions(f"name='{name}' and run_id='{run_id}'")]
         if existing:
             version = str(max(int(mv.version) for mv in existing))
+            kept = cl.get_model_version(name, version).tags
         else:
             mv = mlflow.register_model(model_uri or f"runs:/{run_id}/model", name, await_registration_for=120)
             version = str(mv.version)
+            kept = {}
         all_tags = {"git_commit": git_commit(), "registered_at": _now(), **tags}
         for key, value in all_tags.items():
-            cl.set_model_version_tag(name, version, key, str(value))
+            # A re-registration (a retried or re-run task) only fills in missing tags: it must not
+            # rewrite what happened since, e.g. decision=promoted on a version that became champion.
+            if key not in kept:
+                cl.set_model_version_tag(name, version, key, str(value))
         cl.set_registered_model_alias(name, CHALLENGER, version)
     return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}", "reused": bool(existing)}
 
 
+# ---- Interrupted alias moves (journal, redo, undo) ----------------------------------------
+#
+# A move is planned in full first: every version tag and alias it sets, with the values they had.
+# The plan is written to the registered-model tag JOURNAL with state "pending", applied in order
+# (version tags, previous_champion, champion: the commit point), then marked "done". Every step
+# is an idempotent "set", so applying a plan twice is harmless. The next operation under the
+# registry lock settles the journal first:
+#   * pending, and champion already points at the plan's target: it had committed; finish it;
+#   * pending, and the same operation is retried: finish it (redo) and report it as done;
+#   * pending, anything else: undo it (tags and previous_champion restored, the target tagged
+#     ``interrupted_<op>``), state "undone", then run the new operation;
+#   * done, and the same operation is retried: report it as done, do not move again. A rollback
+#     retried after its answer was lost would otherwise roll back twice (back to the bad model).
+# "The same operation" is a promotion of the same version against the same expected champion,
+# or a rollback by the same actor with the same reason (the rollback DAG's actor holds its run id).
+
+JOURNAL = "alias_move"
+
+
+def _journal(cl: Any, name: str, plan: dict[str, Any], state: str) -> None:
+    cl.set_registered_model_tag(name, JOURNAL, json.dumps({**plan, "state": state}, sort_keys=True))
+
+
+def _move_champion(
+    cl: Any, name: str, op: str, target: str, current: str | None, tags: dict[str, dict[str, str]], **info: Any
+) -> dict[str, Any]:
+    """Journal, then apply, the move of ``champion`` from ``current`` to ``target``."""
+    before = {v: {k: cl.get_model_version(name, v).tags.get(k) for k in t} for v, t in tags.items()}
+    aliases = {PREVIOUS: current, CHAMPION: target} if current else {CHAMPION: target}
+    plan = {
+        "op": op,
+        "target": target,
+        "from": current,
+        "at": _now(),
+        "tags": tags,
+        "tags_before": before,
+        "aliases": aliases,
+        "aliases_before": {PREVIOUS: alias_version(cl, name, PREVIOUS), CHAMPION: current},
+        **info,
+    }
+    _journal(cl, name, plan, "pending")
+    _apply_move(cl, name, plan)
+    return plan
+
+
+def _apply_move(cl: Any, name: str, plan: dict[str, Any]) -> None:
+    for version, tags in plan["tags"].items():
+        for key, value in tags.items():
+            cl.set_model_version_tag(name, version, key, value)
+    if PREVIOUS in plan["aliases"]:
+        cl.set_registered_model_alias(name, PREVIOUS, plan["aliases"][PREVIOUS])
+    cl.set_registered_model_alias(name, CHAMPION, plan["aliases"][CHAMPION])
+    _journal(cl, name, plan, "done")
+
+
+def settle_pending(cl: Any, name: str, retry_of: dict[str, Any]) -> dict[str, Any] | None:
+    """Settle the last alias move; returns its plan when ``retry_of`` is that same move, now done.
+
+    Args:
+        retry_of: the operation about to run, ``{"op": "promote", "target", "expected"}`` or
+            ``{"op": "rollback", "actor", "reason"}``.
+    """
+    try:
+        raw = cl.get_registered_model(name).tags.get(JOURNAL)
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")):
+            return None
+        raise
+    if not raw:
+        return None
+    plan = json.loads(raw)
+    same = all(plan.get(key) == value for key, value in retry_of.items())
+    champion = alias_version(cl, name, CHAMPION)
+    if plan["state"] != "pending":
+        return plan if plan["state"] == "done" and same and champion == plan["target"] else None
+    if same or champion == plan["target"] != plan["aliases_before"][CHAMPION]:
+        _apply_move(cl, name, plan)
+        return plan if same else None
+    for version, tags in plan["tags_before"].items():
+        for key, value in tags.items():
+            if value is None:
+                cl.delete_model_version_tag(name, version, key)
+            else:
+                cl.set_model_version_tag(name, version, key, value)
+    if PREVIOUS in plan["aliases"]:
+        if plan["aliases_before"][PREVIOUS]:
+            cl.set_registered_model_alias(name, PREVIOUS, plan["aliases_before"][PREVIOUS])
+        else:
+            cl.delete_registered_model_alias(name, PREVIOUS)
+    cl.set_model_version_tag(
+        name,
+        plan["target"],
+        f"interrupted_{plan['op']}",
+        f"{plan['op']} by {plan.get('actor')} at {plan['at']} was interrupted; undone at {_now()}",
+    )
+    _journal(cl, name, plan, "undone")
+    return None
+
+
 def promote(
-    cfg: PipelineConfig, version: str, expected_champion: str | None, reason: str, actor: str
+    cfg: PipelineConfig,
+    version: str,
+    expected_champion: str | None,
+    reason: str,
+    actor: str,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """Move ``champion`` to ``version`` if the champion is still ``expected_champion``."""
     cl = client(cfg)
-    name = cfg.mlflow.model_name
+    name = model_name or cfg.mlflow.model_name
     with registry_lock(cfg):
+        resumed = settle_pending(cl, name, {"op": "promote", "target": version, "expected": expected_champion or None})
+        if resumed is not None:
+            return {
+                "promoted": True,
+                "version": version,
+                "previous": resumed["from"],
+                "decision": "promoted",
+                "reason": resumed["reason"],
+            }
         current = alias_version(cl, name, CHAMPION)
         if current == version:
             return {"promoted": False, "version": version, "champion": current, "decision": "already_champion"}
@@ -146,43 +278,46 @@ def promote(
                 f"champion of {name} is version {current}, not {expected_champion or 'none'} as evaluated: "
                 "re-run the evaluation against the current champion"
             )
-        for key, value in {
-            "decision": "promoted",
-            "decision_reason": reason,
-            "promoted_at": _now(),
-            "promoted_by": actor,
-        }.items():
-            cl.set_model_version_tag(name, version, key, value)
+        tags = {
+            version: {"decision": "promoted", "decision_reason": reason, "promoted_at": _now(), "promoted_by": actor}
+        }
         if current:
-            cl.set_model_version_tag(name, current, "replaced_by", version)
-            cl.set_registered_model_alias(name, PREVIOUS, current)
-        cl.set_registered_model_alias(name, CHAMPION, version)
+            tags[current] = {"replaced_by": version}
+        _move_champion(
+            cl, name, "promote", version, current, tags, expected=expected_champion or None, reason=reason, actor=actor
+        )
     return {"promoted": True, "version": version, "previous": current, "decision": "promoted", "reason": reason}
 
 
-def rollback(cfg: PipelineConfig, reason: str, actor: str) -> dict[str, Any]:
+def rollback(cfg: PipelineConfig, reason: str, actor: str, model_name: str | None = None) -> dict[str, Any]:
     """One-step rollback: champion ← previous_champion (audited on both versions)."""
     cl = client(cfg)
-    name = cfg.mlflow.model_name
+    name = model_name or cfg.mlflow.model_name
     with registry_lock(cfg):
+        resumed = settle_pending(cl, name, {"op": "rollback", "actor": actor, "reason": reason})
+        if resumed is not None:
+            return {
+                "champion": resumed["target"],
+                "previous_champion": resumed["from"],
+                "reason": resumed["reason"],
+                "actor": resumed["actor"],
+            }
         current = alias_version(cl, name, CHAMPION)
         previous = alias_version(cl, name, PREVIOUS)
         if not previous:
             raise RegistryError(f"{name} has no previous_champion to roll back to")
         stamp = _now()
-        cl.set_model_version_tag(name, previous, "decision", "rollback_restored")
-        cl.set_model_version_tag(name, previous, "decision_reason", f"{reason} (by {actor} at {stamp})")
+        audit = f"{reason} (by {actor} at {stamp})"
+        tags = {previous: {"decision": "rollback_restored", "decision_reason": audit}}
         if current:
-            cl.set_model_version_tag(name, current, "decision", "rolled_back")
-            cl.set_model_version_tag(name, current, "decision_reason", f"{reason} (by {actor} at {stamp})")
-            cl.set_registered_model_alias(name, PREVIOUS, current)
-        cl.set_registered_model_alias(name, CHAMPION, previous)
+            tags[current] = {"decision": "rolled_back", "decision_reason": audit}
+        _move_champion(cl, name, "rollback", previous, current, tags, reason=reason, actor=actor)
     return {"champion": previous, "previous_champion": current, "reason": reason, "actor": actor}
 
 
-def show(cfg: PipelineConfig) -> dict[str, Any]:
+def show(cfg: PipelineConfig, model_name: str | None = None) -> dict[str, Any]:
     cl = client(cfg)
-    name = cfg.mlflow.model_name
+    name = model_name or cfg.mlflow.model_name
     return {alias: alias_version(cl, name, alias) for alias in (CHAMPION, CHALLENGER, PREVIOUS)}
 
 
@@ -203,23 +338,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actor", default=os.environ.get("USER", "airflow"))
     sub.add_parser("show")
     for sp in sub.choices.values():
+        sp.add_argument("--model-name", help="registered model (default mlflow.model_name)")
         sp.add_argument("--result-file", type=Path)
     args = ap.parse_args(argv)
+    from mlflow.exceptions import MlflowException
+
     try:
         cfg = get_config()
         if args.command == "register":
-            out = register(cfg, args.run_id, args.tags, args.model_uri)
+            out = register(cfg, args.run_id, args.tags, args.model_uri, args.model_name)
         elif args.command == "promote":
-            out = promote(cfg, args.version, args.expected_champion or None, args.reason, args.actor)
+            out = promote(cfg, args.version, args.expected_champion or None, args.reason, args.actor, args.model_name)
         elif args.command == "rollback":
-            out = rollback(cfg, args.reason, args.actor)
+            out = rollback(cfg, args.reason, args.actor, args.model_name)
         else:
-            out = show(cfg)
+            out = show(cfg, args.model_name)
     except (ConfigError, RegistryError) as exc:
         print(f"registry: {exc}", file=sys.stderr)
         if args.result_file:
             storage.write_json_atomic(args.result_file, {"message": str(exc)})
         return 3
+    except MlflowException as exc:  # server down, timeout, 5xx: exit 1 = retryable
+        message = f"request to the MLflow tracking server {get_config().mlflow.tracking_uri} failed: {exc}"
+        print(f"registry: {message}", file=sys.stderr)
+        if args.result_file:
+            storage.write_json_atomic(args.result_file, {"message": message})
+        return 1
     if args.result_file:
         storage.write_json_atomic(args.result_file, out)
     print(json.dumps(out))

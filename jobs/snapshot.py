@@ -7,7 +7,11 @@
 * test = positive pairs of day ``D`` not already in train, for users and items known in train
   (the held-out day the evaluation gate ranks);
 * ``users.parquet`` / ``items.parquet`` map dense indices to ids (``items`` carries the train
-  popularity used by the baseline).
+  popularity used by the baseline);
+* ``reference_stats.json``: the drift reference of the window (``jobs/drift_metrics.py``:
+  feature bins, sketches and counts of the train days' curated events, the model's known ids,
+  the unseen shares of day D), read from the same curated files with pyarrow; the trainer
+  logs it with the model so the monitor never recomputes it from raw history.
 
 The snapshot lives at ``training/snapshots/dt=D_w=N/`` and is published atomically: the same
 (day, window) over the same curated data gives the same files, so a retried task reuses it.
@@ -31,6 +35,7 @@ from jobs import storage
 from jobs.config import ConfigError, PipelineConfig, get_config
 
 POSITIVE_TYPES = ("click", "play", "rating")
+REFERENCE_STATS = "reference_stats.json"
 
 
 class SnapshotError(RuntimeError):
@@ -48,6 +53,19 @@ def _curated_files(cfg: PipelineConfig, days: list[str]) -> list[str]:
         manifest = storage.read_manifest(part)
         files += [f"{part}/{name}" for name in manifest["files"]]
     return files
+
+
+def reference_stats(cfg: PipelineConfig, train_days: list[str], day: date, users: Any, items: Any) -> str:
+    """The drift reference (JSON text) of the train days, with day D's unseen shares as baseline."""
+    from jobs.drift_metrics import compute_reference, dumps_reference, read_curated
+
+    reference = compute_reference(
+        ((d, read_curated(_curated_files(cfg, [d]))) for d in train_days),
+        known_users=users.column("user_id").to_numpy(),
+        known_items=items.column("item_id").to_numpy(),
+        holdout=(day.isoformat(), read_curated(_curated_files(cfg, [day.isoformat()]))),
+    )
+    return dumps_reference(reference)
 
 
 def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> dict[str, Any]:
@@ -124,10 +142,13 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
         "test_rows": tables["test"].num_rows,
         "test_users": len(set(tables["test"].column("user_idx").to_pylist())),
         "positive_types": list(POSITIVE_TYPES),
+        "reference_stats": REFERENCE_STATS,
     }
+    reference = reference_stats(cfg, train_days, day, tables["users"], tables["items"])
     with storage.staged_partition(uri) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet", compression="snappy")
+        (staging / REFERENCE_STATS).write_text(reference)
         storage.publish(staging, uri, manifest)
     return {**manifest, "uri": uri, "seconds": round(time.perf_counter() - started, 3)}
 

@@ -8,17 +8,31 @@ renames on the same filesystem:
 2. the staging folder is renamed to ``dt=D``;
 3. the trash is deleted.
 
-Between 1 and 2 the day is briefly absent, never partial. A crash leaves at worst a staging or
+Between 1 and 2 the day is briefly absent, never partial. If 2 fails, 1 is undone (the previous
+partition is put back) and ``PublishError`` names the path. A crash leaves at worst a staging or
 trash folder, which readers ignore (they list ``dt=*`` folders that hold ``_SUCCESS``) and the
 next publish of that day cleans up. On object stores the same layout is used with the marker as
 the commit point (readers require ``_SUCCESS``); that path cannot be exercised here.
+
+One writer per partition at a time: ``staged_partition`` holds an exclusive lock on the
+partition (``flock`` on a file under ``$TMPDIR/recsys-partition-locks/``, named by a hash of
+the partition's path, so that the zones hold nothing but data) from staging to publishing. A
+task whose process outlived its worker (an orphan) and the retry Airflow started meanwhile
+therefore write one after the other, instead of one deleting the other's staging folder as a
+"leftover". The kernel releases the lock of a killed writer. The lock covers the writers of one
+machine (the local profile); on object stores each writer has its own staging prefix and the
+marker decides.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +56,11 @@ def local_path(uri: str) -> Path:
 
 
 def _check_writable(parent: Path) -> None:
+    for folder in (parent, *parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise PublishError(f"cannot create output folder {parent}: {folder} is a file, not a folder")
+        if folder.exists():
+            break
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -50,30 +69,73 @@ def _check_writable(parent: Path) -> None:
         raise PublishError(f"output folder {parent} is not writable")
 
 
+def check_writable(*uris: str) -> None:
+    """Fail before any work when the folder of one of ``uris`` cannot take a new partition."""
+    for uri in uris:
+        _check_writable(local_path(uri).parent)
+
+
+@contextmanager
+def _partition_lock(final: Path) -> Iterator[None]:
+    """Exclusive lock of one partition across the processes of this machine (see the docstring)."""
+    folder = Path(tempfile.gettempdir()) / "recsys-partition-locks"
+    if not folder.is_dir():
+        folder.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            folder.chmod(0o1777)  # shared by every user of the machine, like /tmp
+    key = hashlib.sha256(str(final.resolve()).encode()).hexdigest()[:32]
+    fd = os.open(folder / f"{key}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def staged_partition(final_uri: str) -> Iterator[Path]:
-    """Yield a fresh staging folder beside ``final_uri``; removed again if the body raises."""
+    """Yield a fresh staging folder beside ``final_uri``; removed again if the body raises.
+
+    The partition's lock is held until the block ends (publish inside the block).
+    """
     final = local_path(final_uri)
     _check_writable(final.parent)
-    staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _partition_lock(final):
+        staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:12]}"
+        try:
+            staging.mkdir()
+        except OSError as exc:
+            raise PublishError(f"cannot stage {final}: {exc.strerror}: {staging}") from exc
+        try:
+            yield staging
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OSError):  # e.g. ENOSPC from a writer that does not name its file
+                exc.add_note(f"while writing partition {final} (staging removed, previous version untouched)")
+            raise
 
 
 def publish(staging: Path, final_uri: str, manifest: dict[str, Any]) -> None:
     """Write the ``_SUCCESS`` manifest into ``staging`` and swap it in as ``final_uri``."""
     final = local_path(final_uri)
     marker = staging / SUCCESS
-    marker.write_text(json.dumps(manifest, sort_keys=True, default=str))
+    try:
+        marker.write_text(json.dumps(manifest, sort_keys=True, default=str))
+    except OSError as exc:
+        raise PublishError(f"cannot write the manifest of {final}: {exc.strerror}") from exc
     token = uuid.uuid4().hex[:12]
     trash = final.parent / f".trash-{final.name}-{token}"
-    if final.exists():
-        os.rename(final, trash)
-    os.rename(staging, final)
+    moved_aside = False
+    try:
+        if final.exists():
+            os.rename(final, trash)
+            moved_aside = True
+        os.rename(staging, final)
+    except OSError as exc:
+        if moved_aside:  # put the previous partition back: the day stays as it was
+            with contextlib.suppress(OSError):
+                os.rename(trash, final)
+        raise PublishError(f"cannot publish {final}: {exc.strerror}") from exc
     shutil.rmtree(trash, ignore_errors=True)
     cleanup_leftovers(final.parent, final.name)
 
@@ -103,8 +165,22 @@ def published_days(zone_uri: str) -> list[str]:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write a JSON file via a temporary sibling and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a JSON file via a temporary sibling and rename.
+
+    Raises:
+        PublishError: naming ``path`` when it cannot be written (read-only or missing folder,
+            full disk); the previous file is left as it was and no temporary file remains.
+    """
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    try:
+        _check_writable(path.parent)
+    except PublishError as exc:
+        raise PublishError(f"cannot write {path}: {exc}") from exc
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PublishError(f"cannot write {path}: {exc.strerror}") from exc

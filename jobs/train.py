@@ -64,7 +64,8 @@ MLflow
   Params (hyper-parameters, sizes, device, world size), tags (snapshot URI and day), the
   snapshot manifest as an input dataset, per-epoch ``loss``/``epoch_seconds``/``samples_per_s``
   with ``step=epoch``, final test-set ``recall_at_K``/``ndcg_at_K`` (K = ``gate.k``) and the
-  popularity baseline's (``pop_recall_at_K``/``pop_ndcg_at_K``), and the model as a pyfunc
+  popularity baseline's (``pop_recall_at_K``/``pop_ndcg_at_K``), the snapshot's drift reference
+  (``reference/reference_stats.json``, when the snapshot has one), and the model as a pyfunc
   (``jobs.model.RecsysPyfunc``; artifacts in one ``.npz``, this package's ``model.py`` as code).
 
 Output: ``--result-file`` and, when the folder exists, ``/airflow/xcom/return.json`` (the
@@ -577,6 +578,9 @@ class Tracker:
                     frame, source=data.uri, name=f"snapshot-{data.manifest.get('day', 'unknown')}"
                 )
             mlflow.log_input(dataset, context="training")
+        reference = data.manifest.get("reference_stats")
+        if reference:  # the drift reference travels with the model (jobs/drift_metrics.py)
+            mlflow.log_text(_read_text(f"{data.uri}/{reference}"), "reference/reference_stats.json")
 
     def log_epochs(self, history: list[dict[str, Any]]) -> None:
         """Log the epochs of ``history`` that the run does not have yet (step = epoch).

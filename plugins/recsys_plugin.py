@@ -4,9 +4,9 @@ from typing import ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
-from recsys_airflow.links import MlflowRunLink
+from recsys_airflow.links import DriftReportLink, MlflowRunLink
 
 
 class RecsysPlugin(AirflowPlugin):
     name = "recsys"
-    operator_extra_links: ClassVar[list] = [MlflowRunLink()]
+    operator_extra_links: ClassVar[list] = [MlflowRunLink(), DriftReportLink()]

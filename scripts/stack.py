@@ -11,12 +11,28 @@ stops exactly what ``up`` started (SIGTERM to the group, SIGKILL after a grace p
 never looks processes up by name.
 
 Ports: ``RECSYS_AIRFLOW_PORT`` (default 28080) and ``RECSYS_MLFLOW_PORT`` (default 25000).
+
+Production shape (``RECSYS_DB=postgres``, ``RECSYS_EXECUTOR=celery``): Airflow's metadata DB and
+MLflow's backend store move to PostgreSQL (``RECSYS_PG_URL``, default
+``postgresql+psycopg2://postgres@127.0.0.1:5432``; databases ``<instance>_airflow`` and
+``<instance>_mlflow`` are created by ``init``), and the CeleryExecutor sends tasks through Redis
+(``RECSYS_REDIS_URL``, default ``redis://127.0.0.1:6379``) to a ``celery-worker`` component.
+``<instance>`` is ``recsys`` for the default state folder and ``recsys_<hash of the folder>``
+otherwise, so stacks with different state folders (test sessions) never share a database, a
+Redis key or a Celery queue. ``python scripts/stack.py destroy`` stops the stack and drops
+those databases and Redis keys. ``RECSYS_EXTRA_DAG_FOLDERS`` (``os.pathsep``-separated) adds
+DAG bundles next to ``dags/`` (the test suite's own DAGs).
+
+No component opens a port beyond the two above: the scheduler's and the triggerer's log
+servers (``serve_logs`` binds every interface) are switched off, because every component
+writes its task logs into the one local log folder the api-server reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -33,7 +49,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+CELERY_WORKER = "celery-worker"
+ALL_COMPONENTS = (*COMPONENTS, CELERY_WORKER)
 USERS = {"admin": "admin", "viewer": "viewer", "operator": "op"}
+DBS = ("sqlite", "postgres")
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,16 @@ class Stack:
     state: Path
     airflow_port: int
     mlflow_port: int
+    db: str = "sqlite"
+    executor: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.db not in DBS:
+            raise ValueError(f"RECSYS_DB={self.db!r}: expected one of {', '.join(DBS)}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"RECSYS_EXECUTOR={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+        if self.executor == "celery" and self.db != "postgres":
+            raise ValueError("RECSYS_EXECUTOR=celery needs RECSYS_DB=postgres (workers share the metadata DB)")
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -49,7 +82,62 @@ class Stack:
             state,
             int(os.environ.get("RECSYS_AIRFLOW_PORT", "28080")),
             int(os.environ.get("RECSYS_MLFLOW_PORT", "25000")),
+            os.environ.get("RECSYS_DB", "sqlite").lower(),
+            os.environ.get("RECSYS_EXECUTOR", "local").lower(),
         )
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The components ``up`` starts for this shape (a Celery worker only with Celery)."""
+        return (*COMPONENTS, CELERY_WORKER) if self.executor == "celery" else COMPONENTS
+
+    @property
+    def instance(self) -> str:
+        """Name of this stack's Postgres databases, Redis keys and Celery queue."""
+        if self.state == (REPO / ".local").resolve():
+            return "recsys"
+        return "recsys_" + hashlib.sha256(str(self.state).encode()).hexdigest()[:10]
+
+    @property
+    def pg_databases(self) -> dict[str, str]:
+        """Postgres database per store (only used with ``db == 'postgres'``)."""
+        return {"airflow": f"{self.instance}_airflow", "mlflow": f"{self.instance}_mlflow"}
+
+    def pg_url(self, database: str) -> str:
+        return f"{os.environ.get('RECSYS_PG_URL', DEFAULT_PG_URL).rstrip('/')}/{database}"
+
+    @property
+    def airflow_db_url(self) -> str:
+        if "RECSYS_AIRFLOW_DB" in os.environ:
+            return os.environ["RECSYS_AIRFLOW_DB"]
+        if self.db == "postgres":
+            return self.pg_url(self.pg_databases["airflow"])
+        return f"sqlite:///{self.airflow_home / 'airflow.db'}"
+
+    @property
+    def mlflow_db_url(self) -> str:
+        if "RECSYS_MLFLOW_DB" in os.environ:
+            return os.environ["RECSYS_MLFLOW_DB"]
+        if self.db == "postgres":
+            return self.pg_url(self.pg_databases["mlflow"])
+        return f"sqlite:///{self.state / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def redis_url(self) -> str:
+        """Broker and result backend: a Redis DB number picked from the instance name."""
+        number = os.environ.get("RECSYS_REDIS_DB") or str(
+            int(hashlib.sha256(self.instance.encode()).hexdigest(), 16) % 16
+        )
+        return f"{os.environ.get('RECSYS_REDIS_URL', DEFAULT_REDIS_URL).rstrip('/')}/{number}"
+
+    @property
+    def celery_queue(self) -> str:
+        return self.instance
+
+    @property
+    def redis_key_prefix(self) -> str:
+        """Every broker and result key of this stack starts with it (kombu ``global_keyprefix``)."""
+        return f"{self.instance}:"
 
     @property
     def airflow_home(self) -> Path:
@@ -86,7 +174,7 @@ class Stack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": EXECUTORS[self.executor],
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -95,10 +183,7 @@ class Stack:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__CORE__HIDE_SENSITIVE_VAR_CONN_FIELDS": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
-                "RECSYS_AIRFLOW_DB", f"sqlite:///{home / 'airflow.db'}"
-            ),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "recsys_airflow.sqlite.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_db_url,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.airflow_port),
             "AIRFLOW__API__BASE_URL": self.airflow_url,
@@ -121,6 +206,32 @@ class Stack:
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
+        if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "recsys_airflow.sqlite.CONNECT_ARGS"
+        if self.executor == "celery":
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": self.redis_url,
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_key_prefix,
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+                    "AIRFLOW__CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_key_prefix,
+                    "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.celery_queue,
+                }
+            )
+        extra = [f for f in os.environ.get("RECSYS_EXTRA_DAG_FOLDERS", "").split(os.pathsep) if f]
+        if extra:
+            bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}}]
+            bundles += [
+                {
+                    "name": f"extra-{i}-{Path(f).name}",
+                    "classpath": LOCAL_BUNDLE,
+                    "kwargs": {"path": str(Path(f).resolve())},
+                }
+                for i, f in enumerate(extra)
+            ]
+            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(bundles)
         if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
             env["RECSYS__STORAGE__ROOT"] = str(self.state / "data")
         return env
@@ -154,7 +265,7 @@ class Stack:
                 "--workers",
                 "1",
                 "--backend-store-uri",
-                os.environ.get("RECSYS_MLFLOW_DB", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
+                self.mlflow_db_url,
                 "--artifacts-destination",
                 str(mlflow_dir / "artifacts"),
             ],
@@ -164,10 +275,22 @@ class Stack:
             "scheduler": [
                 "bash",
                 "-c",
-                f'while true; do {shlex.quote(airflow[0])} scheduler; echo "scheduler exited ($?), restarting"; sleep 3; done',
+                f'while true; do {shlex.quote(airflow[0])} scheduler --skip-serve-logs; echo "scheduler exited ($?), restarting"; sleep 3; done',
             ],
             "dag-processor": [*airflow, "dag-processor"],
-            "triggerer": [*airflow, "triggerer"],
+            "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
+            CELERY_WORKER: [
+                *airflow,
+                "celery",
+                "worker",
+                "--queues",
+                self.celery_queue,
+                "--concurrency",
+                "2",
+                "--celery-hostname",
+                f"{self.instance}@%h",
+                "--skip-serve-logs",
+            ],
         }
 
     def pid_file(self, name: str) -> Path:
@@ -175,7 +298,7 @@ class Stack:
 
     def running(self) -> dict[str, int]:
         out = {}
-        for name in COMPONENTS:
+        for name in ALL_COMPONENTS:
             pid = _read_pid(self.pid_file(name))
             if pid and _alive(pid):
                 out[name] = pid
@@ -256,6 +379,8 @@ def init(stack: Stack) -> None:
     for sub in ("airflow", "mlflow/artifacts", "run", "logs"):
         (stack.state / sub).mkdir(parents=True, exist_ok=True)
     stack.credentials()
+    if stack.db == "postgres":
+        create_databases(stack)
     marker = stack.airflow_home / ".migrated"
     env = stack.full_env()
     db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
@@ -274,6 +399,62 @@ def init(stack: Stack) -> None:
         _run([_airflow_bin(), "pools", "set", pool, slots, what], env, "airflow pools set")
 
 
+def _pg_admin(stack: Stack):
+    """An autocommit connection to the server's ``postgres`` maintenance database."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(stack.pg_url("postgres"))
+    conn = psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname="postgres"
+    )
+    conn.autocommit = True
+    return conn
+
+
+def create_databases(stack: Stack) -> None:
+    """Create this stack's Airflow and MLflow databases when missing (idempotent)."""
+    from psycopg2 import sql
+
+    try:
+        conn = _pg_admin(stack)
+    except Exception as exc:  # psycopg2.OperationalError: the message names host and port
+        raise SystemExit(f"cannot reach PostgreSQL for RECSYS_DB=postgres ({stack.pg_url('postgres')}): {exc}") from exc
+    with contextlib.closing(conn), conn.cursor() as cur:
+        for name in stack.pg_databases.values():
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def destroy(stack: Stack) -> None:
+    """Stop the stack, then drop its Postgres databases and delete its Redis keys."""
+    down(stack)
+    if stack.db == "postgres":
+        from psycopg2 import sql
+
+        with contextlib.closing(_pg_admin(stack)) as conn, conn.cursor() as cur:
+            for name in stack.pg_databases.values():
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        (stack.airflow_home / ".migrated").unlink(missing_ok=True)
+        print(f"dropped databases {', '.join(stack.pg_databases.values())}")
+    if stack.executor == "celery":
+        removed = delete_redis_keys(stack)
+        print(f"deleted {removed} Redis key(s) under {stack.redis_key_prefix!r}")
+
+
+def delete_redis_keys(stack: Stack) -> int:
+    """Delete every key of this stack in its Redis DB (those under ``redis_key_prefix``)."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        keys = list(client.scan_iter(match=stack.redis_key_prefix + "*", count=500))
+        return client.delete(*keys) if keys else 0
+    finally:
+        client.close()
+
+
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -290,13 +471,14 @@ def _start(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
-def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] = COMPONENTS) -> None:
-    """Start the components in ``only`` that are not running yet and wait until healthy."""
+def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] | None = None) -> None:
+    """Start the components in ``only`` (default: all of this shape) not running yet; wait until healthy."""
+    only = stack.components if only is None else only
     init(stack)
     env = stack.full_env()
     running = stack.running()
     for name, cmd in stack.commands().items():
-        if name in running or name not in only:
+        if name in running or name not in only or name not in stack.components:
             continue
         port = {"mlflow": stack.mlflow_port, "api-server": stack.airflow_port}.get(name)
         if port and port_open(port):
@@ -333,7 +515,7 @@ def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] = COMPONENTS)
 def down(stack: Stack, grace: float = 20.0) -> None:
     """Stop every process group started by ``up``; SIGKILL what outlives the grace period."""
     groups = {}
-    for name in COMPONENTS:
+    for name in ALL_COMPONENTS:
         pid = _read_pid(stack.pid_file(name))
         if pid is None:
             continue
@@ -351,7 +533,7 @@ def down(stack: Stack, grace: float = 20.0) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_group_alive(g) for g in groups.values()):
         time.sleep(0.2)
-    for name in COMPONENTS:
+    for name in ALL_COMPONENTS:
         stack.pid_file(name).unlink(missing_ok=True)
     left = [n for n, g in groups.items() if _group_alive(g)]
     if left:
@@ -363,7 +545,11 @@ def status(stack: Stack) -> int:
     running = stack.running()
     creds = stack.credentials() if stack.passwords_file.parent.exists() else {}
     print(f"state folder : {stack.state}")
-    for name in COMPONENTS:
+    print(
+        f"shape        : {EXECUTORS[stack.executor]} on {stack.db}"
+        + (f" (Celery queue {stack.celery_queue}, broker {stack.redis_url})" if stack.executor == "celery" else "")
+    )
+    for name in stack.components:
         pid = running.get(name)
         print(f"  {name:14s} {'running pid ' + str(pid) if pid else 'stopped'}")
     health = airflow_health(stack)
@@ -371,14 +557,17 @@ def status(stack: Stack) -> int:
     print(f"MLflow UI     : {stack.mlflow_url}  {'healthy' if mlflow_healthy(stack) else 'unreachable'}")
     if creds:
         print("Airflow users : " + ", ".join(f"{u} / {p} ({USERS[u]})" for u, p in creds.items() if u in USERS))
-    return 0 if len(running) == len(COMPONENTS) else 1
+    return 0 if all(name in running for name in stack.components) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("up", "down", "status", "env", "init"))
+    ap.add_argument("command", choices=("up", "down", "status", "env", "init", "destroy"))
     args = ap.parse_args(argv)
-    stack = Stack.from_env()
+    try:
+        stack = Stack.from_env()
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.command == "env":
         stack.state.joinpath("airflow").mkdir(parents=True, exist_ok=True)
         for key, value in stack.env().items():
@@ -392,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "down":
         down(stack)
+        return 0
+    if args.command == "destroy":
+        destroy(stack)
         return 0
     return status(stack)
 

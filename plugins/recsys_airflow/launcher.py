@@ -39,6 +39,13 @@ def job_env() -> dict[str, str]:
     return env
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def build_argv(module: str, args: Sequence[str], spark: bool = False) -> list[str]:
     """The command that runs ``module`` with ``args`` under the active profile."""
     if spark:
@@ -106,6 +113,8 @@ class JobOperator(BaseOperator):
             result = json.loads(result_file.read_text()) if result_file.exists() else {}
         if code != 0:
             message = result.get("message") or next((ln for ln in reversed(tail) if ln.strip()), "")
+            if code < 0:  # killed (OOM killer, an operator, a lost node): retried, never fail-fast
+                message = f"killed by {_signal_name(-code)}" + (f"; last output: {message}" if message else "")
             text = f"{self.module} exited with code {code}: {message}"
             if code in self.fail_fast_codes:
                 raise AirflowFailException(text)

@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
+from recsys_airflow.launcher import JobOperator
+
 
 class MlflowRunLink(BaseOperatorLink):
     """Link from a training/evaluation task to its MLflow run (run id from the task's XCom)."""
@@ -22,3 +24,36 @@ class MlflowRunLink(BaseOperatorLink):
             return ""
         base = get_config().mlflow.public_url
         return f"{base}/#/experiments/{experiment_id or 0}/runs/{run_id}"
+
+
+class DriftReportLink(BaseOperatorLink):
+    """Link from the monitor's drift task to its HTML report.
+
+    The report is an artifact of the day's monitoring run in MLflow (``drift/report.html``,
+    rendered by MLflow's artifact viewer, reachable from any browser that reaches the MLflow
+    UI); when the task logged no run, the link falls back to the report file in the reports
+    zone (``file://``, useful on the machine that holds the zone).
+    """
+
+    name = "Drift report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from jobs.config import get_config
+
+        result = XCom.get_value(ti_key=ti_key, key="return_value") or {}
+        if not isinstance(result, dict):
+            return ""
+        run_id, experiment_id = result.get("run_id"), result.get("experiment_id")
+        if run_id and experiment_id:
+            base = get_config().mlflow.public_url
+            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/drift/report.html"
+        html = result.get("report_html") or ""
+        if html and "://" not in html:
+            return f"file://{html}"
+        return html
+
+
+class DriftJobOperator(JobOperator):
+    """``JobOperator`` for ``jobs.drift``, with the *Drift report* link."""
+
+    operator_extra_links = (DriftReportLink(),)

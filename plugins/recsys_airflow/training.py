@@ -36,15 +36,15 @@ class TrainJobOperator(JobOperator):
     operator_extra_links = (MlflowRunLink(),)
 
 
-def pod_command(cfg: PipelineConfig, args: Sequence[str]) -> list[str]:
-    """The container argv: ``python -m jobs.train`` or ``torchrun`` for several GPUs."""
+def pod_command(cfg: PipelineConfig, args: Sequence[str], module: str = "jobs.train") -> list[str]:
+    """The container argv: ``python -m <module>`` or ``torchrun`` for several GPUs."""
     if cfg.training.gpus > 1:
-        return ["torchrun", "--standalone", f"--nproc-per-node={cfg.training.gpus}", "-m", "jobs.train", *args]
-    return ["python", "-m", "jobs.train", *args]
+        return ["torchrun", "--standalone", f"--nproc-per-node={cfg.training.gpus}", "-m", module, *args]
+    return ["python", "-m", module, *args]
 
 
-def train_task(cfg: PipelineConfig, task_id: str, args: Sequence[str], **kwargs: Any):
-    """The training operator for the active profile (same task id and argv in both)."""
+def train_task(cfg: PipelineConfig, task_id: str, args: Sequence[str], module: str = "jobs.train", **kwargs: Any):
+    """The training operator for the active profile (same task id, module and argv in both)."""
     common = {
         "task_id": task_id,
         "pool": cfg.training.pool,
@@ -53,11 +53,11 @@ def train_task(cfg: PipelineConfig, task_id: str, args: Sequence[str], **kwargs:
         **kwargs,
     }
     if cfg.training.launcher == "local":
-        return TrainJobOperator(module="jobs.train", job_args=list(args), **common)
-    return kubernetes_train_task(cfg, args, **common)
+        return TrainJobOperator(module=module, job_args=list(args), **common)
+    return kubernetes_train_task(cfg, args, module=module, **common)
 
 
-def kubernetes_train_task(cfg: PipelineConfig, args: Sequence[str], **kwargs: Any):
+def kubernetes_train_task(cfg: PipelineConfig, args: Sequence[str], module: str = "jobs.train", **kwargs: Any):
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
@@ -88,7 +88,7 @@ def kubernetes_train_task(cfg: PipelineConfig, args: Sequence[str], **kwargs: An
         k8s.V1VolumeMount(name="scratch", mount_path="/scratch"),
         k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
     ]
-    command = pod_command(cfg, [*args, "--result-file", XCOM_RETURN])
+    command = pod_command(cfg, [*args, "--result-file", XCOM_RETURN], module)
     return TrainPodOperator(
         namespace=t.namespace,
         image=t.image,

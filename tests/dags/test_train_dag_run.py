@@ -64,3 +64,36 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert tags["airflow_run_id"] == run.run_id
     train = _xcom(run, "train")
     assert train["run_id"] and train["model_uri"]
+
+    # A worse challenger on the same data (1 epoch vs the champion's 4): the champion rule
+    # alone decides (floor and popularity lift off, no tolerance), so the gate must refuse it, the
+    # promotion is skipped and `champion` does not move; the version is still registered.
+    import os
+
+    os.environ["RECSYS__GATE__MIN_RECALL"] = "0"
+    os.environ["RECSYS__GATE__MIN_LIFT_OVER_POPULARITY"] = "0"
+    os.environ["RECSYS__GATE__MAX_REGRESSION_VS_CHAMPION"] = "0"
+    try:
+        worse = dag.test(
+            logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"),
+            run_conf={"epochs": 1, "window_days": 4, "eval_date": (START + timedelta(days=DAYS - 1)).isoformat()},
+        )
+    finally:
+        for key in ("MIN_RECALL", "MIN_LIFT_OVER_POPULARITY", "MAX_REGRESSION_VS_CHAMPION"):
+            del os.environ[f"RECSYS__GATE__{key}"]
+    worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
+    second = _xcom(worse, "evaluate")
+    assert second["champion_version"] == registered["version"]
+    assert second["blessed"] is False, second
+    assert "champion" in second["reason"], second["reason"]
+    assert second["metrics"]["challenger"][f"ndcg_at_{k}"] < second["metrics"]["champion"][f"ndcg_at_{k}"]
+    assert worse_states["infra_validate"] == "success"
+    assert worse_states["promote"] == "skipped", worse_states
+    after = show(get_config())
+    assert after[CHAMPION] == registered["version"]
+    challenger = _xcom(worse, "register")["version"]
+    assert challenger != registered["version"]
+    assert after["challenger"] == challenger
+    assert client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags["decision"] == (
+        "not_blessed"
+    )

@@ -1,0 +1,72 @@
+"""
+### recsys_popularity — a second model pipeline built from the factory (popularity fallback)
+
+The cold-start fallback model, trained, gated, registered and promoted exactly like the main
+recommender, under its own MLflow model name **recsys-popularity**. The whole pipeline is one
+call to `recsys_airflow.factory.model_pipeline` (see README, "Add a pipeline"):
+
+1. **plan** — the evaluation day D (`eval_date`, or the latest validated curated day).
+2. **snapshot** — `jobs.snapshot` (Spark): the same time-split snapshot `recsys_train` uses.
+3. **train** — `python -m jobs.train_popularity`: ranks items by distinct users in the window,
+   logs a pyfunc to MLflow (local subprocess, or a CPU-only pod of the training image in the
+   `cluster` profile: this pipeline's copy of the config drops the GPU, its node selector and
+   toleration, and uses the default pool instead of `gpu_training`).
+4. **evaluate** — the same gate, against the champion of `recsys-popularity`; since this model
+   *is* the gate's popularity baseline it is only blessed when the lift rule
+   (`gate.min_lift_over_popularity`) allows a tie, i.e. ≤ 1.0.
+5. **register** — a new version with alias `challenger` and the audit tags.
+6. **infra_validate** — loads the version by registry URI in a fresh process, scores a smoke batch.
+7. **promote** — moves `champion` of `recsys-popularity` (never touches `recsys-mf`) and emits
+   the `recsys_popularity_champion` Asset.
+
+Manual only (trigger it from the UI/REST with the typed form below): a fallback is refreshed
+when someone decides to, not on a timer.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag
+
+from jobs.config import get_config
+from recsys_airflow.defaults import default_args
+from recsys_airflow.factory import model_pipeline, training_params
+
+cfg = get_config()
+# Per-pipeline resources: a copy of the config, not a new setting. Counting needs no GPU.
+cpu_cfg = cfg.model_copy(
+    update={
+        "training": cfg.training.model_copy(
+            update={"gpus": 0, "node_selector": {}, "tolerations": [], "pool": "default_pool"}
+        )
+    }
+)
+MODEL_NAME = "recsys-popularity"
+POPULARITY_CHAMPION = Asset(
+    name="recsys_popularity_champion", uri="recsys://models/popularity/champion", group="recsys"
+)
+
+
+@dag(
+    dag_id="recsys_popularity",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "training", "mlflow", "example", "manual"],
+    default_args=default_args(cfg.airflow.owner),
+    params=training_params(cfg),
+)
+def recsys_popularity():
+    model_pipeline(
+        cpu_cfg,
+        model_name=MODEL_NAME,
+        train_module="jobs.train_popularity",
+        train_args=(),
+        outlets=[POPULARITY_CHAMPION],
+        train_doc_md="Popularity counts over the snapshot window, logged as a pyfunc (no epochs, no GPU needed).",
+    )
+
+
+recsys_popularity()

@@ -1,0 +1,174 @@
+"""
+### recsys_monitor — drift report of each served day → retrain decision → trigger `recsys_train`
+
+Runs whenever scoring publishes recommendations (the `recsys_recommendations` Asset; its event
+extra carries `dt` and `model_version`), or on demand with the typed parameters below.
+
+1. **drift** — `python -m jobs.drift --date D`: for every day D of the triggering events (or
+   the `date` parameter) a report under `reports/drift/dt=D/` (JSON + HTML with distribution
+   overlays, metric table and trend; also MLflow artifacts of a run in
+   `<experiment>-monitoring`; the *Drift report* extra link opens it). Data drift of the
+   validated curated day against the champion's training reference (PSI / Jensen-Shannon on
+   fixed reference bins, KS statistic as an effect size — never a p-value, which flags any
+   large sample), unseen users/items, prediction drift of the served scores, and the online
+   outcome: hit-rate@K / recall@K of the recommendations of D-1 against D's clicks, plays and
+   ratings, compared with the champion's offline recall. Thresholds: `drift` in
+   `include/config/pipeline.yaml`. Exit 3 (curated day missing) or 2 (bad version) fail
+   without retry. The model version comes from the day's recommendations manifest: the
+   version the scoring run pinned (the same value as the event's `model_version`).
+2. **decide** — the report says *retrain* when recall decays beyond `drift.performance_decay`
+   or ≥ `drift.min_drifted_features` features are in alert. Then the **cooldown**: no retrain
+   while a `recsys_train` run is queued or running (counted with the Task SDK's
+   `get_dr_count`, i.e. Airflow's own state), nor within `drift.cooldown_hours` of the end of
+   the latest finished training run (read from the MLflow training experiment: the Task SDK
+   offers run counts and states but no end times, and MLflow records when each training really
+   finished, whoever triggered it). `force_retrain` overrides the detector and the
+   finished-run cooldown, never a queued/running training. A drift alert is announced by the
+   notifier (log line + `recsys_webhook` connection if configured); the decision and its reason
+   are in the task log and the `decision` XCom.
+3. **trigger_retrain** — `TriggerDagRunOperator` of `recsys_train` (no logical date: a
+   manual-type run at trigger time) with conf `{"reason", "report_uri", "force_retrain"}`,
+   which `recsys_train`'s params record; skipped when there is nothing to retrain.
+
+Every task announces its failure through the same notifier. One run at a time
+(`max_active_runs=1`), so days are monitored in order and each report's trend sees the
+previous ones.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, task
+
+from jobs.config import get_config
+from recsys_airflow.assets import RECOMMENDATIONS
+from recsys_airflow.defaults import default_args
+from recsys_airflow.links import DriftJobOperator
+from recsys_airflow.notify import RecsysNotifier
+
+cfg = get_config()
+TRAIN_DAG_ID = "recsys_train"
+DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
+
+
+def monitored_days(params: dict[str, Any], triggering_asset_events: Any) -> str:
+    """The ``date`` parameter, else every ``dt`` of this run's recommendation events (comma-separated)."""
+    if params.get("date"):
+        return str(params["date"])
+    days = sorted(
+        {
+            str(event.extra["dt"])
+            for events in (triggering_asset_events or {}).values()
+            for event in events
+            if event.extra and event.extra.get("dt")
+        }
+    )
+    if not days:
+        raise ValueError("no day to monitor: set the `date` parameter or trigger through a recommendations event")
+    return ",".join(days)
+
+
+@dag(
+    dag_id="recsys_monitor",
+    schedule=[RECOMMENDATIONS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "monitoring", "drift", "mlflow"],
+    default_args={**default_args(cfg.airflow.owner), "on_failure_callback": [RecsysNotifier()]},
+    user_defined_macros={"monitored_days": monitored_days},
+    params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            pattern=DAYS_PATTERN,
+            title="Day(s)",
+            description="YYYY-MM-DD (or several, comma-separated) to monitor; empty = the days of the triggering "
+            "recommendations events.",
+        ),
+        "force_retrain": Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Trigger recsys_train even without drift (not while a training run is queued or running).",
+        ),
+    },
+)
+def recsys_monitor():
+    drift = DriftJobOperator(
+        task_id="drift",
+        module="jobs.drift",
+        job_args=["--date", "{{ monitored_days(params, triggering_asset_events) }}"],
+        fail_fast_codes=[2, 3],
+        execution_timeout=timedelta(hours=1),
+        doc_md="`python -m jobs.drift --date D`: report JSON + HTML per day, MLflow monitoring run, decision.",
+    )
+
+    @task.short_circuit
+    def decide(report: dict, params: dict | None = None, ti: Any = None) -> dict | None:
+        """Apply the cooldown and `force_retrain` to the report's decision; the conf to trigger, or None (skip)."""
+        import time
+
+        from jobs.drift import last_training_end
+        from recsys_airflow.notify import announce
+
+        force = bool(params["force_retrain"])
+        if report["drift_alert"]:
+            announce(
+                "drift",
+                f"drift on {', '.join(report['days'])} (model v{report['model_version']}): {report['reason']} "
+                f"— report {report['report_html']}",
+                {"days": report["days"], "alerts": report["alerts"], "report_uri": report["report_html"]},
+            )
+        running = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"])
+        hours_since, train_run = None, None
+        if not running and report["retrain"] and not force:
+            end, train_run = last_training_end(get_config())
+            hours_since = (time.time() - end) / 3600 if end else None
+        if running:
+            retrain, why = False, f"cooldown: {running} {TRAIN_DAG_ID} run(s) queued or running"
+        elif force:
+            retrain, why = True, f"force_retrain (detector: {report['reason']})"
+        elif not report["retrain"]:
+            retrain, why = False, report["reason"]
+        elif hours_since is not None and hours_since < cfg.drift.cooldown_hours:
+            retrain, why = (
+                False,
+                f"cooldown: training run {train_run} finished {hours_since:.1f} h ago "
+                f"(< {cfg.drift.cooldown_hours:g} h); detector: {report['reason']}",
+            )
+        else:
+            retrain, why = True, report["reason"]
+        decision = {
+            "retrain": retrain,
+            "reason": why,
+            "force_retrain": force,
+            "detector_retrain": report["retrain"],
+            "training_runs_active": running,
+            "last_training_end_hours_ago": hours_since,
+            "report_uri": report["report_html"],
+        }
+        ti.xcom_push(key="decision", value=decision)
+        print(f"decision: {'RETRAIN' if retrain else 'no retrain'} — {why}")
+        if not retrain:
+            return None
+        return {"reason": why[:500], "report_uri": report["report_html"][:1000], "force_retrain": force}
+
+    conf = decide(drift.output)
+    TriggerDagRunOperator(
+        task_id="trigger_retrain",
+        trigger_dag_id=TRAIN_DAG_ID,
+        conf=conf,
+        logical_date=None,
+        wait_for_completion=False,
+        openlineage_inject_parent_info=False,
+        doc_md="Starts recsys_train with the reason and the report; its Params record both.",
+    )
+
+
+recsys_monitor()

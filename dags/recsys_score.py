@@ -1,0 +1,113 @@
+"""
+### recsys_score — top-K recommendations for each validated day, with the champion pinned once
+
+Runs whenever `recsys_ingest` publishes a validated day (the `recsys_curated_events` Asset, its
+event's `extra["dt"]` is the day), or by hand with the `date` param.
+
+1. **plan** — the day(s) to score: the `date` param, else the `dt` of every triggering
+   `recsys_curated_events` event (the scheduler may fold several days into one run; each is
+   scored).
+2. **resolve_champion** — `models:/<name>@champion` → a concrete version and its run id,
+   **once** for the whole run, printed in the task log. No champion yet → this task and
+   everything after it are *skipped* (not failed) with a log line saying so.
+3. **score** — one `jobs.score --date D --model-version V` per day (Spark, `mapInArrow`: each
+   worker loads the model once and scores users in matrix batches; CUDA when the workers have
+   it). The version number comes from XCom, never the alias, so a promotion during the run
+   cannot mix versions. Items the user already interacted with (training window and the days
+   since, up to D) are excluded; users unknown to the model get the most popular unseen
+   items. Output `recommendations/dt=D/` is published atomically; a rerun replaces the day.
+   Exit 3 (day not validated, model without artifact) and 2 (bad argument) fail without retry.
+4. **publish_recommendations** — one `recsys_recommendations` Asset event per day with
+   `{"dt", "model_version", "users", "rows", ...}`; the monitoring DAG listens to it.
+
+Days are scored one at a time (`max_active_tis_per_dagrun=1`) and at most one run is active:
+a Spark job already uses every core.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from jobs.config import get_config
+from recsys_airflow.assets import CURATED_EVENTS, RECOMMENDATIONS
+from recsys_airflow.champion import score_argv
+from recsys_airflow.defaults import default_args
+from recsys_airflow.launcher import JobOperator
+
+cfg = get_config()
+
+
+@dag(
+    dag_id="recsys_score",
+    schedule=CURATED_EVENTS,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "scoring", "spark", "mlflow"],
+    default_args=default_args(cfg.airflow.owner),
+    params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^$|^\d{4}-\d{2}-\d{2}$",
+            title="Day to score",
+            description="YYYY-MM-DD (a validated curated day); empty = the day(s) of the triggering curated-events Asset events.",
+        ),
+    },
+)
+def recsys_score():
+    @task
+    def plan(params: dict | None = None, triggering_asset_events=None) -> list[str]:
+        """The day(s) this run scores."""
+        from recsys_airflow.champion import days_to_score
+
+        days = days_to_score((params or {}).get("date"), triggering_asset_events)
+        print(f"days to score: {', '.join(days)}")
+        return days
+
+    @task
+    def resolve_champion(days: list[str]) -> list[dict]:
+        """Pin the champion version for the whole run (skip the run when there is none)."""
+        from recsys_airflow.champion import champion_or_skip
+
+        requests = champion_or_skip(get_config(), days)
+        print(
+            f"scoring with {requests[0]['model_name']} version {requests[0]['version']} "
+            f"(run {requests[0]['run_id']}), pinned for this run"
+        )
+        return requests
+
+    requests = resolve_champion(plan())
+    score = JobOperator.partial(
+        task_id="score",
+        module="jobs.score",
+        spark=True,
+        fail_fast_codes=[2, 3],
+        max_active_tis_per_dagrun=1,
+        execution_timeout=timedelta(hours=2),
+        doc_md="`python -m jobs.score --date D --model-version V` with the version pinned by resolve_champion.",
+    ).expand(job_args=requests.map(score_argv))
+
+    @task(outlets=[RECOMMENDATIONS])
+    def publish_recommendations(result: dict, **context) -> dict:
+        """Announce one scored day (only reached when its partition was published)."""
+        extra = {
+            "dt": result["day"],
+            "model_version": result["model_version"],
+            "users": result["users"],
+            "rows": result["rows"],
+            "model_run_id": result["model_run_id"],
+            "uri": result["uri"],
+        }
+        print(f"recommendations dt={extra['dt']}: {extra['rows']} rows, model version {extra['model_version']}")
+        context["outlet_events"][RECOMMENDATIONS].extra = extra
+        return extra
+
+    publish_recommendations.expand(result=score.output)
+
+
+recsys_score()

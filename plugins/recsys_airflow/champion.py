@@ -1,0 +1,107 @@
+"""What one scoring run works on: the curated day(s) and the champion version, resolved once.
+
+* **Days.** A run of ``recsys_score`` is started by ``recsys_curated_events`` Asset events
+  (one per validated day, ``extra["dt"]``) or by hand with the ``date`` param. The scheduler
+  may fold several events into one run (days validated while the previous run was busy);
+  every day of those events is scored, in order, so no validated day is left without
+  recommendations. A non-empty ``date`` param wins over the events.
+* **Champion.** ``models:/<name>@champion`` is resolved to a concrete version and its source
+  run id exactly once, at the start of the run; the scoring job receives the number
+  (``--model-version``), never the alias, so a promotion during the run cannot mix versions.
+  Without a champion the run is skipped (``AirflowSkipException``: the task and everything
+  downstream end *skipped*, the run succeeds) with a log line that says why.
+
+Light at import (no mlflow); the registry calls happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from jobs.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _check_day(value: Any, where: str) -> str:
+    text = str(value or "").strip()
+    if not DAY.match(text):
+        raise AirflowFailException(f"{where}: {value!r} is not a day in YYYY-MM-DD form")
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise AirflowFailException(f"{where}: {text} is not a calendar day") from None
+    return text
+
+
+def days_to_score(date_param: str | None, triggering_asset_events: Mapping[Any, Iterable[Any]] | None) -> list[str]:
+    """Sorted distinct days to score: the ``date`` param, else every triggering event's ``dt``.
+
+    Args:
+        date_param: the run's ``date`` param (``""`` = take the days from the events).
+        triggering_asset_events: the task context's ``triggering_asset_events`` (asset →
+            events with an ``extra`` dict), empty for a manual run.
+
+    Raises:
+        AirflowFailException: no day at all, or a malformed one (retrying would not help).
+    """
+    if date_param and str(date_param).strip():
+        return [_check_day(date_param, "param date")]
+    days = set()
+    for asset in triggering_asset_events or {}:
+        for event in triggering_asset_events[asset]:
+            extra = getattr(event, "extra", None) or {}
+            if "dt" not in extra:
+                raise AirflowFailException(f"asset event of {getattr(asset, 'name', asset)} has no 'dt' in {extra}")
+            days.add(_check_day(extra["dt"], f"asset event of {getattr(asset, 'name', asset)}"))
+    if not days:
+        raise AirflowFailException(
+            "nothing to score: set the 'date' param (YYYY-MM-DD) or let a recsys_curated_events event trigger the run"
+        )
+    return sorted(days)
+
+
+def resolve_champion(cfg: PipelineConfig) -> dict[str, str] | None:
+    """The current champion as ``{"model_name", "version", "run_id"}``, or None when there is none."""
+    from jobs.registry import CHAMPION, alias_version, client
+
+    cl = client(cfg)
+    name = cfg.mlflow.model_name
+    version = alias_version(cl, name, CHAMPION)
+    if version is None:
+        return None
+    run_id = cl.get_model_version(name, version).run_id or ""
+    return {"model_name": name, "version": version, "run_id": run_id}
+
+
+def champion_or_skip(cfg: PipelineConfig, days: list[str]) -> list[dict[str, str]]:
+    """One scoring request per day, all pinned to the champion resolved now; skip when there is none."""
+    champion = resolve_champion(cfg)
+    if champion is None:
+        message = (
+            f"no champion: model {cfg.mlflow.model_name!r} has no 'champion' alias in the registry "
+            f"({cfg.mlflow.public_url}); skipping the scoring of {', '.join(days)} — "
+            "run recsys_train (or promote a version) first"
+        )
+        log.warning(message)
+        raise AirflowSkipException(message)
+    log.info(
+        "champion of %s resolved once for this run: version %s (run %s); scoring %s",
+        champion["model_name"],
+        champion["version"],
+        champion["run_id"],
+        ", ".join(days),
+    )
+    return [{"day": day, **champion} for day in days]
+
+
+def score_argv(request: dict[str, str]) -> list[str]:
+    """``jobs.score`` arguments for one request of ``champion_or_skip``."""
+    return ["--date", request["day"], "--model-version", request["version"]]

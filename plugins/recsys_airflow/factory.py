@@ -1,0 +1,257 @@
+"""Authoring pieces: one call adds a whole gated model pipeline to the DAG being defined.
+
+``model_pipeline(cfg, model_name=..., train_module=...)`` wires
+
+    plan → snapshot → train → evaluate → register → infra_validate → blessed → promote
+
+with the contracts of ``recsys_train`` (the first pipeline built from it):
+
+* **plan** picks the evaluation day D (``params.eval_date`` or the latest validated curated day
+  not after the run's data interval) and the window (``params.window_days``);
+* **snapshot** (``jobs.snapshot``, Spark) publishes the time-split train/test snapshot of D once;
+* **train** runs ``python -m <train_module> --snapshot S <train_args> --run-name R
+  --checkpoint-dir C`` through ``recsys_airflow.training.train_task``, so the profile still picks
+  a local subprocess or a GPU ``KubernetesPodOperator`` (same task id, argv and XCom). Any module
+  that honours the trainer's CLI contract fits: it logs an MLflow pyfunc (input ``user_id``/``k``,
+  output ``user_id``/``item_ids``/``scores``) and reports ``{"run_id", "model_uri", ...}``;
+* **evaluate** (``jobs.evaluate``) is the gate against the champion *of this model name*, the
+  popularity baseline and the oracle; **register** (``jobs.registry register``) adds a version
+  with alias ``challenger`` and the audit tags; **infra_validate** loads it by registry URI in a
+  fresh process; **blessed** short-circuits unless the gate blessed it; **promote** moves
+  ``champion`` (compare-and-set on the champion the gate saw) and emits ``outlets``.
+
+The task ids are plain (no TaskGroup prefix) so that the XCom templates, the UI and the REST
+API see the same ids in every pipeline; one pipeline per DAG (each model gets its own schedule,
+``max_active_runs`` and trigger form). ``training_params`` is the matching typed trigger form.
+``model_name=None`` keeps the configured ``mlflow.model_name`` (the jobs read it themselves);
+another name is passed to the jobs as ``--model-name`` so two pipelines never touch each
+other's aliases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.sdk import Param, task
+
+from jobs.config import PipelineConfig
+from recsys_airflow.launcher import JobOperator
+from recsys_airflow.training import train_task
+
+SNAPSHOT = "{{ ti.xcom_pull(task_ids='snapshot')['uri'] }}"
+RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }}"
+DEFAULT_TRAINER = "jobs.train"
+REGISTER_TAGS = (
+    "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, "
+    "'decision': 'blessed' if ti.xcom_pull(task_ids='evaluate')['blessed'] else 'not_blessed', "
+    "'decision_reason': ti.xcom_pull(task_ids='evaluate')['reason'], "
+    "'data_window': ti.xcom_pull(task_ids='snapshot')['window_start'] ~ '..' ~ ti.xcom_pull(task_ids='snapshot')['window_end'], "
+    "'eval_day': ti.xcom_pull(task_ids='snapshot')['day'], "
+    "'trigger_reason': params.reason} | tojson }}"
+)
+
+
+@dataclass(frozen=True)
+class ModelPipeline:
+    """The tasks ``model_pipeline`` added, for wiring more tasks around them."""
+
+    plan: Any
+    snapshot: JobOperator
+    train: Any
+    evaluate: JobOperator
+    register: JobOperator
+    infra_validate: JobOperator
+    blessed: Any
+    promote: JobOperator
+
+
+def training_params(cfg: PipelineConfig) -> dict[str, Param]:
+    """The typed trigger form every model pipeline takes (defaults from the ``training`` config)."""
+    return {
+        "force_retrain": Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Train even when the trigger's reason would not require it (the gate still decides promotion).",
+        ),
+        "epochs": Param(
+            cfg.training.epochs, type="integer", minimum=1, maximum=200, title="Epochs", description="Training epochs."
+        ),
+        "window_days": Param(
+            cfg.training.window_days,
+            type="integer",
+            minimum=1,
+            maximum=90,
+            title="Window (days)",
+            description="Validated curated days before the evaluation day used for training.",
+        ),
+        "eval_date": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^$|^\d{4}-\d{2}-\d{2}$",
+            title="Evaluation day",
+            description="YYYY-MM-DD held out for the gate; empty = the latest validated curated day.",
+        ),
+        "reason": Param(
+            "scheduled",
+            type="string",
+            maxLength=500,
+            title="Reason",
+            description="Why this training runs (set by the drift monitor; free text from the UI).",
+        ),
+        "report_uri": Param(
+            None,
+            type=["null", "string"],
+            maxLength=1000,
+            title="Drift report",
+            description="Report that triggered this run, if any.",
+        ),
+    }
+
+
+@task
+def plan(params: dict | None = None, data_interval_end=None) -> dict:
+    """Pick the evaluation day D (latest validated curated day unless given)."""
+    from jobs.config import get_config
+    from jobs.validate import validated_days
+
+    days = validated_days(get_config())
+    if params["eval_date"]:
+        day = params["eval_date"]
+    else:
+        limit = data_interval_end.date().isoformat() if data_interval_end else "9999-12-31"
+        eligible = [d for d in days if d <= limit]
+        if not eligible:
+            raise ValueError("no validated curated day to evaluate on: run recsys_ingest first")
+        day = eligible[-1]
+    if day not in days:
+        raise ValueError(f"eval_date {day} is not a validated curated day (validated: {days[-5:]})")
+    return {"day": day, "window_days": int(params["window_days"]), "reason": params["reason"]}
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=True)
+def blessed(evaluation: dict) -> bool:
+    """Stop here (skip promotion) unless the gate blessed the challenger."""
+    print(f"gate decision: {'BLESSED' if evaluation['blessed'] else 'NOT blessed'} — {evaluation['reason']}")
+    return bool(evaluation["blessed"])
+
+
+def model_pipeline(
+    cfg: PipelineConfig,
+    *,
+    model_name: str | None = None,
+    train_module: str = DEFAULT_TRAINER,
+    train_args: Sequence[str] = ("--epochs", "{{ params.epochs }}"),
+    outlets: Sequence[Any] = (),
+    train_doc_md: str = "Same argv locally and in the GPU pod; resumes from the last epoch checkpoint on retry.",
+) -> ModelPipeline:
+    """Add the gated pipeline for one model to the DAG being defined (call it inside ``@dag``).
+
+    Args:
+        cfg: the pipeline configuration (launcher, pools, storage zones).
+        model_name: registered MLflow model; ``None`` = ``mlflow.model_name`` from the config.
+        train_module: the trainer CLI (``python -m <train_module>``), e.g. ``jobs.train``.
+        train_args: trainer flags between ``--snapshot S`` and ``--run-name R`` (templated).
+        outlets: Assets the promotion emits (e.g. the champion Asset its consumers schedule on).
+        train_doc_md: the train task's doc.
+
+    Returns:
+        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train``, ``evaluate``,
+        ``register``, ``infra_validate``, ``blessed``, ``promote``.
+    """
+    name_args = ["--model-name", model_name] if model_name else []
+    planned = plan()
+    snapshot = JobOperator(
+        task_id="snapshot",
+        module="jobs.snapshot",
+        spark=True,
+        job_args=[
+            "--date",
+            "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
+            "--window-days",
+            "{{ ti.xcom_pull(task_ids='plan')['window_days'] }}",
+        ],
+        fail_fast_codes=[3],
+    )
+    train = train_task(
+        cfg,
+        "train",
+        [
+            "--snapshot",
+            SNAPSHOT,
+            *train_args,
+            "--run-name",
+            RUN_TAG,
+            "--checkpoint-dir",
+            cfg.storage.zone("checkpoints") + "/" + RUN_TAG,
+        ],
+        module=train_module,
+        doc_md=train_doc_md,
+    )
+    evaluate = JobOperator(
+        task_id="evaluate",
+        module="jobs.evaluate",
+        job_args=[
+            "--snapshot",
+            SNAPSHOT,
+            "--run-id",
+            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            "--model-uri",
+            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+            *name_args,
+        ],
+        doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day.",
+    )
+    register = JobOperator(
+        task_id="register",
+        module="jobs.registry",
+        job_args=[
+            "register",
+            "--run-id",
+            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            "--model-uri",
+            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+            "--tags",
+            REGISTER_TAGS,
+            *name_args,
+        ],
+        pool="model_registry",
+    )
+    infra_validate = JobOperator(
+        task_id="infra_validate",
+        module="jobs.infra_validate",
+        job_args=[
+            "--model-uri",
+            "{{ ti.xcom_pull(task_ids='register')['model_uri'] }}",
+            "--snapshot",
+            SNAPSHOT,
+        ],
+        fail_fast_codes=[4],
+        doc_md="Fresh process: load by registry URI, score a smoke batch, check shape/types/no seen items.",
+    )
+    promote = JobOperator(
+        task_id="promote",
+        module="jobs.registry",
+        job_args=[
+            "promote",
+            "--version",
+            "{{ ti.xcom_pull(task_ids='register')['version'] }}",
+            "--expected-champion",
+            "{{ ti.xcom_pull(task_ids='evaluate')['champion_version'] or '' }}",
+            "--reason",
+            "{{ ti.xcom_pull(task_ids='evaluate')['reason'] }}",
+            "--actor",
+            "{{ dag.dag_id }}/{{ run_id }}",
+            *name_args,
+        ],
+        pool="model_registry",
+        fail_fast_codes=[3],
+        outlets=list(outlets),
+    )
+
+    planned >> snapshot >> train >> evaluate >> register >> infra_validate
+    gate = blessed(evaluate.output)
+    infra_validate >> gate >> promote
+    return ModelPipeline(planned, snapshot, train, evaluate, register, infra_validate, gate, promote)

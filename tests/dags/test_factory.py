@@ -1,0 +1,268 @@
+"""The model-pipeline factory: a second pipeline (popularity) built from the same pieces.
+
+Shape tests prove the factory gives every pipeline the same graph and contracts as
+``recsys_train`` while keeping model names and trainers apart (also in the cluster profile,
+where the rendered training pod is validated against the Kubernetes schema). The integration
+test runs ``recsys_popularity`` end to end with ``dag.test()`` through the real gate, registry
+and promotion — once refused by the default lift rule, once blessed — on a real MLflow server.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+
+REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
+EDGES = {
+    "plan": ["snapshot"],
+    "snapshot": ["train"],
+    "train": ["evaluate"],
+    "evaluate": ["blessed", "register"],
+    "register": ["infra_validate"],
+    "infra_validate": ["blessed"],
+    "blessed": ["promote"],
+    "promote": [],
+}
+
+
+def _bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_DAGS))
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return _bag()
+
+
+def _edges(dag) -> dict[str, list[str]]:
+    return {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+
+
+@pytest.mark.unit
+def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag):
+    train, popularity = dagbag.dags["recsys_train"], dagbag.dags["recsys_popularity"]
+    assert _edges(train) == EDGES
+    assert _edges(popularity) == EDGES
+    assert (
+        set(train.params)
+        == set(popularity.params)
+        == {
+            "force_retrain",
+            "epochs",
+            "window_days",
+            "eval_date",
+            "reason",
+            "report_uri",
+        }
+    )
+    assert [o.name for o in train.get_task("promote").outlets] == ["recsys_champion_model"]
+    assert [o.name for o in popularity.get_task("promote").outlets] == ["recsys_popularity_champion"]
+    for dag in (train, popularity):
+        assert dag.get_task("register").pool == dag.get_task("promote").pool == "model_registry"
+        assert [link.name for link in dag.get_task("train").operator_extra_links] == ["MLflow run"]
+
+
+@pytest.mark.unit
+def test_model_name_and_trainer_reach_the_jobs(dagbag):
+    train, popularity = dagbag.dags["recsys_train"], dagbag.dags["recsys_popularity"]
+    # recsys_train keeps the configured model name (no flag) and jobs.train with --epochs.
+    assert train.get_task("train").module == "jobs.train"
+    assert "--epochs" in train.get_task("train").job_args
+    for task_id in ("evaluate", "register", "promote"):
+        assert "--model-name" not in train.get_task(task_id).job_args
+    # The second pipeline: its own trainer and model name on every registry-touching job.
+    assert popularity.get_task("train").module == "jobs.train_popularity"
+    assert "--epochs" not in popularity.get_task("train").job_args
+    for task_id in ("evaluate", "register", "promote"):
+        args = popularity.get_task(task_id).job_args
+        assert args[args.index("--model-name") + 1] == "recsys-popularity", task_id
+    assert popularity.get_task("train").pool == "default_pool"
+
+
+@pytest.mark.unit
+def test_cluster_profile_pod_runs_the_pipelines_trainer(monkeypatch):
+    """Each pipeline's training pod runs its own module; the popularity pod asks for no GPU."""
+    import kubernetes_validate
+    from kubernetes.client import ApiClient
+
+    monkeypatch.setenv("RECSYS_PROFILE", "cluster")
+    bag = _bag()
+    pods = {}
+    for dag_id in ("recsys_train", "recsys_popularity"):
+        op = bag.dags[dag_id].get_task("train")
+        manifest = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+        manifest.update(apiVersion="v1", kind="Pod")
+        kubernetes_validate.validate(manifest, "1.33", strict=True)
+        pods[dag_id] = next(c for c in manifest["spec"]["containers"] if c["name"] == "base")
+    assert pods["recsys_train"]["args"][:2] == ["-m", "jobs.train"]
+    assert pods["recsys_train"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pods["recsys_popularity"]["command"] == ["python"]
+    assert pods["recsys_popularity"]["args"][:2] == ["-m", "jobs.train_popularity"]
+    assert pods["recsys_popularity"]["args"][-2:] == ["--result-file", "/airflow/xcom/return.json"]
+    assert "nvidia.com/gpu" not in pods["recsys_popularity"]["resources"]["limits"]
+
+
+@pytest.mark.unit
+def test_torchrun_command_names_the_pipeline_trainer(cfg):
+    from recsys_airflow.training import pod_command
+
+    multi = cfg.model_copy(update={"training": cfg.training.model_copy(update={"gpus": 4})})
+    assert pod_command(multi, ["--epochs", "3"], "jobs.other") == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=4",
+        "-m",
+        "jobs.other",
+        "--epochs",
+        "3",
+    ]
+    assert pod_command(cfg, ["--epochs", "3"])[:3] == ["python", "-m", "jobs.train"]
+
+
+def _states(run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def _xcom(run, task_id: str):
+    ti = next(t for t in run.get_task_instances() if t.task_id == task_id)
+    return ti.xcom_pull(task_ids=task_id)
+
+
+@pytest.mark.integration
+def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
+    airflow_db, mlflow_env, cfg, spark, monkeypatch
+):
+    from jobs import generate as gen
+    from jobs.config import get_config
+    from jobs.ingest import ingest_day
+    from jobs.registry import CHALLENGER, CHAMPION, client, show
+    from jobs.validate import validate_day
+
+    start, days = date(2026, 1, 1), 3
+    world = gen.WorldParams(users=200, items=80, factors=4, seed=23, events_per_day=2500)
+    gen.generate(world, start, days, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
+    for i in range(days):
+        ingest_day(cfg, spark, start + timedelta(days=i))
+        assert validate_day(cfg, start + timedelta(days=i))["success"]
+    eval_day = (start + timedelta(days=days - 1)).isoformat()
+    dag = _bag().dags["recsys_popularity"]
+
+    # 1. Default gate: the popularity model ties the gate's popularity baseline exactly, so the
+    #    lift rule (1.05x) refuses it: registered as challenger, promotion skipped.
+    first = dag.test(
+        logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"), run_conf={"window_days": 2, "eval_date": eval_day}
+    )
+    states = _states(first)
+    assert str(first.state) == "success", states
+    assert states["promote"] == "skipped" and states["infra_validate"] == "success", states
+    evaluation = _xcom(first, "evaluate")
+    k = evaluation["k"]
+    challenger, baseline = evaluation["metrics"]["challenger"], evaluation["metrics"]["popularity"]
+    assert challenger[f"ndcg_at_{k}"] == baseline[f"ndcg_at_{k}"]
+    assert challenger[f"recall_at_{k}"] == baseline[f"recall_at_{k}"]
+    assert challenger["users"] == baseline["users"] > 0
+    assert evaluation["blessed"] is False and "popularity" in evaluation["reason"]
+    registered = _xcom(first, "register")
+    assert registered["name"] == "recsys-popularity"
+    assert show(get_config(), "recsys-popularity") == {
+        CHAMPION: None,
+        CHALLENGER: registered["version"],
+        "previous_champion": None,
+    }
+    tags = client(get_config()).get_model_version("recsys-popularity", registered["version"]).tags
+    assert tags["decision"] == "not_blessed"
+    assert tags["airflow_dag_id"] == "recsys_popularity"
+    assert tags["data_window"] == "2026-01-01..2026-01-02"
+    assert _xcom(first, "train")["metrics"][f"ndcg_at_{k}"] > 0
+
+    # 2. A gate that accepts a tie (gate.min_lift_over_popularity=1.0, set for the job
+    #    processes only): blessed and promoted; the main model's registry stays untouched.
+    monkeypatch.setenv("RECSYS__GATE__MIN_LIFT_OVER_POPULARITY", "1.0")
+    monkeypatch.setenv("RECSYS__GATE__MIN_RECALL", "0.0")
+    second = dag.test(
+        logical_date=pendulum.datetime(2026, 1, 5, tz="UTC"), run_conf={"window_days": 2, "eval_date": eval_day}
+    )
+    states = _states(second)
+    assert str(second.state) == "success", states
+    assert states["promote"] == "success", states
+    evaluation = _xcom(second, "evaluate")
+    assert evaluation["blessed"] is True, evaluation["reason"]
+    assert evaluation["champion_version"] is None
+    version = _xcom(second, "register")["version"]
+    assert version != registered["version"]
+    assert _xcom(second, "promote")["decision"] == "promoted"
+    aliases = show(get_config(), "recsys-popularity")
+    assert aliases[CHAMPION] == aliases[CHALLENGER] == version
+    assert client(get_config()).get_model_version("recsys-popularity", version).tags["decision"] == "promoted"
+    assert show(get_config()) == {CHAMPION: None, CHALLENGER: None, "previous_champion": None}
+
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == second.run_id)).all()
+        assert [e.asset.name for e in events] == ["recsys_popularity_champion"]
+
+
+@pytest.mark.unit
+def test_popularity_trainer_ranks_unseen_items_ties_to_the_lower_index_and_serves_unknown_users():
+    import numpy as np
+
+    from jobs.train_popularity import PopularityRecommender
+
+    rec = PopularityRecommender(
+        {
+            "item_ids": np.array([10, 11, 12, 13]),
+            "popularity": np.array([5, 7, 7, 1]),
+            "user_ids": np.array([100, 101]),
+            "seen_indptr": np.array([0, 1, 1]),  # user 100 saw item index 1 (id 11)
+            "seen_indices": np.array([1]),
+            "default_k": np.array(3),
+        }
+    )
+    rows = rec.recommend(np.array([100, 101, 999]), np.array([3, 2, 4]))
+    assert [r["item_ids"] for r in rows] == [[12, 10, 13], [11, 12], [11, 12, 10, 13]]
+    assert rows[0]["scores"] == [7.0, 5.0, 1.0]
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        rec.recommend(np.array([100]), np.array([0]))
+
+
+@pytest.mark.unit
+def test_popularity_trainer_rejects_a_missing_snapshot_with_exit_2(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # Not `from tests.conftest import run_module`: importing conftest a second time re-runs its
+    # module code (a new state folder and AIRFLOW_HOME for the rest of the session).
+    repo = Path(__file__).resolve().parents[2]
+    result = tmp_path / "result.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.train_popularity",
+            "--snapshot",
+            str(tmp_path / "nope"),
+            "--result-file",
+            str(result),
+        ],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "plugins")])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "snapshot folder not found" in proc.stderr
+    assert json.loads(result.read_text())["message"].startswith("snapshot folder not found")

@@ -1,0 +1,186 @@
+"""Output zones that refuse writes: read-only folders, a file in place of a folder, a full disk.
+
+For ingestion, the training snapshot and the validation report: the job fails with an error
+that names the path, nothing partial is left (no ``.staging-*``/``.trash-*`` folder, no
+temporary file), the previous version of the partition is intact (same bytes), and once the
+fault is lifted the same call succeeds.
+
+Read-only: ``chmod a-w`` — or, because these tests may run as root (CI containers), where
+permission bits do not apply, the immutable attribute (``chattr +i``); the test is skipped,
+naming why, where neither works. Full disk: the zone is moved onto a tmpfs with a few KiB
+free (root only; skipped otherwise). The JSON writers are covered in ``test_publish_faults.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from jobs import storage
+from tests.reliability.harness import CaseResult, full_disk, leftovers, read_only, zone_fingerprint
+
+pytestmark = pytest.mark.reliability
+
+NEW_DAY = date(2026, 6, 5)
+
+
+def _zones(cfg) -> tuple[Path, Path]:
+    return Path(cfg.storage.zone("curated")), Path(cfg.storage.zone("quarantine"))
+
+
+def test_ingest_into_unwritable_zones_writes_nothing(world, spark, report):
+    from jobs import generate as gen
+    from jobs.config import get_config
+    from jobs.ingest import ingest_day
+    from tests.reliability.conftest import world_params
+
+    started = time.monotonic()
+    cfg = get_config()
+    curated, quarantine = _zones(cfg)
+    gen.generate(world_params(), NEW_DAY, 1, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
+    old_day = world.days[-1]
+    before = {z.name: zone_fingerprint(z) for z in (curated, quarantine)}
+    inode = (quarantine / f"dt={old_day}").stat().st_ino
+    faults = 0
+
+    with read_only(curated) as how:
+        for day in (NEW_DAY, date.fromisoformat(old_day)):
+            with pytest.raises(storage.PublishError, match=f"output folder {curated} is not writable"):
+                ingest_day(cfg, spark, day)
+            faults += 1
+    assert not (quarantine / f"dt={NEW_DAY}").exists(), "quarantine published for a day whose curated write failed"
+    assert (quarantine / f"dt={old_day}").stat().st_ino == inode  # not even rewritten
+    assert {z.name: zone_fingerprint(z) for z in (curated, quarantine)} == before
+
+    moved = quarantine.with_name("events.moved")
+    quarantine.rename(moved)
+    quarantine.write_text("a file where the quarantine zone should be")
+    try:
+        with pytest.raises(storage.PublishError, match=f"{quarantine} is a file, not a folder"):
+            ingest_day(cfg, spark, NEW_DAY)
+        faults += 1
+    finally:
+        quarantine.unlink()
+        moved.rename(quarantine)
+    assert not (curated / f"dt={NEW_DAY}").exists()
+    assert {z.name: zone_fingerprint(z) for z in (curated, quarantine)} == before
+    assert leftovers(curated) == [] and leftovers(quarantine) == []
+
+    result = ingest_day(cfg, spark, NEW_DAY)  # the fault lifted, the same call succeeds
+    assert storage.read_manifest(str(curated / f"dt={NEW_DAY}"))["rows"] == result["rows"] > 3000
+    report.record(
+        CaseResult(
+            "disk: ingest into unwritable zones",
+            "test_ingest_into_unwritable_zones_writes_nothing",
+            faults_injected=faults,
+            runs_recovered=1,
+            rows_expected=result["rows"],
+            seconds=round(time.monotonic() - started, 1),
+            details={"read_only_by": how, "mechanisms": ["read-only curated zone", "file in place of zone"]},
+        )
+    )
+
+
+def test_snapshot_into_read_only_or_full_zone_keeps_the_previous_one(world, spark, report):
+    from jobs.config import get_config
+    from jobs.snapshot import build_snapshot
+
+    started = time.monotonic()
+    cfg = get_config()
+    zone = Path(cfg.storage.zone("training"))
+    day = date.fromisoformat(world.eval_day)
+    part = Path(world.snapshot_uri)
+    window = int(part.name.rsplit("_w=", 1)[1])
+    before = zone_fingerprint_any(part)
+    faults = 0
+
+    with read_only(zone) as how:
+        with pytest.raises(storage.PublishError, match=f"output folder {zone} is not writable"):
+            build_snapshot(cfg, spark, day, window)
+        faults += 1
+    assert zone_fingerprint_any(part) == before and leftovers(zone) == []
+
+    with full_disk(zone, free_kb=8) as small:
+        with pytest.raises(Exception, match="No space left on device") as full:
+            build_snapshot(cfg, spark, day, window)
+        faults += 1
+        assert f"while writing partition {part}" in "\n".join(getattr(full.value, "__notes__", []))
+        assert zone_fingerprint_any(small / part.name) == before
+        assert leftovers(small) == [], leftovers(small)
+    assert zone_fingerprint_any(part) == before
+
+    rebuilt = build_snapshot(cfg, spark, day, window)
+    assert rebuilt["uri"] == world.snapshot_uri and zone_fingerprint_any(part) == before
+    report.record(
+        CaseResult(
+            "disk: snapshot read-only / full",
+            "test_snapshot_into_read_only_or_full_zone_keeps_the_previous_one",
+            faults_injected=faults,
+            runs_recovered=1,
+            seconds=round(time.monotonic() - started, 1),
+            details={
+                "read_only_by": how,
+                "full_disk_error": f"{type(full.value).__name__}: {full.value}"[:200],
+                "note": full.value.__notes__[-1][:200],
+            },
+        )
+    )
+
+
+def zone_fingerprint_any(part: Path) -> dict[str, str]:
+    """Checksums of every file of a published folder (snapshots are not ``dt=`` day partitions)."""
+    from tests.reliability.harness import partition_checksums
+
+    return partition_checksums(part)
+
+
+def test_validation_report_folder_read_only_keeps_the_verdict(world, report):
+    from jobs.config import get_config
+    from jobs.validate import VALIDATION_MARKER, validate_day
+
+    started = time.monotonic()
+    cfg = get_config()
+    day = world.days[-1]
+    marker = Path(cfg.storage.partition("curated", day)) / VALIDATION_MARKER
+    verdict = marker.read_bytes()
+    reports = Path(cfg.storage.root_path()) / "reports" / "validation" / f"dt={day}"
+    assert (reports / "report.html").is_file()
+    html = (reports / "report.html").read_bytes()
+
+    with read_only(reports) as how, pytest.raises(OSError, match=str(reports)) as failed:
+        validate_day(cfg, date.fromisoformat(day))
+    assert marker.read_bytes() == verdict
+    assert (reports / "report.html").read_bytes() == html
+    assert sorted(p.name for p in reports.iterdir()) == ["report.html", "result.json"]
+    assert [p.name for p in marker.parent.iterdir() if p.name.startswith(".")] == []
+
+    summary = validate_day(cfg, date.fromisoformat(day))
+    assert summary["success"] is True
+    report.record(
+        CaseResult(
+            "disk: validation report read-only",
+            "test_validation_report_folder_read_only_keeps_the_verdict",
+            faults_injected=1,
+            runs_recovered=1,
+            seconds=round(time.monotonic() - started, 1),
+            details={"read_only_by": how, "error": str(failed.value)[:200]},
+        )
+    )
+
+
+def test_read_only_helper_really_refuses_writes(tmp_path):
+    """The mechanism itself: a folder made read-only refuses new files, renames and deletions."""
+    folder = tmp_path / "zone"
+    (folder / "dt=2026-06-01").mkdir(parents=True)
+    with read_only(folder):
+        with pytest.raises(PermissionError):
+            (folder / "new").mkdir()
+        with pytest.raises(PermissionError):
+            (folder / "dt=2026-06-01").rename(folder / "moved")
+        with pytest.raises(PermissionError):
+            shutil.rmtree(folder / "dt=2026-06-01")
+    (folder / "new").mkdir()

@@ -1,0 +1,199 @@
+"""Kill the Spark ingestion job in each phase of its write, retry, and compare with a clean run.
+
+``tests/integration/test_ingest_processes.py`` kills a large ingest at a random *time* (6-20 s
+after start), which may land before or after the write. This case aims at the write itself:
+a seeded injector picks three distinct *phases* of the publish protocol — of quarantine staging,
+quarantine published, curated staging, a curated file written, curated published — and SIGKILLs the
+job's whole process tree (Python driver, JVM, Python workers) the moment that phase is
+observed on disk, plus a seeded jitter. The job runs through the real task launcher
+(``JobOperator``), so each kill also checks what Airflow would do with it: a retryable failure
+(not fail-fast) whose message says the job was killed.
+
+The day is new (no previous partition) and carries 3% rows with a missing required field, so
+the quarantine zone is written too. After three killed attempts the retry runs as **two
+processes at once** — the orphan of a dead worker and the retry Airflow started — and both
+must succeed. Throughout, a reader thread checks every visible partition of both zones (its
+``_SUCCESS`` manifest lists exactly the files present and their rows). At the end, curated and
+quarantine are byte-identical to a clean in-process run on a copy of the same world, the other
+days are untouched and no staging/trash folder is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.harness import (
+    CaseResult,
+    FaultInjector,
+    PartitionPoller,
+    crash_tree,
+    leftovers,
+    row_diff,
+    wait_until,
+    zone_fingerprint,
+)
+
+pytestmark = pytest.mark.reliability
+
+DAY = date(2026, 6, 4)
+SEED = 11
+ATTEMPTS = 3  # killed attempts before the retry; each costs a JVM start
+PHASES = ("quarantine staging", "quarantine published", "curated staging", "curated file written", "curated published")
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _stagings(zone: Path) -> set[str]:
+    try:
+        return {p.name for p in zone.iterdir() if p.name.startswith(f".staging-dt={DAY}")}
+    except FileNotFoundError:
+        return set()
+
+
+class Phases:
+    """Which phase of the publish protocol a fresh attempt has reached, judged from the zones."""
+
+    def __init__(self, curated: Path, quarantine: Path) -> None:
+        self.curated, self.quarantine = curated, quarantine
+        self.old_stagings = _stagings(curated) | _stagings(quarantine)
+        self.old_inodes = {z: _inode(z / f"dt={DAY}") for z in (curated, quarantine)}
+
+    def _new_staging(self, zone: Path, with_file: bool = False) -> bool:
+        for name in _stagings(zone) - self.old_stagings:
+            if not with_file:
+                return True
+            try:
+                if any((zone / name).iterdir()):
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def _republished(self, zone: Path) -> bool:
+        now = _inode(zone / f"dt={DAY}")
+        return now is not None and now != self.old_inodes[zone]
+
+    def reached(self, phase: str) -> bool:
+        order = {
+            "quarantine staging": lambda: self._new_staging(self.quarantine),
+            "quarantine published": lambda: self._republished(self.quarantine),
+            "curated staging": lambda: self._new_staging(self.curated),
+            "curated file written": lambda: self._new_staging(self.curated, with_file=True),
+            "curated published": lambda: self._republished(self.curated),
+        }
+        return order[phase]()
+
+
+def _launch(task_id: str) -> tuple[object, threading.Thread, dict]:
+    from recsys_airflow.launcher import JobOperator
+
+    op = JobOperator(
+        task_id=task_id, module="jobs.ingest", spark=True, job_args=["--date", DAY.isoformat()], fail_fast_codes=[3]
+    )
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = op.execute(context={})
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: op._proc is not None, 60, what=f"{task_id} to start")
+    return op, thread, outcome
+
+
+def _reference(world, tmp_path: Path, spark) -> Path:
+    """A clean run of DAY on a copy of the same world: the bytes every retry must reproduce."""
+    from jobs.config import load_config
+    from jobs.ingest import ingest_day
+
+    ref_root = tmp_path / "reference"
+    shutil.copytree(world.root, ref_root, symlinks=True)
+    cfg = load_config(environ={**os.environ, "RECSYS__STORAGE__ROOT": str(ref_root)})
+    result = ingest_day(cfg, spark, DAY)
+    assert result["quarantined"] > 0 and result["rows"] > 3000
+    return ref_root
+
+
+def test_ingest_killed_in_each_write_phase_then_retried(world, spark, tmp_path, report):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from jobs import generate as gen
+    from jobs.config import get_config
+    from tests.reliability.conftest import world_params
+
+    started = time.monotonic()
+    cfg = get_config()
+    params = dataclasses.replace(world_params(), scenarios=(gen.Scenario("null_required", DAY, 0.03),))
+    gen.generate(params, DAY, 1, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
+    ref_root = _reference(world, tmp_path, spark)
+    curated = Path(cfg.storage.zone("curated"))
+    quarantine = Path(cfg.storage.zone("quarantine"))
+    others_before = {z.name: zone_fingerprint(z, world.days) for z in (curated, quarantine)}
+    kills = []
+    with PartitionPoller([curated, quarantine], interval=0.005) as poller:
+        inj = FaultInjector(SEED, max_faults=ATTEMPTS, max_seconds=1200)
+        for attempt, phase in enumerate(inj.rng.sample(PHASES, ATTEMPTS), start=1):
+            jitter = inj.uniform(0.0, 0.03)
+            phases = Phases(curated, quarantine)
+            op, thread, outcome = _launch(f"ingest-attempt-{attempt}")
+            wait_until(
+                lambda: phases.reached(phase) or op._proc.poll() is not None,  # noqa: B023 - evaluated now
+                300,
+                interval=0.002,
+                what=f"phase {phase!r}",
+            )
+            assert op._proc.poll() is None, f"attempt {attempt}: the job finished before phase {phase!r} was hit"
+            time.sleep(jitter)
+            crash_tree(op._proc.pid)
+            inj.record("sigkill", "jobs.ingest", phase=phase, jitter_s=round(jitter, 4))
+            thread.join(60)
+            error = outcome.get("error")
+            assert isinstance(error, AirflowException) and not isinstance(error, AirflowFailException), outcome
+            assert "killed by SIGKILL" in str(error)
+            kills.append({"attempt": attempt, "phase": phase, "jitter_s": round(jitter, 4)})
+            for zone in (curated, quarantine):
+                part = zone / f"dt={DAY}"
+                assert not part.exists() or (part / "_SUCCESS").is_file(), f"{part} visible without its manifest"
+        retries = [_launch(name) for name in ("ingest-orphan", "ingest-retry")]
+        for _, thread, _ in retries:
+            thread.join(600)
+    results = [outcome for _, _, outcome in retries]
+    assert all("result" in r for r in results), results
+    assert poller.violations == [], poller.violations[:5]
+    assert poller.checks > 0
+    ref = {z: zone_fingerprint(ref_root / z, [DAY.isoformat()]) for z in ("curated/events", "quarantine/events")}
+    got = {z: zone_fingerprint(world.root / z, [DAY.isoformat()]) for z in ("curated/events", "quarantine/events")}
+    assert got == ref
+    assert {z.name: zone_fingerprint(z, world.days) for z in (curated, quarantine)} == others_before
+    assert leftovers(curated) == [] and leftovers(quarantine) == []
+    rows = row_diff(ref_root / "curated/events", curated, [DAY.isoformat()])
+    assert rows["rows_lost"] == 0 and rows["rows_duplicated"] == 0, rows
+    report.record(
+        CaseResult(
+            "ingest: SIGKILL mid-write",
+            "test_ingest_killed_in_each_write_phase_then_retried",
+            faults_injected=len(kills),
+            runs_recovered=len(results),
+            rows_expected=rows["rows_expected"],
+            rows_lost=rows["rows_lost"],
+            rows_duplicated=rows["rows_duplicated"],
+            seconds=round(time.monotonic() - started, 1),
+            details={"seed": SEED, "kills": kills, "reader_checks": poller.checks, "reader_polls": poller.polls},
+        )
+    )
