@@ -244,7 +244,23 @@ class Loop:
                 }
             )
         self.aliases = show(self.cfg)
+        self.champion_metrics = self.gate_metrics(self.aliases.get("champion"))
         return rows
+
+    def gate_metrics(self, version: str | None) -> dict[str, dict[str, float]]:
+        """The gate's numbers for a version: ranker → {recall_at_K, ndcg_at_K} (from its MLflow run)."""
+        from jobs.registry import client
+
+        if not version:
+            return {}
+        cl = client(self.cfg)
+        run = cl.get_run(cl.get_model_version(self.cfg.mlflow.model_name, version).run_id)
+        out: dict[str, dict[str, float]] = {}
+        for key, value in run.data.metrics.items():
+            if key.startswith("gate_") and "_at_" in key:
+                metric, _, ranker = key[len("gate_") :].rpartition("_")
+                out.setdefault(ranker, {})[metric] = value
+        return out
 
     def run(self) -> list[dict[str, Any]]:
         w = self.world
@@ -262,7 +278,7 @@ class Loop:
         return self.timeline()
 
 
-def render(rows: list[dict[str, Any]], aliases: dict[str, Any]) -> str:
+def render(rows: list[dict[str, Any]], aliases: dict[str, Any], metrics: dict[str, dict[str, float]]) -> str:
     head = " day        | drift | rows    | scored by | hit-rate | alerts (max PSI)          | retrain | events"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -278,6 +294,15 @@ def render(rows: list[dict[str, Any]], aliases: dict[str, Any]) -> str:
         f"\nregistry aliases: champion=v{aliases.get('champion')}, previous_champion=v{aliases.get('previous_champion')},"
         f" challenger=v{aliases.get('challenger')}"
     )
+    if metrics:
+        lines.append(f"champion v{aliases.get('champion')} on its gate day (held-out interactions):")
+        for ranker in ("challenger", "champion", "popularity", "oracle"):
+            if ranker in metrics:
+                shown = (
+                    "champion (then)" if ranker == "champion" else ("this model" if ranker == "challenger" else ranker)
+                )
+                values = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics[ranker].items()))
+                lines.append(f"  {shown:16s} {values}")
     return "\n".join(lines)
 
 
@@ -334,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
         return 1
     print()
-    print(render(rows, loop.aliases))
+    print(render(rows, loop.aliases, loop.champion_metrics))
     if args.timeline_file:
-        args.timeline_file.write_text(json.dumps({"rows": rows, "aliases": loop.aliases}, indent=2))
+        payload = {"rows": rows, "aliases": loop.aliases, "champion_metrics": loop.champion_metrics}
+        args.timeline_file.write_text(json.dumps(payload, indent=2))
     creds = stack.credentials()
     print(f"\nfinished in {time.monotonic() - started:.0f}s")
     print(f"Airflow UI : {stack.airflow_url}  (admin / {creds['admin']}; viewer / {creds['viewer']})")

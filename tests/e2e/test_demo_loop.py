@@ -102,3 +102,8 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(tmp_path):
     aliases = timeline["aliases"]
     assert aliases["champion"] in ("1", "2")
     assert rows[served[2]]["model_version"] == aliases["champion"]
+    # The demo ends with the champion's gate numbers against popularity and the oracle.
+    gate = timeline["champion_metrics"]
+    assert {"challenger", "popularity", "oracle"} <= set(gate), gate
+    assert gate["oracle"]["ndcg_at_10"] >= gate["challenger"]["ndcg_at_10"] >= gate["popularity"]["ndcg_at_10"]
+    assert "this model" in done.stdout and "oracle" in done.stdout
