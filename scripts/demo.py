@@ -290,9 +290,9 @@ def render(rows: list[dict[str, Any]], aliases: dict[str, Any], metrics: dict[st
             f" {('v' + str(r['model_version'])) if r['model_version'] else '-':>9} | {hit:>8} | {alerts:25s} |"
             f" {retrain:7s} | {'; '.join(r['events'])}"
         )
+    names = ("champion", "previous_champion", "challenger")
     lines.append(
-        f"\nregistry aliases: champion=v{aliases.get('champion')}, previous_champion=v{aliases.get('previous_champion')},"
-        f" challenger=v{aliases.get('challenger')}"
+        "\nregistry aliases: " + ", ".join(f"{a}=" + (f"v{aliases[a]}" if aliases.get(a) else "-") for a in names)
     )
     if metrics:
         lines.append(f"champion v{aliases.get('champion')} on its gate day (held-out interactions):")
