@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -51,7 +50,6 @@ except ImportError:  # pragma: no cover - mlflow is installed wherever the pyfun
 
 ARTIFACT_KEY = "popularity"
 RESULT = "result.json"
-XCOM_DIR = "/airflow/xcom"
 
 
 class PopularityRecommender:
@@ -142,17 +140,6 @@ def seen_csr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -
 def fingerprint(data: Any) -> str:
     payload = {"job": "jobs.train_popularity", "snapshot": data.uri, "manifest": data.manifest}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def emit_result(result: dict[str, Any], result_file: Path | None) -> None:
-    from jobs import storage
-
-    if result_file:
-        storage.write_json_atomic(result_file, result)
-    xcom = Path(os.environ.get("RECSYS_XCOM_DIR", XCOM_DIR))
-    if xcom.is_dir():
-        storage.write_json_atomic(xcom / "return.json", result)
-    print(f"MLFLOW_RUN_ID={result['run_id']}", flush=True)
 
 
 def train(args: argparse.Namespace, default_k: int) -> dict[str, Any]:
@@ -299,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         f"ndcg@{k}={result['metrics'][f'ndcg_at_{k}']:.4f} (run {result['run_id']})",
         file=sys.stderr,
     )
+    from jobs.train import emit_result  # the KPO XCom contract, shared with the main trainer
+
     emit_result(result, args.result_file)
     return 0
 
