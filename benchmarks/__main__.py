@@ -33,6 +33,7 @@ BENCHMARKS: list[str] = [
     "train",
     "score",
     "drift",
+    "reliability",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")

@@ -393,7 +393,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     finally:
         sampler.close()
         if spark is not None and own_session:
-            spark.stop()
+            try:
+                spark.stop()
+            except Exception as exc:  # a JVM that died (OOM) must not hide the rows measured before
+                print(f"spark.stop() failed: {type(exc).__name__}: {exc}", flush=True)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

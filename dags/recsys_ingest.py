@@ -45,7 +45,7 @@ cfg = get_config()
     doc_md=__doc__,
     tags=["recsys", "ingestion", "spark", "great-expectations"],
     owner_links={cfg.airflow.owner: "https://github.com/recsys/recsys-airflow"},
-    default_args=default_args(cfg.airflow.owner),
+    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
         "wait_timeout_s": Param(
             cfg.ingest.wait_timeout_s,
@@ -92,6 +92,7 @@ def recsys_ingest():
             "--master={{ params.spark_master or '' }}",
         ],
         fail_fast_codes=[3],
+        lineage_inputs=[cfg.storage.zone("landing") + "/dt={{ ds }}"],
         execution_timeout=timedelta(hours=2),
         doc_md="`python -m jobs.ingest --date {{ ds }}`: exit code 3 means the landing data itself is wrong.",
     )
@@ -100,6 +101,7 @@ def recsys_ingest():
         module="jobs.validate",
         job_args=["--date", "{{ ds }}", "--engine", "{{ params.validation_engine }}"],
         fail_fast_codes=[3, 4],
+        lineage_inputs=[cfg.storage.zone("curated") + "/dt={{ ds }}"],
         execution_timeout=timedelta(hours=1),
         doc_md="GX validation; exit 4 = expectations failed (named in the error), no retry.",
     )

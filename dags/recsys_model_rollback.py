@@ -29,7 +29,7 @@ cfg = get_config()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "mlflow", "manual"],
-    default_args=default_args(cfg.airflow.owner, retries=1),
+    default_args=default_args(cfg.airflow.owner, retries=1, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
         "reason": Param(
             type="string",

@@ -80,7 +80,10 @@ def monitored_days(params: dict[str, Any], triggering_asset_events: Any) -> str:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "monitoring", "drift", "mlflow"],
-    default_args={**default_args(cfg.airflow.owner), "on_failure_callback": [RecsysNotifier()]},
+    default_args={
+        **default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
+        "on_failure_callback": [RecsysNotifier()],
+    },
     user_defined_macros={"monitored_days": monitored_days},
     params={
         "date": Param(

@@ -4,9 +4,11 @@
 Runs whenever `recsys_ingest` publishes a validated day (the `recsys_curated_events` Asset, its
 event's `extra["dt"]` is the day), or by hand with the `date` param.
 
-1. **plan** — the day(s) to score: the `date` param, else the `dt` of every triggering
-   `recsys_curated_events` event (the scheduler may fold several days into one run; each is
-   scored).
+1. **plan** — the day(s) to score: the `date` param, else the `dt` of every
+   `recsys_curated_events` event no earlier run claimed (the scheduler may fold several days
+   into one run, and Airflow 3.3 can leave an event of a busy consumer without a run; the
+   claim ledger, Variable `recsys_claims.recsys_score`, catches it: see
+   `plugins/recsys_airflow/claims.py`). Nothing new to claim → the run is skipped.
 2. **resolve_champion** — `models:/<name>@champion` → a concrete version and its run id,
    **once** for the whole run, printed in the task log. No champion yet → this task and
    everything after it are *skipped* (not failed) with a log line saying so.
@@ -48,7 +50,7 @@ cfg = get_config()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "scoring", "spark", "mlflow"],
-    default_args=default_args(cfg.airflow.owner),
+    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
         "date": Param(
             None,
@@ -60,12 +62,14 @@ cfg = get_config()
     },
 )
 def recsys_score():
-    @task
-    def plan(params: dict | None = None, triggering_asset_events=None) -> list[str]:
-        """The day(s) this run scores."""
-        from recsys_airflow.champion import days_to_score
+    @task(inlets=[CURATED_EVENTS])
+    def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> list[str]:
+        """The day(s) this run scores: the `date` param, else the curated events it claims."""
+        from recsys_airflow.champion import claim_days_to_score
 
-        days = days_to_score((params or {}).get("date"), triggering_asset_events)
+        days = claim_days_to_score(
+            "recsys_score", run_id, (params or {}).get("date"), triggering_asset_events, inlet_events[CURATED_EVENTS]
+        )
         print(f"days to score: {', '.join(days)}")
         return days
 

@@ -50,7 +50,7 @@ cfg = get_config()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "mlflow", "gpu"],
-    default_args=default_args(cfg.airflow.owner),
+    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params=training_params(cfg),
 )
 def recsys_train():

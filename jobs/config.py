@@ -201,6 +201,9 @@ class WorldConfig(_Section):
 class AirflowConfig(_Section):
     api_url: str = "http://127.0.0.1:28080"
     owner: str = "recsys"
+    retry_delay_s: int = Field(
+        30, ge=1, le=3600, description="First retry delay of every task (doubling, capped at 10 min)."
+    )
 
 
 class PipelineConfig(_Section):

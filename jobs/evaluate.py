@@ -200,13 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-name", help="registered model whose champion is compared (default mlflow.model_name)")
     ap.add_argument("--result-file", type=Path)
     args = ap.parse_args(argv)
+    from jobs.registry import tracking_errors, tracking_exit
+
     try:
-        result = evaluate(get_config(), args.snapshot, args.run_id, args.model_uri, args.model_name)
+        cfg = get_config()
+        result = evaluate(cfg, args.snapshot, args.run_id, args.model_uri, args.model_name)
     except (ConfigError, EvaluationError) as exc:
         print(f"evaluation failed: {exc}", file=sys.stderr)
         if args.result_file:
             storage.write_json_atomic(args.result_file, {"message": str(exc)})
         return 3
+    except tracking_errors() as exc:  # server down, timeout, 5xx: exit 1 = retried
+        return tracking_exit(cfg, exc, "evaluation failed", args.result_file)
     k = result["k"]
     print(f"{'ranker':12s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>10s}")
     for name, m in result["metrics"].items():

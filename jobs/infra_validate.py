@@ -82,13 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = get_config()
-        import mlflow
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    import mlflow
 
-        mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    from jobs.registry import tracking_errors, tracking_exit
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    try:
         result = check(args.model_uri, args.snapshot, cfg.scoring.k)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except tracking_errors() as exc:  # server down, timeout, 5xx: exit 1 = retried, never "invalid"
+        return tracking_exit(cfg, exc, "infra validation could not run", args.result_file)
     except InfraValidationError as exc:
         print(str(exc), file=sys.stderr)
         if args.result_file:

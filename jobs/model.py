@@ -59,11 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:  # the pyfunc wrapper needs MLflow; training and scoring do not
-    from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover - mlflow is installed wherever the pyfunc is used
-    PythonModel = object  # type: ignore[assignment,misc]
-
+from jobs.ids import IdIndex
 
 # ---- seen-items CSR ----------------------------------------------------------------------
 
@@ -315,8 +311,7 @@ class Recommender:
         self.popularity = arrays["popularity"]
         self.seen = CSR(arrays["seen_indptr"], arrays["seen_indices"], len(self.item_ids))
         self.default_k = int(arrays["default_k"])
-        order = np.argsort(self.user_ids, kind="stable")
-        self._sorted_ids, self._sorted_pos = self.user_ids[order], order
+        self._user_rows = IdIndex(self.user_ids)
         # Popularity order for unknown users: most pairs first, ties by item index.
         self._popular = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
 
@@ -327,11 +322,7 @@ class Recommender:
 
     def user_index(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id, -1 for an id not in the training snapshot."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        if not len(self._sorted_ids):
-            return np.full(len(user_ids), -1, dtype=np.int64)
-        pos = np.searchsorted(self._sorted_ids, user_ids).clip(0, len(self._sorted_ids) - 1)
-        return np.where(self._sorted_ids[pos] == user_ids, self._sorted_pos[pos], -1)
+        return self._user_rows(user_ids)
 
     def recommend(self, user_ids: np.ndarray, k: int | np.ndarray | None = None) -> list[dict[str, Any]]:
         user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -366,20 +357,37 @@ class Recommender:
         return out
 
 
-class RecsysPyfunc(PythonModel):
-    """MLflow pyfunc: DataFrame[user_id int64, k int64 optional] → DataFrame[user_id, item_ids, scores]."""
+def _pyfunc_class() -> type:
+    from mlflow.pyfunc import PythonModel
 
-    def load_context(self, context) -> None:
-        self._rec = Recommender.load(context.artifacts[ARTIFACT_KEY])
+    class RecsysPyfunc(PythonModel):
+        """MLflow pyfunc: DataFrame[user_id int64, k int64 optional] → DataFrame[user_id, item_ids, scores]."""
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "user_id" not in frame.columns:
-            raise ValueError("input must have a user_id column")
-        k = None
-        if "k" in frame.columns and frame["k"].notna().any():
-            k = frame["k"].fillna(self._rec.default_k).to_numpy(dtype=np.int64)
-        elif params and params.get("k"):
-            k = int(params["k"])
-        rows = self._rec.recommend(frame["user_id"].to_numpy(dtype=np.int64), k)
-        return pd.DataFrame(rows, columns=["user_id", "item_ids", "scores"])
+        def load_context(self, context) -> None:
+            self._rec = Recommender.load(context.artifacts[ARTIFACT_KEY])
+
+        def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+            frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            if "user_id" not in frame.columns:
+                raise ValueError("input must have a user_id column")
+            k = None
+            if "k" in frame.columns and frame["k"].notna().any():
+                k = frame["k"].fillna(self._rec.default_k).to_numpy(dtype=np.int64)
+            elif params and params.get("k"):
+                k = int(params["k"])
+            rows = self._rec.recommend(frame["user_id"].to_numpy(dtype=np.int64), k)
+            return pd.DataFrame(rows, columns=["user_id", "item_ids", "scores"])
+
+    RecsysPyfunc.__module__, RecsysPyfunc.__qualname__ = __name__, "RecsysPyfunc"  # pickled by reference
+    return RecsysPyfunc
+
+
+def __getattr__(name: str) -> Any:
+    """``RecsysPyfunc`` (the MLflow pyfunc) is built on first access: it subclasses MLflow's
+    ``PythonModel``, and importing MLflow costs every process that imports this module 1-2 s
+    (each Spark scoring worker does, and uses only ``top_k`` and ``CSR``). Pickle looks the
+    class up by name here too, so a logged model unpickles to the same class."""
+    if name == "RecsysPyfunc":
+        cls = globals()[name] = _pyfunc_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

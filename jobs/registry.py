@@ -52,6 +52,32 @@ class RegistryError(RuntimeError):
     """A registry operation was refused (the message says why)."""
 
 
+def tracking_errors() -> tuple[type[BaseException], ...]:
+    """What a tracking-server outage raises in a client: MLflow's own error (its REST layer
+    wraps refused connections, timeouts and 5xx after its retries) and a bare ``requests``
+    error (artifact downloads through the server's proxy). A job catches these and exits 1,
+    which the task retries; the message comes from ``tracking_failure``."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.exceptions.RequestException)
+
+
+def tracking_failure(cfg: PipelineConfig, exc: BaseException) -> str:
+    """One line naming the tracking server and what went wrong."""
+    return f"request to the MLflow tracking server {cfg.mlflow.tracking_uri} failed: {exc}"
+
+
+def tracking_exit(cfg: PipelineConfig, exc: BaseException, what: str, result_file: Path | None) -> int:
+    """A job's exit on a tracking-server outage: ``<what>: <tracking_failure>`` on stderr and
+    in the result file (the task log shows it); 1, which the task retries."""
+    message = f"{what}: {tracking_failure(cfg, exc)}"
+    print(message, file=sys.stderr, flush=True)
+    if result_file:
+        storage.write_json_atomic(result_file, {"message": message[:2000]})
+    return 1
+
+
 def client(cfg: PipelineConfig):
     import mlflow
     from mlflow import MlflowClient
@@ -341,8 +367,6 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--model-name", help="registered model (default mlflow.model_name)")
         sp.add_argument("--result-file", type=Path)
     args = ap.parse_args(argv)
-    from mlflow.exceptions import MlflowException
-
     try:
         cfg = get_config()
         if args.command == "register":
@@ -358,12 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.result_file:
             storage.write_json_atomic(args.result_file, {"message": str(exc)})
         return 3
-    except MlflowException as exc:  # server down, timeout, 5xx: exit 1 = retryable
-        message = f"request to the MLflow tracking server {get_config().mlflow.tracking_uri} failed: {exc}"
-        print(f"registry: {message}", file=sys.stderr)
-        if args.result_file:
-            storage.write_json_atomic(args.result_file, {"message": message})
-        return 1
+    except tracking_errors() as exc:  # server down, timeout, 5xx: exit 1 = retryable
+        return tracking_exit(get_config(), exc, "registry", args.result_file)
     if args.result_file:
         storage.write_json_atomic(args.result_file, out)
     print(json.dumps(out))

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(cfg, "snapshot", args.master or None)
     try:
         result = build_snapshot(cfg, spark, args.date, window)
-    except SnapshotError as exc:
+    except (SnapshotError, storage.PublishError) as exc:  # PublishError names the unwritable path
         print(f"snapshot failed: {exc}", file=sys.stderr)
         if args.result_file:
             storage.write_json_atomic(args.result_file, {"message": f"snapshot failed: {exc}"})

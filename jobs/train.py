@@ -634,6 +634,7 @@ class Tracker:
             code = Path(tmp) / "code" / "jobs"
             code.mkdir(parents=True)
             shutil.copy2(Path(model_module.__file__), code / "model.py")
+            shutil.copy2(Path(model_module.__file__).with_name("ids.py"), code / "ids.py")  # model.py imports it
             return self.mlflow.pyfunc.log_model(
                 name="model",
                 python_model=model_module.RecsysPyfunc(),
@@ -742,8 +743,12 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from jobs.registry import tracking_errors, tracking_exit
+
     try:
         return _train(cfg, args, hp, data, ctx)
+    except tracking_errors() as exc:  # server down, timeout, 5xx: exit 1 = retried; the checkpoint stays
+        return tracking_exit(cfg, exc, "training failed", args.result_file)
     finally:
         import torch.distributed as dist
 

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.ids import IdIndex
+
 try:  # the pyfunc wrapper needs MLflow; the ranking itself does not
     from mlflow.pyfunc import PythonModel
 except ImportError:  # pragma: no cover - mlflow is installed wherever the pyfunc is used
@@ -62,8 +64,7 @@ class PopularityRecommender:
         self.seen_indptr = np.asarray(arrays["seen_indptr"], dtype=np.int64)
         self.seen_indices = np.asarray(arrays["seen_indices"], dtype=np.int64)
         self.default_k = int(arrays["default_k"])
-        order = np.argsort(self.user_ids, kind="stable")
-        self._sorted_ids, self._sorted_pos = self.user_ids[order], order
+        self._user_rows = IdIndex(self.user_ids)
 
     @property
     def indptr(self) -> np.ndarray:  # the CSR view popularity_top_k expects
@@ -75,11 +76,7 @@ class PopularityRecommender:
 
     def user_index(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id in the snapshot, -1 for an unknown id."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        if not len(self._sorted_ids):
-            return np.full(len(user_ids), -1, dtype=np.int64)
-        pos = np.searchsorted(self._sorted_ids, user_ids).clip(0, len(self._sorted_ids) - 1)
-        return np.where(self._sorted_ids[pos] == user_ids, self._sorted_pos[pos], -1)
+        return self._user_rows(user_ids)
 
     def recommend(self, user_ids: np.ndarray, ks: np.ndarray) -> list[dict[str, Any]]:
         from jobs.metrics import popularity_top_k
@@ -216,6 +213,7 @@ def train(args: argparse.Namespace, default_k: int) -> dict[str, Any]:
             code.mkdir(parents=True)
             shutil.copy2(Path(__file__), code / "train_popularity.py")
             shutil.copy2(Path(metrics_module.__file__), code / "metrics.py")
+            shutil.copy2(Path(__file__).with_name("ids.py"), code / "ids.py")
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=PopularityPyfunc(),

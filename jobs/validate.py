@@ -246,9 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = get_config()
         summary = validate_day(cfg, args.date, args.engine)
-    except (ConfigError, ValidationError) as exc:
+    except (ConfigError, ValidationError, storage.PublishError, OSError) as exc:
+        # PublishError / OSError: the report or the _VALIDATION marker could not be written (the
+        # message names the path); exit 1 (retried: a full disk may clear), the others exit 3.
         print(f"validation error: {exc}", file=sys.stderr)
-        return 3
+        if args.result_file:
+            storage.write_json_atomic(args.result_file, {"message": f"validation error: {exc}"})
+        return 1 if isinstance(exc, OSError) else 3
     if args.result_file:  # written on failure too: the operator reads the message from it
         storage.write_json_atomic(args.result_file, summary)
     print(

@@ -119,7 +119,48 @@ def _active(api: AirflowApi, dag_id: str) -> list[dict[str, Any]]:
 
 
 def _settled(api: AirflowApi, dag_ids: tuple[str, ...]) -> bool:
-    return not any(_active(api, d) for d in dag_ids)
+    """No run queued or running, and no asset event still waiting to become a run.
+
+    An asset event is queued for its consumer DAG when the producing task succeeds; the
+    scheduler turns it into a run a moment later. Without the queue check, the last ingested
+    day of the backfill could be scored only after the first training had promoted a champion.
+    (An event that found the queue entry taken gets no run of its own; the run made from that
+    entry claims it: ``recsys_airflow.claims``.)
+    """
+    return not any(
+        _active(api, d) or api.call("GET", f"/dags/{d}/assets/queuedEvents")["total_entries"] for d in dag_ids
+    )
+
+
+def diagnose(api: AirflowApi, dag_ids: tuple[str, ...], log_lines: int = 12) -> str:
+    """What an operator would look at when the demo stalls: every run not in success, its task
+    instances' states, and the tail of the log of each task still running or failed."""
+    out: list[str] = []
+    for dag_id in dag_ids:
+        try:
+            runs = [r for r in api.runs(dag_id) if r["state"] != "success"]
+        except ApiError as exc:
+            out.append(f"{dag_id}: {exc}")
+            continue
+        for run in runs:
+            out.append(f"{dag_id} {run['dag_run_id']} [{run['state']}]")
+            try:
+                tis = api.task_instances(dag_id, run["dag_run_id"])
+            except ApiError as exc:
+                out.append(f"  {exc}")
+                continue
+            for ti in tis:
+                out.append(f"  {ti['task_id']}: {ti['state']} (try {ti['try_number']}, pid {ti.get('pid')})")
+                if ti["state"] in ("running", "failed", "up_for_retry") and ti["try_number"]:
+                    try:
+                        tail = api.log_text(dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"])
+                    except ApiError as exc:
+                        tail = str(exc)
+                    out.extend(f"    | {line}" for line in tail.splitlines()[-log_lines:])
+    return "\n".join(out) or "every run of " + ", ".join(dag_ids) + " succeeded"
+
+
+DAG_IDS = ("recsys_ingest", "recsys_score", "recsys_monitor", "recsys_train")
 
 
 class Loop:
@@ -179,13 +220,22 @@ class Loop:
 
     def serve_day(self, day: str) -> None:
         """Ingest one day and follow it through scoring, monitoring and any retraining."""
+        followed = ("recsys_score", "recsys_monitor")
+        before = {d: {r["dag_run_id"] for r in self.api.runs(d)} for d in followed}
+
+        def no_new_failure() -> None:  # a failed run will not write what we wait for: say so now
+            for dag_id in followed:
+                for run in self.api.runs(dag_id):
+                    if run["state"] == "failed" and run["dag_run_id"] not in before[dag_id]:
+                        raise RuntimeError(f"{dag_id} run {run['dag_run_id']} failed while serving {day}")
+
         self.ingest(day, day)
         recs = self.cfg.storage.partition("recommendations", day)
         report = Path(self.cfg.storage.zone("reports")) / "drift" / f"dt={day}" / "report.json"
         from jobs import storage
 
-        _wait(f"recommendations dt={day}", lambda: storage.read_manifest(recs), self.timeout)
-        _wait(f"drift report dt={day}", report.exists, self.timeout)
+        _wait(f"recommendations dt={day}", lambda: no_new_failure() or storage.read_manifest(recs), self.timeout)
+        _wait(f"drift report dt={day}", lambda: no_new_failure() or report.exists(), self.timeout)
         _wait("monitor runs", lambda: _settled(self.api, ("recsys_score", "recsys_monitor")), self.timeout)
         for run in self.api.runs("recsys_train"):
             if run["dag_run_id"] in self.train_runs_seen:
@@ -356,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = loop.run()
     except (ApiError, RuntimeError, TimeoutError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
+        try:
+            print(diagnose(loop.api, DAG_IDS), file=sys.stderr)
+        except Exception as diag_exc:  # the diagnosis must not hide the failure
+            print(f"(no diagnosis: {diag_exc!r})", file=sys.stderr)
         print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
         return 1
     print()

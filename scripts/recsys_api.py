@@ -90,6 +90,21 @@ class AirflowApi:
             "dag_runs"
         ]
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})[
+            "task_instances"
+        ]
+
+    def log_text(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """One try's task log as plain text (the ``event`` of each structured line)."""
+        content = self.call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": True},
+            headers={"Accept": "application/json"},
+        )["content"]
+        return "\n".join(e.get("event", "") if isinstance(e, dict) else str(e) for e in content)
+
     def backfill(
         self, dag_id: str, from_date: str, to_date: str, reprocess: str = "completed", max_active_runs: int = 3
     ) -> dict[str, Any]:

@@ -152,6 +152,11 @@ class Stack:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
     @property
+    def lineage_file(self) -> Path:
+        """OpenLineage events of every task (JSON lines)."""
+        return self.state / "lineage" / "openlineage.jsonl"
+
+    @property
     def passwords_file(self) -> Path:
         return self.airflow_home / "passwords.json"
 
@@ -194,6 +199,12 @@ class Stack:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            # Tasks of a crashed scheduler are reset at this interval (300 s by default): on one
+            # machine the scheduler and its LocalExecutor workers die together, so a restarted
+            # stack would leave them waiting ~5.5 min (tests/reliability/conftest.py).
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": os.environ.get(
+                "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL", "30"
+            ),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")]),
@@ -203,6 +214,19 @@ class Stack:
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             # MLflow 3 server's background job runner (GenAI jobs: ~8 huey processes) is unused here.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # OpenLineage: every task's START/COMPLETE/FAIL event, one JSON line each, in a local
+            # file (no lineage server on one machine); a cluster points this at Marquez or similar.
+            "AIRFLOW__OPENLINEAGE__DISABLED": "false",  # on for the stack even where a caller turned it off
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "recsys-local",
+            # Emit task events from a bounded thread, not the default forked child: the child
+            # inherits the task runner's supervisor socket, and a garbled exchange on it can
+            # leave the task `running` for ever (the provider's own words; a suite run stalled
+            # with a served day never monitored). The thread waits at most
+            # [openlineage] execution_timeout (10 s).
+            "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "true",
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(self.lineage_file), "append": True}
+            ),
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
@@ -376,7 +400,7 @@ def mlflow_healthy(stack: Stack) -> bool:
 
 def init(stack: Stack) -> None:
     """Create folders, credentials and the migrated metadata DB (idempotent)."""
-    for sub in ("airflow", "mlflow/artifacts", "run", "logs"):
+    for sub in ("airflow", "mlflow/artifacts", "run", "logs", "lineage"):
         (stack.state / sub).mkdir(parents=True, exist_ok=True)
     stack.credentials()
     if stack.db == "postgres":

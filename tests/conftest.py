@@ -38,6 +38,10 @@ from scripts.stack import Stack  # noqa: E402
 
 STACK = Stack.from_env()
 os.environ.update(STACK.env())
+# OpenLineage stays on in the stack's processes (Stack.env() sets it) but not in this one: in a
+# dag.test() run its listener forks this process into a ProcessPoolExecutor for DAG-run events,
+# and that worker is joined at interpreter exit — pytest never exits.
+os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "true"
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +121,18 @@ def mlflow_env(mlflow_server, monkeypatch, tmp_path) -> str:
     monkeypatch.setenv("RECSYS__MLFLOW__EXPERIMENT", name)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     return name
+
+
+@pytest.fixture(scope="session")
+def clean_demo(tmp_path_factory):
+    """``scripts/demo.py`` on the small world of ``tests/demo_loop.py``, once per session, on its own stack.
+
+    The e2e demo test checks its timeline; the reliability chaos run compares its end state
+    with this one's.
+    """
+    from tests.demo_loop import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("clean-demo"))
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,10 @@
 
 * **Days.** A run of ``recsys_score`` is started by ``recsys_curated_events`` Asset events
   (one per validated day, ``extra["dt"]``) or by hand with the ``date`` param. The scheduler
-  may fold several events into one run (days validated while the previous run was busy);
-  every day of those events is scored, in order, so no validated day is left without
-  recommendations. A non-empty ``date`` param wins over the events.
+  may fold several events into one run (days validated while the previous run was busy), and
+  may leave an event without any run (``recsys_airflow.claims``): a run claims every event no
+  earlier run claimed and scores each of their days, in order, so no validated day is left
+  without recommendations. A non-empty ``date`` param wins over the events.
 * **Champion.** ``models:/<name>@champion`` is resolved to a concrete version and its source
   run id exactly once, at the start of the run; the scoring job receives the number
   (``--model-version``), never the alias, so a promotion during the run cannot mix versions.
@@ -66,6 +67,38 @@ def days_to_score(date_param: str | None, triggering_asset_events: Mapping[Any, 
             "nothing to score: set the 'date' param (YYYY-MM-DD) or let a recsys_curated_events event trigger the run"
         )
     return sorted(days)
+
+
+def claim_days_to_score(
+    consumer: str,
+    run_id: str,
+    date_param: str | None,
+    triggering_asset_events: Mapping[Any, Iterable[Any]] | None,
+    curated_events: Any,
+) -> list[str]:
+    """The days a scoring run works on: the ``date`` param, else the curated events it claims.
+
+    A run started by hand with a ``date`` scores that day and claims nothing. Otherwise the run
+    claims every ``recsys_curated_events`` event no earlier run claimed
+    (``recsys_airflow.claims``), which also catches an event Airflow left without a run.
+
+    Raises:
+        AirflowSkipException: every event was claimed by earlier runs (nothing new).
+        AirflowFailException: no ``date``, no triggering event and no ledger; or a bad day.
+    """
+    from recsys_airflow.claims import claim_days
+
+    if date_param and str(date_param).strip():
+        return days_to_score(date_param, None)
+    days, why = claim_days(
+        consumer, run_id, "recsys_curated_events", triggering_asset_events, curated_events, _check_day
+    )
+    log.info("%s", why)
+    if days:
+        return days
+    if not any(True for events in (triggering_asset_events or {}).values() for _ in events):
+        days_to_score(None, None)  # raises the "nothing to score" error with its hint
+    raise AirflowSkipException(f"nothing new to score: {why}")
 
 
 def resolve_champion(cfg: PipelineConfig) -> dict[str, str] | None:

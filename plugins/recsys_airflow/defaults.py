@@ -6,12 +6,16 @@ from datetime import timedelta
 from typing import Any
 
 
-def default_args(owner: str, retries: int = 2) -> dict[str, Any]:
-    """Owner and retries with exponential backoff (30 s doubling, capped at 10 min)."""
+def default_args(owner: str, retries: int = 2, retry_delay_s: int = 30) -> dict[str, Any]:
+    """Owner and retries with exponential backoff (``retry_delay_s`` doubling, capped at 10 min).
+
+    DAGs pass ``airflow.retry_delay_s`` from the pipeline config (``RECSYS__AIRFLOW__RETRY_DELAY_S``):
+    30 s by default; the chaos run shortens it so that its retries do not dominate its time.
+    """
     return {
         "owner": owner,
         "retries": retries,
-        "retry_delay": timedelta(seconds=30),
+        "retry_delay": timedelta(seconds=retry_delay_s),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
     }

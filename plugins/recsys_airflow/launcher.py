@@ -8,6 +8,11 @@ and turns a non-zero exit into a task failure whose message is the job's own err
 Spark jobs run as ``python -m jobs.X`` (the job builds its session from the config: local
 profile) or through ``spark-submit --master <cluster master>`` (``spark.submit: spark-submit``,
 the cluster profile) with the same arguments.
+
+Lineage: with the OpenLineage provider enabled (the local stack writes its events to
+``<state>/lineage/openlineage.jsonl``), each job task reports its datasets — the declared
+``lineage_inputs`` (templated paths) and, as outputs, the URIs its result names (``uri``,
+``curated_uri``, ``quarantine_uri``, ``report_uri``, ``model_uri``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+LINEAGE_OUTPUT_KEYS = ("uri", "curated_uri", "quarantine_uri", "report_uri", "model_uri")
 
 
 def job_env() -> dict[str, str]:
@@ -71,6 +77,20 @@ def build_argv(module: str, args: Sequence[str], spark: bool = False) -> list[st
     return [sys.executable, "-m", module, *args]
 
 
+def lineage_dataset(uri: str) -> Any:
+    """An OpenLineage dataset for a path or URI (naming: ``file`` + absolute path, ``s3://bucket`` + key)."""
+    from openlineage.client.event_v2 import Dataset
+
+    if uri.startswith(("s3://", "s3a://")):
+        bucket, _, key = uri.split("://", 1)[1].partition("/")
+        return Dataset(namespace=f"s3://{bucket}", name=key)
+    if uri.startswith("models:/"):
+        return Dataset(namespace=os.environ.get("MLFLOW_TRACKING_URI", "mlflow"), name=uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return Dataset(namespace="file", name=str(Path(uri).resolve()) if "://" not in uri else uri)
+
+
 class JobOperator(BaseOperator):
     """Run ``python -m <module> <args>`` and push the job's result JSON to XCom.
 
@@ -79,9 +99,10 @@ class JobOperator(BaseOperator):
         job_args: argv after the module (templated).
         spark: the job is a Spark driver (spark-submit in the cluster profile).
         fail_fast_codes: exit codes that mean "the data is wrong": fail without retrying.
+        lineage_inputs: paths or URIs the job reads (templated), for OpenLineage.
     """
 
-    template_fields: Sequence[str] = ("job_args",)
+    template_fields: Sequence[str] = ("job_args", "lineage_inputs")
     ui_color = "#e8f4fd"
 
     def __init__(
@@ -91,6 +112,7 @@ class JobOperator(BaseOperator):
         job_args: Sequence[str] = (),
         spark: bool = False,
         fail_fast_codes: Sequence[int] = (),
+        lineage_inputs: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -98,7 +120,9 @@ class JobOperator(BaseOperator):
         self.job_args = list(job_args)
         self.spark = spark
         self.fail_fast_codes = tuple(fail_fast_codes)
+        self.lineage_inputs = list(lineage_inputs)
         self._proc: subprocess.Popen[str] | None = None
+        self._result: dict[str, Any] = {}
 
     def execute(self, context: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="recsys-job-") as tmp:
@@ -119,7 +143,18 @@ class JobOperator(BaseOperator):
             if code in self.fail_fast_codes:
                 raise AirflowFailException(text)
             raise AirflowException(text)
+        self._result = result
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage datasets of this run: the declared inputs, the outputs the job's result names."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        outputs = [self._result.get(k) for k in LINEAGE_OUTPUT_KEYS]
+        return OperatorLineage(
+            inputs=[lineage_dataset(str(u)) for u in self.lineage_inputs if u],
+            outputs=[lineage_dataset(u) for u in outputs if isinstance(u, str) and u],
+        )
 
     def _run(self, argv: list[str]) -> tuple[int, list[str]]:
         tail: list[str] = []

@@ -15,7 +15,8 @@ from pathlib import Path
 import pendulum
 import pytest
 
-REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
+from tests.dag_runs import repo_bag, task_states, xcom
+
 EDGES = {
     "plan": ["snapshot"],
     "snapshot": ["train"],
@@ -28,17 +29,9 @@ EDGES = {
 }
 
 
-def _bag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_DAGS))
-    assert bag.import_errors == {}
-    return bag
-
-
 @pytest.fixture(scope="module")
 def dagbag():
-    return _bag()
+    return repo_bag()
 
 
 def _edges(dag) -> dict[str, list[str]]:
@@ -93,7 +86,7 @@ def test_cluster_profile_pod_runs_the_pipelines_trainer(monkeypatch):
     from kubernetes.client import ApiClient
 
     monkeypatch.setenv("RECSYS_PROFILE", "cluster")
-    bag = _bag()
+    bag = repo_bag()
     pods = {}
     for dag_id in ("recsys_train", "recsys_popularity"):
         op = bag.dags[dag_id].get_task("train")
@@ -126,15 +119,6 @@ def test_torchrun_command_names_the_pipeline_trainer(cfg):
     assert pod_command(cfg, ["--epochs", "3"])[:3] == ["python", "-m", "jobs.train"]
 
 
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-
-
-def _xcom(run, task_id: str):
-    ti = next(t for t in run.get_task_instances() if t.task_id == task_id)
-    return ti.xcom_pull(task_ids=task_id)
-
-
 @pytest.mark.integration
 def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     airflow_db, mlflow_env, cfg, spark, monkeypatch
@@ -152,24 +136,24 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
         ingest_day(cfg, spark, start + timedelta(days=i))
         assert validate_day(cfg, start + timedelta(days=i))["success"]
     eval_day = (start + timedelta(days=days - 1)).isoformat()
-    dag = _bag().dags["recsys_popularity"]
+    dag = repo_bag().dags["recsys_popularity"]
 
     # 1. Default gate: the popularity model ties the gate's popularity baseline exactly, so the
     #    lift rule (1.05x) refuses it: registered as challenger, promotion skipped.
     first = dag.test(
         logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"), run_conf={"window_days": 2, "eval_date": eval_day}
     )
-    states = _states(first)
+    states = task_states(first)
     assert str(first.state) == "success", states
     assert states["promote"] == "skipped" and states["infra_validate"] == "success", states
-    evaluation = _xcom(first, "evaluate")
+    evaluation = xcom(first, "evaluate")
     k = evaluation["k"]
     challenger, baseline = evaluation["metrics"]["challenger"], evaluation["metrics"]["popularity"]
     assert challenger[f"ndcg_at_{k}"] == baseline[f"ndcg_at_{k}"]
     assert challenger[f"recall_at_{k}"] == baseline[f"recall_at_{k}"]
     assert challenger["users"] == baseline["users"] > 0
     assert evaluation["blessed"] is False and "popularity" in evaluation["reason"]
-    registered = _xcom(first, "register")
+    registered = xcom(first, "register")
     assert registered["name"] == "recsys-popularity"
     assert show(get_config(), "recsys-popularity") == {
         CHAMPION: None,
@@ -180,7 +164,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     assert tags["decision"] == "not_blessed"
     assert tags["airflow_dag_id"] == "recsys_popularity"
     assert tags["data_window"] == "2026-01-01..2026-01-02"
-    assert _xcom(first, "train")["metrics"][f"ndcg_at_{k}"] > 0
+    assert xcom(first, "train")["metrics"][f"ndcg_at_{k}"] > 0
 
     # 2. A gate that accepts a tie (gate.min_lift_over_popularity=1.0, set for the job
     #    processes only): blessed and promoted; the main model's registry stays untouched.
@@ -189,15 +173,15 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     second = dag.test(
         logical_date=pendulum.datetime(2026, 1, 5, tz="UTC"), run_conf={"window_days": 2, "eval_date": eval_day}
     )
-    states = _states(second)
+    states = task_states(second)
     assert str(second.state) == "success", states
     assert states["promote"] == "success", states
-    evaluation = _xcom(second, "evaluate")
+    evaluation = xcom(second, "evaluate")
     assert evaluation["blessed"] is True, evaluation["reason"]
     assert evaluation["champion_version"] is None
-    version = _xcom(second, "register")["version"]
+    version = xcom(second, "register")["version"]
     assert version != registered["version"]
-    assert _xcom(second, "promote")["decision"] == "promoted"
+    assert xcom(second, "promote")["decision"] == "promoted"
     aliases = show(get_config(), "recsys-popularity")
     assert aliases[CHAMPION] == aliases[CHALLENGER] == version
     assert client(get_config()).get_model_version("recsys-popularity", version).tags["decision"] == "promoted"
@@ -241,7 +225,6 @@ def test_popularity_trainer_rejects_a_missing_snapshot_with_exit_2(tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     # Not `from tests.conftest import run_module`: importing conftest a second time re-runs its
     # module code (a new state folder and AIRFLOW_HOME for the rest of the session).

@@ -10,30 +10,17 @@ import pytest
 from jobs import generate as gen
 from jobs import storage
 from jobs.validate import is_validated
+from tests.dag_runs import repo_dag, task_states
 
 pytestmark = pytest.mark.integration
-
-REPO_DAGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "dags"
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_DAGS))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def test_dag_test_ingests_validates_and_emits_the_asset(airflow_db, cfg):
     params = gen.WorldParams(users=300, items=120, factors=4, seed=5, events_per_day=2000)
     gen.generate(params, date(2026, 1, 1), 1, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
-    dag = _dag("recsys_ingest")
+    dag = repo_dag("recsys_ingest")
     run = dag.test(logical_date=pendulum.datetime(2026, 1, 1, tz="UTC"))
-    assert str(run.state) == "success", _states(run)
+    assert str(run.state) == "success", task_states(run)
     part = cfg.storage.partition("curated", "2026-01-01")
     assert storage.read_manifest(part)["rows"] > 1900
     assert is_validated(part)
@@ -64,9 +51,9 @@ def test_failed_validation_stops_the_day_and_emits_no_asset(airflow_db, cfg, mon
         scenarios=(gen.Scenario("malformed_lines", date(2026, 1, 2), 0.2),),
     )
     gen.generate(params, date(2026, 1, 2), 1, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
-    dag = _dag("recsys_ingest")
+    dag = repo_dag("recsys_ingest")
     run = dag.test(logical_date=pendulum.datetime(2026, 1, 2, tz="UTC"))
-    states = _states(run)
+    states = task_states(run)
     assert str(run.state) == "failed"
     assert states["ingest"] == "success"
     assert states["validate"] == "failed"

@@ -43,10 +43,11 @@ import pytest
 
 from jobs import generate as gen
 from jobs import storage
+from tests.curated import curate
+from tests.dag_runs import REPO_DAGS, repo_dag, task_states, xcom
 
 pytestmark = pytest.mark.integration
 
-REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
 START = date(2026, 1, 1)
 WINDOW = 4
 CHANGE = START + timedelta(days=7)
@@ -69,41 +70,6 @@ def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_DAGS))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-
-
-def _xcom(run, task_id: str, key: str = "return_value"):
-    ti = next(t for t in run.get_task_instances() if t.task_id == task_id)
-    return ti.xcom_pull(task_ids=task_id, key=key)
-
-
-def curate(cfg, day: date) -> pa.Table:
-    table, _ = gen.generate_day(WORLD, day)
-    _, first = np.unique(table.column("event_id").to_numpy(zero_copy_only=False), return_index=True)
-    table = table.take(pa.array(np.sort(first)))
-    table = table.set_column(
-        table.schema.get_field_index("ts"), "ts", pc.cast(table.column("ts"), pa.timestamp("us", tz="UTC"))
-    )
-    table = table.set_column(table.schema.get_field_index("rating"), "rating", table.column("rating").cast(pa.int32()))
-    part = cfg.storage.partition("curated", day)
-    with storage.staged_partition(part) as staging:
-        pq.write_table(table, staging / "part-00000.parquet")
-        storage.publish(
-            staging, part, {"day": day.isoformat(), "rows": table.num_rows, "files": ["part-00000.parquet"]}
-        )
-    (storage.local_path(part) / "_VALIDATION").write_text(json.dumps({"success": True}))
-    return table
 
 
 def _positives(table: pa.Table) -> set[tuple[int, int]]:
@@ -234,7 +200,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     from jobs.registry import client, promote, register
     from jobs.snapshot import build_snapshot
 
-    tables = {START + timedelta(days=i): curate(cfg, START + timedelta(days=i)) for i in range(8)}
+    tables = {START + timedelta(days=i): curate(cfg, WORLD, START + timedelta(days=i)) for i in range(8)}
     holdout = START + timedelta(days=WINDOW)
     snapshot = build_snapshot(cfg, spark, holdout, WINDOW)
     reference_file = storage.local_path(snapshot["uri"]) / "reference_stats.json"
@@ -272,22 +238,22 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     before = {r["run_id"] for r in _train_runs()}
     try:
         # 1. a stable day: report, no retrain, trigger skipped
-        run = _dag("recsys_monitor").test(run_conf={"date": stable})
-        states = _states(run)
+        run = repo_dag("recsys_monitor").test(run_conf={"date": stable})
+        states = task_states(run)
         assert str(run.state) == "success", states
         assert states == {"drift": "success", "decide": "success", "trigger_retrain": "skipped"}
-        report = _xcom(run, "drift")
+        report = xcom(run, "drift")
         assert report["day"] == stable and report["retrain"] is False and report["drift_alert"] is False, report
         page = Path(report["report_html"]).read_text()
         assert page.count('<img src="data:image/png;base64,') >= 3
         saved = json.loads(Path(report["report_json"]).read_text())
         assert saved["decision"]["retrain"] is False and saved["reference"]["available"]
         assert saved["performance"]["available"] and saved["performance"]["users"] >= 50
-        assert _xcom(run, "decide", "decision")["retrain"] is False
+        assert xcom(run, "decide", "decision")["retrain"] is False
         from recsys_airflow.links import DriftReportLink
 
         # Airflow 3 renders extra links in the task process and stores them as XCom for the UI.
-        link = _xcom(run, "drift", DriftReportLink().xcom_key)
+        link = xcom(run, "drift", DriftReportLink().xcom_key)
         assert link == (
             f"{cfg.mlflow.public_url}/#/experiments/{report['experiment_id']}/runs/{report['run_id']}"
             "/artifactPath/drift/report.html"
@@ -296,13 +262,13 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         assert webhook.received == []
 
         # 2. drift, but a training run finished minutes ago: cooldown
-        run = _dag("recsys_monitor").test(run_conf={"date": CHANGE.isoformat()})
-        states = _states(run)
+        run = repo_dag("recsys_monitor").test(run_conf={"date": CHANGE.isoformat()})
+        states = task_states(run)
         assert str(run.state) == "success", states
         assert states["trigger_retrain"] == "skipped"
-        report = _xcom(run, "drift")
+        report = xcom(run, "drift")
         assert report["retrain"] is True and "data drift on" in report["reason"], report
-        decision = _xcom(run, "decide", "decision")
+        decision = xcom(run, "decide", "decision")
         assert decision["retrain"] is False and decision["reason"].startswith("cooldown: training run"), decision
         assert trained["run_id"] in decision["reason"]
         assert {r["run_id"] for r in _train_runs()} == before
@@ -313,8 +279,8 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
 
         # 3. no cooldown: the training DAG is triggered with the reason and the report
         monkeypatch.setenv("RECSYS__DRIFT__COOLDOWN_HOURS", "0")
-        run = _dag("recsys_monitor").test(run_conf={"date": CHANGE.isoformat()})
-        states = _states(run)
+        run = repo_dag("recsys_monitor").test(run_conf={"date": CHANGE.isoformat()})
+        states = task_states(run)
         assert str(run.state) == "success", states
         assert states["trigger_retrain"] == "success"
         new = [r for r in _train_runs() if r["run_id"] not in before]
@@ -327,10 +293,10 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         assert new[0]["logical_date"] is None and new[0]["type"] == "operator_triggered"
 
         # 4. force_retrain on a stable day while that training run is queued: refused
-        run = _dag("recsys_monitor").test(run_conf={"date": stable, "force_retrain": True})
-        assert str(run.state) == "success", _states(run)
-        assert _states(run)["trigger_retrain"] == "skipped"
-        decision = _xcom(run, "decide", "decision")
+        run = repo_dag("recsys_monitor").test(run_conf={"date": stable, "force_retrain": True})
+        assert str(run.state) == "success", task_states(run)
+        assert task_states(run)["trigger_retrain"] == "skipped"
+        decision = xcom(run, "decide", "decision")
         assert decision["force_retrain"] is True and "queued or running" in decision["reason"], decision
         assert len([r for r in _train_runs() if r["run_id"] not in before]) == 1
     finally:
@@ -343,8 +309,8 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
 
 
 def test_failed_drift_task_is_announced_on_the_webhook(airflow_db, cfg, webhook):
-    run = _dag("recsys_monitor").test(run_conf={"date": "2026-03-01"})
-    states = _states(run)
+    run = repo_dag("recsys_monitor").test(run_conf={"date": "2026-03-01"})
+    states = task_states(run)
     assert str(run.state) == "failed"
     assert states["drift"] == "failed" and states["trigger_retrain"] in ("upstream_failed", "skipped")
     failures = [m["body"] for m in webhook.received if m["body"]["event"] == "failure"]
@@ -354,7 +320,7 @@ def test_failed_drift_task_is_announced_on_the_webhook(airflow_db, cfg, webhook)
 
 
 def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
-    dag = _dag("recsys_monitor")
+    dag = repo_dag("recsys_monitor")
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert edges == {"drift": ["decide"], "decide": ["trigger_retrain"], "trigger_retrain": []}
     assert [a.name for a in dag.schedule] == ["recsys_recommendations"]

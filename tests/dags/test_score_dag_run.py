@@ -12,23 +12,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pendulum
 import pytest
 
 from jobs import storage
+from tests.dag_runs import repo_dag
 from tests.integration.test_score import D, build_days, log_and_register, make_arrays, read_partition
-
-REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_DAGS))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
 
 
 def _states(run) -> dict[str, list[str]]:
@@ -63,7 +53,7 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
     def promote_mid_run(context) -> None:  # another training run wins the gate right now
         promote(get_config(), v2["version"], v1["version"], "promoted mid-run", "test_score_dag_run")
 
-    dag = _dag("recsys_score")
+    dag = repo_dag("recsys_score")
     dag.get_task("resolve_champion").on_success_callback = [promote_mid_run]
     run = dag.test(logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"), run_conf={"date": D.isoformat()})
     states = _states(run)
@@ -103,7 +93,7 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
 @pytest.mark.integration
 def test_no_champion_skips_the_run_without_failing_or_writing(airflow_db, mlflow_env, cfg):
     build_days(cfg, make_arrays(seed=61))
-    dag = _dag("recsys_score")
+    dag = repo_dag("recsys_score")
     run = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"date": D.isoformat()})
     states = _states(run)
     assert str(run.state) == "success", states
@@ -112,6 +102,51 @@ def test_no_champion_skips_the_run_without_failing_or_writing(airflow_db, mlflow
     assert states["score"] == ["skipped"] and states["publish_recommendations"] == ["skipped"]
     assert not storage.local_path(cfg.storage.zone("recommendations")).exists()
     assert _events(run.run_id) == []
+
+
+def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlflow_env, cfg):
+    """Through the Task SDK (real Variables, real ``inlet_events``): a run with no ``date`` claims
+    every curated event after the ledger's mark (here: two days whose events got no run of their
+    own, as Airflow 3.3 leaves them); the next run finds nothing new."""
+    import json
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from recsys_airflow.assets import CURATED_EVENTS
+    from recsys_airflow.claims import ledger_key
+
+    dag = repo_dag("recsys_score")
+    key = ledger_key("recsys_score")
+    first = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"date": D.isoformat()})
+    assert str(first.state) == "success"  # syncs the DAG and its assets; a `date` run claims nothing
+    assert Variable.get(key, default_var=None) is None
+    with create_session() as session:
+        asset_id = session.scalar(select(AssetModel.id).where(AssetModel.name == CURATED_EVENTS.name))
+        ids = []
+        for day in ("2026-01-05", "2026-01-06", "2026-01-07"):
+            event = AssetEvent(asset_id=asset_id, extra={"dt": day}, source_dag_id="recsys_ingest")
+            session.add(event)
+            session.flush()
+            ids.append((event.id, event.timestamp.isoformat()))
+    Variable.set(key, json.dumps({"claimed_id": ids[0][0], "claimed_ts": ids[0][1], "runs": {}}))
+    try:
+        run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={"date": None})
+        states = _states(run)
+        assert str(run.state) == "success" and states["plan"] == ["success"], states
+        assert states["resolve_champion"] == ["skipped"]  # no champion: claimed, then skipped
+        ledger = json.loads(Variable.get(key))
+        assert ledger["runs"][run.run_id] == {"days": ["2026-01-06", "2026-01-07"], "events": [i for i, _ in ids[1:]]}
+        assert ledger["claimed_id"] == ids[2][0]
+        again = dag.test(logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"date": None})
+        # A manual run without a date and nothing new to claim fails at once, saying what to set
+        # (a run the scheduler made for events already claimed is skipped instead).
+        assert _states(again)["plan"] == ["failed"], _states(again)
+        assert json.loads(Variable.get(key))["runs"].get(again.run_id) == {"days": [], "events": []}, Variable.get(key)
+    finally:
+        Variable.delete(key)
 
 
 def _accessor(extras: list[dict]):
@@ -157,7 +192,7 @@ def test_days_come_from_the_param_or_every_triggering_curated_event():
 
 @pytest.mark.unit
 def test_score_dag_shape():
-    dag = _dag("recsys_score")
+    dag = repo_dag("recsys_score")
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert edges == {
         "plan": ["resolve_champion"],
@@ -165,8 +200,9 @@ def test_score_dag_shape():
         "score": ["publish_recommendations"],
         "publish_recommendations": [],
     }
-    assert dag.max_active_runs == 1
+    assert dag.max_active_runs == 1  # the claim ledger relies on one claiming run at a time
     assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [i.name for i in dag.get_task("plan").inlets] == ["recsys_curated_events"]  # inlet_events
     assert [o.name for o in dag.get_task("publish_recommendations").outlets] == ["recsys_recommendations"]
     score = dag.get_task("score")
     assert score.max_active_tis_per_dagrun == 1

@@ -12,26 +12,12 @@ from jobs.config import get_config
 from jobs.ingest import ingest_day
 from jobs.registry import CHAMPION, client, show
 from jobs.validate import validate_day
+from tests.dag_runs import repo_dag, xcom
 
 pytestmark = pytest.mark.integration
 
 START = date(2026, 1, 1)
 DAYS = 5
-
-
-def _dag(dag_id: str):
-    from pathlib import Path
-
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def _xcom(run, task_id: str):
-    ti = next(t for t in run.get_task_instances() if t.task_id == task_id)
-    return ti.xcom_pull(task_ids=task_id)
 
 
 def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_env, cfg, spark):
@@ -40,14 +26,14 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     for i in range(DAYS):
         ingest_day(cfg, spark, START + timedelta(days=i))
         assert validate_day(cfg, START + timedelta(days=i))["success"]
-    dag = _dag("recsys_train")
+    dag = repo_dag("recsys_train")
     run = dag.test(
         logical_date=pendulum.datetime(2026, 1, 6, tz="UTC"),
         run_conf={"epochs": 4, "window_days": 4, "eval_date": (START + timedelta(days=DAYS - 1)).isoformat()},
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
-    evaluation = _xcom(run, "evaluate")
+    evaluation = xcom(run, "evaluate")
     metrics = evaluation["metrics"]
     k = evaluation["k"]
     assert evaluation["champion_version"] is None
@@ -55,14 +41,14 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert "oracle" in metrics
     assert evaluation["blessed"] is True, evaluation["reason"]
     assert states["promote"] == "success"
-    registered = _xcom(run, "register")
+    registered = xcom(run, "register")
     aliases = show(get_config())
     assert aliases[CHAMPION] == registered["version"]
     tags = client(get_config()).get_model_version(get_config().mlflow.model_name, registered["version"]).tags
     assert tags["decision"] == "promoted"
     assert tags["data_window"] == "2026-01-01..2026-01-04"
     assert tags["airflow_run_id"] == run.run_id
-    train = _xcom(run, "train")
+    train = xcom(run, "train")
     assert train["run_id"] and train["model_uri"]
 
     # A worse challenger on the same data (1 epoch vs the champion's 4): the champion rule
@@ -82,7 +68,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
         for key in ("MIN_RECALL", "MIN_LIFT_OVER_POPULARITY", "MAX_REGRESSION_VS_CHAMPION"):
             del os.environ[f"RECSYS__GATE__{key}"]
     worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
-    second = _xcom(worse, "evaluate")
+    second = xcom(worse, "evaluate")
     assert second["champion_version"] == registered["version"]
     assert second["blessed"] is False, second
     assert "champion" in second["reason"], second["reason"]
@@ -91,7 +77,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert worse_states["promote"] == "skipped", worse_states
     after = show(get_config())
     assert after[CHAMPION] == registered["version"]
-    challenger = _xcom(worse, "register")["version"]
+    challenger = xcom(worse, "register")["version"]
     assert challenger != registered["version"]
     assert after["challenger"] == challenger
     assert client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags["decision"] == (

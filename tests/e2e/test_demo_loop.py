@@ -1,7 +1,7 @@
 """`make demo`'s loop on a small world, on its own stack: real scheduler, every DAG, the timeline.
 
-Runs ``scripts/demo.py`` as a user would (in a private state folder and on private ports, so it
-never touches the session's shared stack) and checks what the timeline promises: every day
+Runs ``scripts/demo.py`` as a user would (``clean_demo``: a private state folder and private
+ports, so it never touches the session's shared stack; ``tests/demo_loop.py``) and checks what the timeline promises: every day
 ingested, the served days scored by a pinned champion, the online hit-rate measured, the drift
 on the drift day detected by the monitor, a retraining triggered through the scheduler with the
 monitor's reason, gated and registered, and the registry left with one champion.
@@ -9,76 +9,24 @@ monitor's reason, gated and registered, and the registry left with one champion.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.demo_loop import SERVED_DAYS, TRAIN_DAYS
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.mark.timeout(3000)
-def test_demo_runs_the_whole_loop_and_retrains_on_drift(tmp_path):
-    state = tmp_path / "state"
-    env = {
-        **os.environ,
-        "RECSYS_STATE_DIR": str(state),
-        "RECSYS_AIRFLOW_PORT": str(_free_port()),
-        "RECSYS_MLFLOW_PORT": str(_free_port()),
-        # 300 users × 120 items: popularity is nearly as good as any model here (measured:
-        # NDCG@10 0.20 vs 0.19, oracle 0.32), so the lift rule is relaxed to "not below
-        # popularity"; the gate's rules themselves are tested in tests/dags/test_train_dag_run.py.
-        "RECSYS__GATE__MIN_LIFT_OVER_POPULARITY": "1.0",
-    }
-    for key in (
-        "RECSYS__STORAGE__ROOT",
-        "RECSYS__MLFLOW__TRACKING_URI",
-        "RECSYS__AIRFLOW__API_URL",
-        "AIRFLOW_HOME",
-        "MLFLOW_TRACKING_URI",
-    ):
-        env.pop(key, None)
-    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW__")}
-    timeline_file = tmp_path / "timeline.json"
-    argv = [
-        sys.executable,
-        "scripts/demo.py",
-        "--start=2026-03-02",
-        "--train-days=5",
-        "--served-days=3",
-        "--drift-day=7",
-        "--drift=catalog_launch",
-        "--users=300",
-        "--items=120",
-        "--events-per-day=3000",
-        f"--timeline-file={timeline_file}",
-    ]
-    try:
-        done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
-        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    finally:
-        subprocess.run(
-            [sys.executable, "scripts/stack.py", "down"], cwd=REPO, env=env, capture_output=True, timeout=120
-        )
+def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
+    done = clean_demo
+    assert done.returncode == 0, done.failure()
     print(done.stdout[-3000:])
-    timeline = json.loads(timeline_file.read_text())
+    timeline = done.timeline
     rows = {r["day"]: r for r in timeline["rows"]}
     days = sorted(rows)
-    assert len(days) == 8
+    assert len(days) == TRAIN_DAYS + SERVED_DAYS
     assert all(rows[d]["rows"] and rows[d]["rows"] > 2500 for d in days), rows
-    train_days, served = days[:5], days[5:]
+    train_days, served = days[:TRAIN_DAYS], days[TRAIN_DAYS:]
     # No champion while the first week was ingested: nothing scored, nothing monitored.
     assert all(rows[d]["model_version"] is None and rows[d]["retrain"] is None for d in train_days)
     # The weekly run trained on the first days and promoted the first champion.

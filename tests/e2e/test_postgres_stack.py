@@ -31,7 +31,7 @@ from jobs import storage
 from jobs.config import StorageConfig
 from jobs.validate import is_validated
 from scripts.recsys_api import AirflowApi
-from scripts.stack import Stack
+from scripts.stack import Stack, _group_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -99,18 +99,6 @@ class PgStack:
         if api.call("GET", "/dags/recsys_ingest")["is_paused"]:
             api.unpause("recsys_ingest")
         return run["dag_run_id"], api.wait_run("recsys_ingest", run["dag_run_id"], timeout=900)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a non-zombie process is in process group ``pgid``."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def _pg(database: str):
@@ -244,13 +232,21 @@ def test_celery_executor_with_redis_runs_ingest_on_the_worker(pg):
     worker_log = (pg.state / "logs" / "celery-worker.log").read_text(errors="replace")
     for task_id in INGEST_TASKS:
         assert f"task_id='{task_id}', dag_id='recsys_ingest', run_id='{run_id}'" in worker_log, task_id
+    # The task instance turns success (over the Execution API) before the Celery task returns
+    # (the supervisor still flushes logs and lineage events): wait, bounded, for every result.
     client = redis.Redis.from_url(stack.redis_url)
+    deadline = time.monotonic() + 120
     try:
-        keys = [k.decode() for k in client.scan_iter(match=stack.redis_key_prefix + "*")]
-        results = [json.loads(client.get(k)) for k in keys if ":celery-task-meta-" in k]
+        while True:
+            keys = [k.decode() for k in client.scan_iter(match=stack.redis_key_prefix + "*")]
+            results = [json.loads(client.get(k)) for k in keys if ":celery-task-meta-" in k]
+            done = len(results) >= len(INGEST_TASKS) and {r["status"] for r in results} == {"SUCCESS"}
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     finally:
         client.close()
-    assert len(results) >= len(INGEST_TASKS) and {r["status"] for r in results} == {"SUCCESS"}
+    assert done, results
     assert f"{stack.redis_key_prefix}_kombu.binding.{stack.celery_queue}" in keys
 
     events = pg.api().call("GET", "/assets/events", params={"limit": 100})["asset_events"]

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from jobs import drift, storage
 from jobs import drift_metrics as dm
 from jobs import generate as gen
+from tests.curated import curate
 
 pytestmark = pytest.mark.integration
 
@@ -59,25 +59,6 @@ def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
 
 
 # ---- world helpers ------------------------------------------------------------------------
-
-
-def curate(cfg, params: gen.WorldParams, day: date) -> pa.Table:
-    """Publish one curated day (as jobs.ingest would) and mark it validated; returns the table."""
-    table, _ = gen.generate_day(params, day)
-    _, first = np.unique(table.column("event_id").to_numpy(zero_copy_only=False), return_index=True)
-    table = table.take(pa.array(np.sort(first)))
-    table = table.set_column(
-        table.schema.get_field_index("ts"), "ts", pc.cast(table.column("ts"), pa.timestamp("us", tz="UTC"))
-    )
-    table = table.set_column(table.schema.get_field_index("rating"), "rating", table.column("rating").cast(pa.int32()))
-    part = cfg.storage.partition("curated", day)
-    with storage.staged_partition(part) as staging:
-        pq.write_table(table, staging / "part-00000.parquet")
-        storage.publish(
-            staging, part, {"day": day.isoformat(), "rows": table.num_rows, "files": ["part-00000.parquet"]}
-        )
-    (storage.local_path(part) / "_VALIDATION").write_text(json.dumps({"success": True}))
-    return table
 
 
 def positives(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -21,24 +21,9 @@ from jobs.registry import (
     rollback,
     show,
 )
+from tests.pyfuncs import FixedRanker
 
 pytestmark = pytest.mark.integration
-
-
-class FixedRanker(mlflow.pyfunc.PythonModel):
-    """A real (tiny) pyfunc that always recommends the same items."""
-
-    def __init__(self, items: list[int]) -> None:
-        self.items = items
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "user_id": model_input["user_id"],
-                "item_ids": [self.items] * len(model_input),
-                "scores": [[1.0] * len(self.items)] * len(model_input),
-            }
-        )
 
 
 def _register(items: list[int], tags: dict | None = None) -> dict:

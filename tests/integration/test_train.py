@@ -382,7 +382,7 @@ def test_logged_pyfunc_serves_unseen_top_k_without_the_repository(snapshot, mlfl
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["modules"] == ["jobs", "jobs.model"]  # loaded from the model's own code folder
+    assert out["modules"] == ["jobs", "jobs.ids", "jobs.model"]  # loaded from the model's own code folder
     rows = {row["user_id"]: row for row in out["with_k"]}
     assert set(rows) == {*known, unknown}
     for uid in known:

@@ -3,13 +3,15 @@
 Every reliability test does the same three things: build a small generated world, run a stage
 while injecting a fault with a real mechanism (SIGKILL, a dead tracking server, a read-only or
 full folder), and compare the end state with a clean reference run on the same world. The
-pieces here are shared by all of them, and by the cases still to come (scoring kills, the
-chaos run), which only need to add their zones and their processes:
+pieces here are shared by all of them (ingest, scoring, training, registry, stack, disk and
+the chaos run of the whole loop):
 
 * ``FaultInjector`` — seeded choices and a bounded budget (count and time): a failing seed is
   replayed exactly, and a chaos loop can never inject forever.
 * process tools — a process tree from ``/proc`` and ``crash_tree`` (SIGSTOP every process of the
   tree, then SIGKILL them all: what a host or pod crash does, nothing can react or respawn).
+* ``PublishPhases`` — which phase of a partition's publish (staging, a file written, published)
+  an attempt has reached, from the zone alone: a kill can aim at a phase, not at a time.
 * ``PartitionPoller`` — a reader thread that checks, while writers run, that every visible
   ``dt=`` partition holds its ``_SUCCESS`` manifest and exactly the files and rows it lists.
 * fingerprints — checksums of every published partition (curated, quarantine, recommendations,
@@ -107,6 +109,64 @@ class FaultInjector:
         fault = Fault(kind, target, round(time.monotonic() - self.started, 3), detail)
         self.faults.append(fault)
         return fault
+
+
+# ---- the phases of a publish, as seen on disk ------------------------------------------
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _stagings(zone: Path, day: str) -> set[str]:
+    try:
+        return {p.name for p in zone.iterdir() if p.name.startswith(f".staging-dt={day}")}
+    except FileNotFoundError:
+        return set()
+
+
+class PublishPhases:
+    """Which phase of the publish protocol (``jobs.storage``) a fresh attempt has reached.
+
+    Judged from the zones only, as a kill-at-phase test needs it: for each zone name ``z`` in
+    ``zones``, ``"z staging"`` (a new staging folder of ``day``), ``"z file written"`` (a file in
+    it) and ``"z published"`` (``dt=day`` is a new folder: the rename swap happened). Create one
+    right before launching the attempt: what exists then does not count.
+    """
+
+    def __init__(self, zones: dict[str, Path], day: str) -> None:
+        self.zones, self.day = zones, day
+        self.old_stagings = {z: _stagings(p, day) for z, p in zones.items()}
+        self.old_inodes = {z: _inode(p / f"dt={day}") for z, p in zones.items()}
+
+    def _new_staging(self, zone: str, with_file: bool = False) -> bool:
+        path = self.zones[zone]
+        for name in _stagings(path, self.day) - self.old_stagings[zone]:
+            if not with_file:
+                return True
+            try:
+                if any((path / name).iterdir()):
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def _republished(self, zone: str) -> bool:
+        now = _inode(self.zones[zone] / f"dt={self.day}")
+        return now is not None and now != self.old_inodes[zone]
+
+    def reached(self, phase: str) -> bool:
+        zone, _, step = phase.partition(" ")
+        if step == "staging":
+            return self._new_staging(zone)
+        if step == "file written":
+            return self._new_staging(zone, with_file=True)
+        if step == "published":
+            return self._republished(zone)
+        raise ValueError(f"unknown phase {phase!r}")
 
 
 # ---- processes ----------------------------------------------------------------------------
@@ -216,6 +276,75 @@ def job_env(**extra: str) -> dict[str, str]:
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra)
     return env
+
+
+# ---- a job task killed in a phase of its publish, then retried -----------------------------
+
+
+def launch_job(task_id: str, module: str, job_args: list[str], fail_fast_codes: Iterable[int] = ()) -> tuple:
+    """Run a Spark job through the real task launcher (``JobOperator.execute``) in a thread.
+
+    Returns ``(operator, thread, outcome)``; ``outcome`` gets ``result`` or ``error`` when done.
+    """
+    from recsys_airflow.launcher import JobOperator
+
+    op = JobOperator(
+        task_id=task_id, module=module, spark=True, job_args=job_args, fail_fast_codes=list(fail_fast_codes)
+    )
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = op.execute(context={})
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: op._proc is not None, 60, what=f"{task_id} to start")
+    return op, thread, outcome
+
+
+def kill_in_phases(
+    inj: FaultInjector,
+    phases: Iterable[str],
+    zones: dict[str, Path],
+    day: str,
+    launch: Callable[[str], tuple],
+    target: str,
+) -> list[dict[str, Any]]:
+    """Each phase (in the injector's seeded order): launch an attempt, SIGKILL its tree at that phase.
+
+    Each killed attempt must fail as a *retryable* task failure naming SIGKILL, and leave no
+    ``dt=day`` folder of ``zones`` visible without its manifest. Returns what was killed where.
+    """
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    phases = list(phases)
+    kills = []
+    for attempt, phase in enumerate(inj.rng.sample(phases, len(phases)), start=1):
+        jitter = inj.uniform(0.0, 0.03)
+        seen = PublishPhases(zones, day)
+        op, thread, outcome = launch(f"{target}-attempt-{attempt}")
+        wait_until(
+            lambda: seen.reached(phase) or op._proc.poll() is not None,  # noqa: B023 - evaluated now
+            300,
+            interval=0.002,
+            what=f"phase {phase!r}",
+        )
+        assert op._proc.poll() is None, f"attempt {attempt}: the job finished before phase {phase!r} was hit"
+        time.sleep(jitter)
+        crash_tree(op._proc.pid)
+        inj.record("sigkill", target, phase=phase, jitter_s=round(jitter, 4))
+        thread.join(60)
+        error = outcome.get("error")
+        assert isinstance(error, AirflowException) and not isinstance(error, AirflowFailException), outcome
+        assert "killed by SIGKILL" in str(error)
+        kills.append({"attempt": attempt, "phase": phase, "jitter_s": round(jitter, 4)})
+        for zone in zones.values():
+            part = zone / f"dt={day}"
+            assert not part.exists() or (part / SUCCESS).is_file(), f"{part} visible without its manifest"
+    return kills
 
 
 # ---- readers: partitions, checksums, rows -------------------------------------------------

@@ -13,6 +13,7 @@ free (root only; skipped otherwise). The JSON writers are covered in ``test_publ
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from datetime import date
@@ -153,6 +154,13 @@ def test_validation_report_folder_read_only_keeps_the_verdict(world, report):
 
     with read_only(reports) as how, pytest.raises(OSError, match=str(reports)) as failed:
         validate_day(cfg, date.fromisoformat(day))
+    # The CLI (what the task runs): exit 1 (retryable), the path in the message and the result file.
+    from jobs.validate import main
+
+    result_file = Path(cfg.storage.root_path()).parent / "validate-result.json"
+    with read_only(reports):
+        assert main(["--date", day, "--result-file", str(result_file)]) == 1
+    assert str(reports) in json.loads(result_file.read_text())["message"]
     assert marker.read_bytes() == verdict
     assert (reports / "report.html").read_bytes() == html
     assert sorted(p.name for p in reports.iterdir()) == ["report.html", "result.json"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -34,10 +33,10 @@ from tests.reliability.harness import (
     CaseResult,
     FaultInjector,
     PartitionPoller,
-    crash_tree,
+    kill_in_phases,
+    launch_job,
     leftovers,
     row_diff,
-    wait_until,
     zone_fingerprint,
 )
 
@@ -49,72 +48,8 @@ ATTEMPTS = 3  # killed attempts before the retry; each costs a JVM start
 PHASES = ("quarantine staging", "quarantine published", "curated staging", "curated file written", "curated published")
 
 
-def _inode(path: Path) -> int | None:
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _stagings(zone: Path) -> set[str]:
-    try:
-        return {p.name for p in zone.iterdir() if p.name.startswith(f".staging-dt={DAY}")}
-    except FileNotFoundError:
-        return set()
-
-
-class Phases:
-    """Which phase of the publish protocol a fresh attempt has reached, judged from the zones."""
-
-    def __init__(self, curated: Path, quarantine: Path) -> None:
-        self.curated, self.quarantine = curated, quarantine
-        self.old_stagings = _stagings(curated) | _stagings(quarantine)
-        self.old_inodes = {z: _inode(z / f"dt={DAY}") for z in (curated, quarantine)}
-
-    def _new_staging(self, zone: Path, with_file: bool = False) -> bool:
-        for name in _stagings(zone) - self.old_stagings:
-            if not with_file:
-                return True
-            try:
-                if any((zone / name).iterdir()):
-                    return True
-            except FileNotFoundError:
-                continue
-        return False
-
-    def _republished(self, zone: Path) -> bool:
-        now = _inode(zone / f"dt={DAY}")
-        return now is not None and now != self.old_inodes[zone]
-
-    def reached(self, phase: str) -> bool:
-        order = {
-            "quarantine staging": lambda: self._new_staging(self.quarantine),
-            "quarantine published": lambda: self._republished(self.quarantine),
-            "curated staging": lambda: self._new_staging(self.curated),
-            "curated file written": lambda: self._new_staging(self.curated, with_file=True),
-            "curated published": lambda: self._republished(self.curated),
-        }
-        return order[phase]()
-
-
-def _launch(task_id: str) -> tuple[object, threading.Thread, dict]:
-    from recsys_airflow.launcher import JobOperator
-
-    op = JobOperator(
-        task_id=task_id, module="jobs.ingest", spark=True, job_args=["--date", DAY.isoformat()], fail_fast_codes=[3]
-    )
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = op.execute(context={})
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    wait_until(lambda: op._proc is not None, 60, what=f"{task_id} to start")
-    return op, thread, outcome
+def _launch(task_id: str) -> tuple:
+    return launch_job(task_id, "jobs.ingest", ["--date", DAY.isoformat()], fail_fast_codes=[3])
 
 
 def _reference(world, tmp_path: Path, spark) -> Path:
@@ -131,8 +66,6 @@ def _reference(world, tmp_path: Path, spark) -> Path:
 
 
 def test_ingest_killed_in_each_write_phase_then_retried(world, spark, tmp_path, report):
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
     from jobs import generate as gen
     from jobs.config import get_config
     from tests.reliability.conftest import world_params
@@ -145,31 +78,10 @@ def test_ingest_killed_in_each_write_phase_then_retried(world, spark, tmp_path, 
     curated = Path(cfg.storage.zone("curated"))
     quarantine = Path(cfg.storage.zone("quarantine"))
     others_before = {z.name: zone_fingerprint(z, world.days) for z in (curated, quarantine)}
-    kills = []
     with PartitionPoller([curated, quarantine], interval=0.005) as poller:
         inj = FaultInjector(SEED, max_faults=ATTEMPTS, max_seconds=1200)
-        for attempt, phase in enumerate(inj.rng.sample(PHASES, ATTEMPTS), start=1):
-            jitter = inj.uniform(0.0, 0.03)
-            phases = Phases(curated, quarantine)
-            op, thread, outcome = _launch(f"ingest-attempt-{attempt}")
-            wait_until(
-                lambda: phases.reached(phase) or op._proc.poll() is not None,  # noqa: B023 - evaluated now
-                300,
-                interval=0.002,
-                what=f"phase {phase!r}",
-            )
-            assert op._proc.poll() is None, f"attempt {attempt}: the job finished before phase {phase!r} was hit"
-            time.sleep(jitter)
-            crash_tree(op._proc.pid)
-            inj.record("sigkill", "jobs.ingest", phase=phase, jitter_s=round(jitter, 4))
-            thread.join(60)
-            error = outcome.get("error")
-            assert isinstance(error, AirflowException) and not isinstance(error, AirflowFailException), outcome
-            assert "killed by SIGKILL" in str(error)
-            kills.append({"attempt": attempt, "phase": phase, "jitter_s": round(jitter, 4)})
-            for zone in (curated, quarantine):
-                part = zone / f"dt={DAY}"
-                assert not part.exists() or (part / "_SUCCESS").is_file(), f"{part} visible without its manifest"
+        zones = {"curated": curated, "quarantine": quarantine}
+        kills = kill_in_phases(inj, inj.rng.sample(PHASES, ATTEMPTS), zones, DAY.isoformat(), _launch, "jobs.ingest")
         retries = [_launch(name) for name in ("ingest-orphan", "ingest-retry")]
         for _, thread, _ in retries:
             thread.join(600)

@@ -25,12 +25,12 @@ import os
 import time
 
 import mlflow
-import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
 from jobs.config import load_config
 from jobs.registry import CHALLENGER, CHAMPION, PREVIOUS, RegistryError, client, promote, register, rollback
+from tests.pyfuncs import FixedRanker
 from tests.reliability.harness import (
     CaseResult,
     FaultInjector,
@@ -44,22 +44,6 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.reliability
 
 SAMPLE = 7  # cut points per operation (see cut_points)
-
-
-class FixedRanker(mlflow.pyfunc.PythonModel):
-    """A real (tiny) pyfunc that recommends the same items to everyone."""
-
-    def __init__(self, items: list[int]) -> None:
-        self.items = items
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "user_id": model_input["user_id"],
-                "item_ids": [self.items] * len(model_input),
-                "scores": [[1.0] * len(self.items)] * len(model_input),
-            }
-        )
 
 
 @pytest.fixture

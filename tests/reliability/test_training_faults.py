@@ -8,9 +8,9 @@ runs (``jobs.train``, ``jobs.evaluate``, ``jobs.registry``) against a private ML
    epoch after resuming: the job fails with an error naming the server, its checkpoint kept;
 3. the server is restarted on the same store; the next retry resumes from the checkpoint,
    continues the same MLflow run and logs every epoch exactly once;
-4. evaluation (CLI) blesses it; registration and promotion each meet a frozen server
-   (SIGSTOP: requests time out) — a clear, retryable error naming the server, the registry
-   untouched — and pass once it thaws; a retried registration and a retried (already
+4. evaluation, registration, infra validation and promotion (CLIs) each meet a frozen server
+   (SIGSTOP: requests time out) — exit 1 (retried) with one line naming the server, no
+   traceback, the registry untouched — and pass once it thaws (the gate blesses the model); a retried registration and a retried (already
    finished) training re-use what exists: **one** registered version;
 5. retraining on unchanged data (a new Airflow run: a new MLflow run, bitwise the same model)
    registers a new challenger; with a gate it does not pass, ``champion`` stays; with the
@@ -109,6 +109,25 @@ def _run_cli(module: str, *args: str, timeout: float = 600) -> tuple[int, str, f
     return code, job.output, time.monotonic() - started
 
 
+def _frozen_run(
+    server, inj: FaultInjector, failures: dict, module: str, args: tuple[str, ...], result: Path, step: str = ""
+) -> None:
+    """``module`` (its ``step``, for ``jobs.registry``) against a frozen tracking server: exit 1
+    (retried, not fail-fast) and one message naming the server, on stderr and in the result
+    file; no traceback. ``failures[step or module]`` records how long it took and what it said."""
+    server.freeze()
+    inj.record("tracking server frozen", "mlflow server", during=f"{module} {step}".strip())
+    try:
+        code, out, seconds = _run_cli(module, *args, "--result-file", str(result))
+    finally:
+        server.thaw()
+    assert code == 1, out[-2000:]
+    message = json.loads(result.read_text())["message"]
+    assert f"request to the MLflow tracking server {server.url} failed" in message, message
+    assert message.splitlines()[0] in out and "Traceback" not in out, out[-2000:]
+    failures[step or module] = {"seconds": round(seconds, 1), "message": message[:160]}
+
+
 def _assert_consistent(cl, name: str) -> dict:
     state = registry_state(cl, name)
     assert registry_problems(state) == [], state
@@ -121,10 +140,9 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
     from jobs.registry import CHALLENGER, CHAMPION, PREVIOUS, client, promote, register
 
     started = time.monotonic()
-    inj = FaultInjector(seed=7, max_faults=4, max_seconds=900)
+    inj = FaultInjector(seed=7, max_faults=6, max_seconds=900)
     cfg = get_config()
     name = cfg.mlflow.model_name
-    server = private_mlflow.url.removeprefix("http://")
     ckpt = Path(cfg.storage.zone("checkpoints")) / "recsys_train__manual_1"
     result_file = tmp_path / "train.json"
 
@@ -150,9 +168,16 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
     private_mlflow.kill()
     inj.record("tracking server killed", "mlflow server", during="jobs.train", after_epoch=killed_at + 1)
     code = job.wait()
-    assert code != 0 and not result_file.exists()
-    errors = [ln for ln in job.lines if server in ln and ("Error" in ln or "Exception" in ln)]
+    # exit 1 (retried), one line naming the server, also in the result file the task reads
+    assert code == 1, job.output[-3000:]
+    errors = [
+        ln
+        for ln in job.lines
+        if ln.startswith(f"training failed: request to the MLflow tracking server {private_mlflow.url}")
+    ]
     assert errors, job.output[-3000:]
+    assert json.loads(result_file.read_text())["message"].startswith("training failed: request to the MLflow")
+    assert "run_id" not in json.loads(result_file.read_text())
     outage_at = _checkpoint_epoch(ckpt)
     assert outage_at > killed_at
 
@@ -167,39 +192,35 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
     steps = sorted(m.step for m in cl.get_metric_history(run_id, "loss"))
     assert steps == list(range(1, EPOCHS + 1)), steps
 
-    # 4. the gate, then registration and promotion against a frozen server
+    # 4. the gate, then registration, infra validation and promotion, each first against a
+    #    frozen server (exit 1 = retried, one line naming the server), then for real
     eval_file = tmp_path / "evaluate.json"
-    code, out, _ = _run_cli(
-        "jobs.evaluate",
-        *("--snapshot", world.snapshot_uri, "--run-id", run_id, "--model-uri", trained["model_uri"]),
-        *("--result-file", str(eval_file)),
-    )
+    eval_args = ("--snapshot", world.snapshot_uri, "--run-id", run_id, "--model-uri", trained["model_uri"])
+    failures = {}
+    _frozen_run(private_mlflow, inj, failures, "jobs.evaluate", eval_args, eval_file)
+    code, out, _ = _run_cli("jobs.evaluate", *eval_args, "--result-file", str(eval_file))
     assert code == 0, out[-3000:]
     gate = json.loads(eval_file.read_text())
     assert gate["blessed"] is True and gate["champion_version"] is None, gate["reason"]
     tags = json.dumps({"decision": "blessed", "decision_reason": gate["reason"], "airflow_run_id": "manual_1"})
     register_args = ("register", "--run-id", run_id, "--model-uri", trained["model_uri"], "--tags", tags)
-    failures = {}
     for step, args in (
         ("register", register_args),
         ("promote", ("promote", "--version", "1", "--reason", gate["reason"], "--actor", "recsys_train/manual_1")),
     ):
-        private_mlflow.freeze()
-        inj.record("tracking server frozen", "mlflow server", during=f"jobs.registry {step}")
-        try:
-            code, out, seconds = _run_cli("jobs.registry", *args, "--result-file", str(tmp_path / f"{step}.json"))
-        finally:
-            private_mlflow.thaw()
-        assert code == 1, out[-2000:]  # retryable, not the fail-fast 3
-        message = json.loads((tmp_path / f"{step}.json").read_text())["message"]
-        assert f"MLflow tracking server {private_mlflow.url}" in message, message
-        failures[step] = {"seconds": round(seconds, 1), "message": message[:160]}
+        _frozen_run(private_mlflow, inj, failures, "jobs.registry", args, tmp_path / f"{step}.json", step)
         if step == "register":
             assert not _model_exists(cl, name) or registry_state(cl, name)["versions"] == {}
         else:
             assert CHAMPION not in registry_state(cl, name)["aliases"]
         code, out, _ = _run_cli("jobs.registry", *args, "--result-file", str(tmp_path / f"{step}.json"))
         assert code == 0, out[-2000:]
+        if step == "register":
+            smoke_args = ("--model-uri", f"models:/{name}/1", "--snapshot", world.snapshot_uri)
+            smoke_file = tmp_path / "infra_validate.json"
+            _frozen_run(private_mlflow, inj, failures, "jobs.infra_validate", smoke_args, smoke_file)
+            code, out, _ = _run_cli("jobs.infra_validate", *smoke_args, "--result-file", str(smoke_file))
+            assert code == 0, out[-2000:]
     again = register(cfg, run_id, {"decision": "blessed"}, trained["model_uri"])  # a retried register task
     assert again == {"name": name, "version": "1", "model_uri": f"models:/{name}/1", "reused": True}
     job = _train(world.snapshot_uri, ckpt, result_file, "recsys_train__manual_1")  # a cleared train task

@@ -1,0 +1,160 @@
+"""Every asset event handled exactly once by an asset-scheduled DAG, even when Airflow strands it.
+
+**The gap.** Airflow 3.3 keeps one queue row per (asset, consumer DAG). An event that arrives
+while that row is already queued (the consumer is at ``max_active_runs``, or the scheduler has
+not looped yet) does not refresh it, and the run made from the row consumes only the events up
+to the row's creation time; the row is then deleted. The later event is stranded: no run
+sees it until some *other* event of the asset arrives, which may be a day later, and that run
+then folds both (apache/airflow#56050; fixed for 3.4 by referencing events from the queue).
+Measured here: the last day of an ingestion backfill was scored a day late, by the model
+promoted in between.
+
+**The fix, on our side.** A consumer run does not trust its ``triggering_asset_events``
+alone. It *claims* every event of the asset that no earlier run claimed, reading them through
+``inlet_events`` (the Task SDK's own access to the asset's events), and records the claim in a
+ledger, one Airflow Variable per consumer (``recsys_claims.<dag_id>``):
+
+    {"claimed_id": <highest claimed event id>, "claimed_ts": "<its timestamp>",
+     "runs": {"<run_id>": {"days": [...], "events": [ids]}}}
+
+* A stranded event is always claimed by the run made from the queue row it found: that run is
+  created after the event arrived, so its claim sees it.
+* An event that arrives after a run was created queues a new row; whichever run claims it
+  first handles it, and the other finds nothing new and is skipped with a log line.
+* A retried or cleared run gets back exactly the days it claimed the first time (the ledger is
+  keyed by run id), so "clear" re-does the same work.
+* No ledger yet (first run, or an operator deleted the Variable to reset it): the claim starts
+  at this run's own triggering events, so history is never replayed by surprise.
+
+This is safe only while at most one run of the consumer claims at a time: the consumer DAGs
+keep ``max_active_runs=1`` (asserted by their tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger(__name__)
+KEEP_RUNS = 200  # ledger entries kept for retries and clears of recent runs
+
+
+class LedgerStore(Protocol):
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def set(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class VariableStore:
+    """The ledger in Airflow Variables (the metadata DB, through the Task SDK)."""
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        from airflow.sdk import Variable
+
+        raw = Variable.get(key, default=None)
+        if raw in (None, ""):
+            return None
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise AirflowFailException(f"Variable {key} is not JSON; delete it to restart the claim ledger") from None
+        if not isinstance(value, dict):
+            raise AirflowFailException(f"Variable {key} is not a JSON object; delete it to restart the claim ledger")
+        return value
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(
+            key,
+            json.dumps(value, sort_keys=True),
+            description="recsys: asset events claimed per run (plugins/recsys_airflow/claims.py)",
+        )
+
+
+def ledger_key(consumer: str) -> str:
+    return f"recsys_claims.{consumer}"
+
+
+def _day_of(event: Any, asset_name: str, check_day: Any) -> str:
+    extra = getattr(event, "extra", None) or {}
+    if "dt" not in extra:
+        raise AirflowFailException(f"asset event {getattr(event, 'id', '?')} of {asset_name} has no 'dt' in {extra}")
+    return check_day(extra["dt"], f"asset event of {asset_name}")
+
+
+def _iso(ts: Any) -> str:
+    return ts.isoformat() if isinstance(ts, datetime) else str(ts)
+
+
+def claim_days(
+    consumer: str,
+    run_id: str,
+    asset_name: str,
+    triggering: Mapping[Any, Iterable[Any]] | None,
+    available: Any,
+    check_day: Any,
+    store: LedgerStore | None = None,
+) -> tuple[list[str], str]:
+    """Claim this run's share of an asset's events; the sorted distinct days and a log line.
+
+    Args:
+        consumer: the consuming DAG's id (names the ledger).
+        run_id: this run's id (a retry or clear gets its first claim back).
+        asset_name: the asset's name, for messages.
+        triggering: the context's ``triggering_asset_events`` (asset → events with
+            ``timestamp``); only used to start a ledger.
+        available: the context's ``inlet_events[asset]`` (events with ``id``, ``timestamp``
+            and ``extra``; supports ``.after(iso)``, inclusive).
+        check_day: validates an ``extra["dt"]`` value, raising with a message naming it.
+        store: where the ledger lives (default: Airflow Variables).
+
+    Returns:
+        ``(days, why)``; ``days`` is empty when every event was claimed by earlier runs.
+
+    Raises:
+        AirflowFailException: an event without a valid ``dt``, or a malformed ledger.
+    """
+    store = VariableStore() if store is None else store
+    key = ledger_key(consumer)
+    ledger = store.get(key) or {}
+    runs: dict[str, Any] = dict(ledger.get("runs") or {})
+    if run_id in runs:
+        days = list(runs[run_id]["days"])
+        return days, f"retry of {run_id}: the days it claimed first ({', '.join(days) or 'none'}) from {key}"
+
+    trig = [e for events in (triggering or {}).values() for e in events]
+    if "claimed_id" in ledger:
+        floor_id = int(ledger["claimed_id"])
+        events = [e for e in available.after(ledger["claimed_ts"]) if int(e.id) > floor_id]
+        origin = f"events after #{floor_id} (ledger {key})"
+    elif trig:
+        start = min(e.timestamp for e in trig)
+        events = list(available.after(_iso(start)))
+        origin = f"events since this run's first triggering event ({_iso(start)}; new ledger {key})"
+        if not events:
+            raise AirflowFailException(
+                f"inlet_events of {asset_name} holds no event since {_iso(start)}, yet {len(trig)} triggered this "
+                "run: does the task declare the asset in its inlets?"
+            )
+    else:
+        return [], f"no ledger {key} and no triggering event: nothing to claim"
+
+    events.sort(key=lambda e: int(e.id))
+    days = sorted({_day_of(e, asset_name, check_day) for e in events})
+    runs[run_id] = {"days": days, "events": [int(e.id) for e in events]}
+    if len(runs) > KEEP_RUNS:
+        for old in sorted(runs, key=lambda r: max(runs[r]["events"] or [0]))[: len(runs) - KEEP_RUNS]:
+            del runs[old]
+    if events:
+        mark = {"claimed_id": int(events[-1].id), "claimed_ts": _iso(events[-1].timestamp)}
+    else:  # nothing new: the mark stays where it is
+        mark = {"claimed_id": ledger["claimed_id"], "claimed_ts": ledger["claimed_ts"]}
+    store.set(key, {**mark, "runs": runs})
+    ids = ", ".join(f"#{e.id}" for e in events) or "none"
+    return days, f"claimed {len(events)} {asset_name} event(s) ({ids}; {len(trig)} triggered this run): {origin}"

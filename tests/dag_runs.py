@@ -1,0 +1,33 @@
+"""Helpers of the ``dag.test()`` tests (``tests/dags/``): the repository's DAGs and what a run did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REPO_DAGS = Path(__file__).resolve().parents[1] / "dags"
+
+
+def repo_bag() -> Any:
+    """A DagBag of ``dags/``, asserting that every DAG file imports cleanly."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_DAGS))
+    assert bag.import_errors == {}
+    return bag
+
+
+def repo_dag(dag_id: str) -> Any:
+    """``dag_id`` from ``repo_bag()``."""
+    return repo_bag().dags[dag_id]
+
+
+def task_states(run: Any) -> dict[str, str]:
+    """task id → state of a run's task instances (the last map index wins for mapped tasks)."""
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
+    """The XCom ``key`` that ``task_id`` pushed in ``run``."""
+    ti = next(t for t in run.get_task_instances() if t.task_id == task_id)
+    return ti.xcom_pull(task_ids=task_id, key=key)
