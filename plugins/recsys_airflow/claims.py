@@ -14,8 +14,13 @@ alone. It *claims* every event of the asset that no earlier run claimed, reading
 ``inlet_events`` (the Task SDK's own access to the asset's events), and records the claim in a
 ledger, one Airflow Variable per consumer (``recsys_claims.<dag_id>``):
 
-    {"claimed_id": <highest claimed event id>, "claimed_ts": "<its timestamp>",
+    {"floor_id": <ids at or below it are not ours>, "claimed_id": <highest claimed id>,
+     "claimed_ts": "<newest claimed event's timestamp>",
      "runs": {"<run_id>": {"days": [...], "events": [ids]}}}
+
+  An event is new when its id is above the floor and no kept run claimed it; the read goes
+  back an hour before ``claimed_ts``, because on Postgres an event can commit after one with a
+  higher id (a high-water mark alone would skip it).
 
 * A stranded event is always claimed by the run made from the queue row it found: that run is
   created after the event arrived, so its claim sees it.
@@ -35,13 +40,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException
 
 log = logging.getLogger(__name__)
 KEEP_RUNS = 200  # ledger entries kept for retries and clears of recent runs
+LOOKBACK = timedelta(hours=1)  # how far before the newest claim a late-committed event is looked for
 
 
 class LedgerStore(Protocol):
@@ -92,6 +98,10 @@ def _iso(ts: Any) -> str:
     return ts.isoformat() if isinstance(ts, datetime) else str(ts)
 
 
+def _aware(ts: Any) -> datetime:
+    return ts if isinstance(ts, datetime) else datetime.fromisoformat(str(ts))
+
+
 def claim_days(
     consumer: str,
     run_id: str,
@@ -129,10 +139,14 @@ def claim_days(
         return days, f"retry of {run_id}: the days it claimed first ({', '.join(days) or 'none'}) from {key}"
 
     trig = [e for events in (triggering or {}).values() for e in events]
-    if "claimed_id" in ledger:
-        floor_id = int(ledger["claimed_id"])
-        events = [e for e in available.after(ledger["claimed_ts"]) if int(e.id) > floor_id]
-        origin = f"events after #{floor_id} (ledger {key})"
+    if "claimed_ts" in ledger:
+        # New = not claimed by a kept run and above the floor. Read back LOOKBACK before the
+        # newest claimed event: on Postgres an event can commit after one with a higher id.
+        floor = int(ledger.get("floor_id", ledger.get("claimed_id", 0)))
+        claimed = {int(i) for r in runs.values() for i in r["events"]}
+        since = _iso(_aware(ledger["claimed_ts"]) - LOOKBACK)
+        events = [e for e in available.after(since) if int(e.id) > floor and int(e.id) not in claimed]
+        origin = f"events not claimed yet (ledger {key})"
     elif trig:
         start = min(e.timestamp for e in trig)
         events = list(available.after(_iso(start)))
@@ -142,6 +156,7 @@ def claim_days(
                 f"inlet_events of {asset_name} holds no event since {_iso(start)}, yet {len(trig)} triggered this "
                 "run: does the task declare the asset in its inlets?"
             )
+        floor = min(int(e.id) for e in events) - 1  # history before the ledger is not ours
     else:
         return [], f"no ledger {key} and no triggering event: nothing to claim"
 
@@ -150,11 +165,12 @@ def claim_days(
     runs[run_id] = {"days": days, "events": [int(e.id) for e in events]}
     if len(runs) > KEEP_RUNS:
         for old in sorted(runs, key=lambda r: max(runs[r]["events"] or [0]))[: len(runs) - KEEP_RUNS]:
-            del runs[old]
-    if events:
-        mark = {"claimed_id": int(events[-1].id), "claimed_ts": _iso(events[-1].timestamp)}
-    else:  # nothing new: the mark stays where it is
-        mark = {"claimed_id": ledger["claimed_id"], "claimed_ts": ledger["claimed_ts"]}
-    store.set(key, {**mark, "runs": runs})
+            floor = max([floor, *runs.pop(old)["events"]])  # forgotten claims: below the floor now
+    newest = max(events, key=lambda e: _aware(e.timestamp)) if events else None
+    claimed_ts = ledger.get("claimed_ts") if newest is None else _iso(newest.timestamp)
+    if newest is not None and ledger.get("claimed_ts"):
+        claimed_ts = max(ledger["claimed_ts"], claimed_ts, key=_aware)
+    top = max([int(ledger.get("claimed_id", 0)), *(int(e.id) for e in events)])
+    store.set(key, {"floor_id": floor, "claimed_id": top, "claimed_ts": claimed_ts, "runs": runs})
     ids = ", ".join(f"#{e.id}" for e in events) or "none"
     return days, f"claimed {len(events)} {asset_name} event(s) ({ids}; {len(trig)} triggered this run): {origin}"

@@ -16,7 +16,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from recsys_airflow.champion import _check_day
-from recsys_airflow.claims import KEEP_RUNS, claim_days, ledger_key
+from recsys_airflow.claims import KEEP_RUNS, LOOKBACK, claim_days, ledger_key
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -42,6 +42,7 @@ class Asset:
 
     events: list[Event] = field(default_factory=list)
     after_calls: list[str] = field(default_factory=list)
+    uncommitted: set[int] = field(default_factory=set)  # ids not visible yet
 
     def emit(self, dt: str | None) -> Event:
         self.events.append(Event(len(self.events) + 1, dt))
@@ -50,7 +51,7 @@ class Asset:
     def after(self, iso: str) -> list[Event]:
         self.after_calls.append(iso)
         floor = datetime.fromisoformat(iso)
-        return [e for e in self.events if e.timestamp >= floor]
+        return [e for e in self.events if e.timestamp >= floor and e.id not in self.uncommitted]
 
 
 class Store(dict):
@@ -134,5 +135,19 @@ def test_the_ledger_keeps_recent_runs_only_and_reads_from_its_high_water_mark():
     assert len(ledger["runs"]) == KEEP_RUNS
     assert "run0" not in ledger["runs"] and f"run{KEEP_RUNS + 4}" in ledger["runs"]
     # Each claim reads from the last claimed event's timestamp, not the whole history.
-    assert asset.after_calls[-1] == Event(KEEP_RUNS + 4, None).timestamp.isoformat()
+    assert asset.after_calls[-1] == (Event(KEEP_RUNS + 4, None).timestamp - LOOKBACK).isoformat()
     assert ledger["claimed_id"] == KEEP_RUNS + 5
+    assert ledger["floor_id"] == 5  # the forgotten runs' events are below the floor
+
+
+def test_an_event_that_commits_after_a_higher_id_is_still_claimed():
+    """Postgres hands out ids at insert: event 2 may commit after event 3 was claimed."""
+    asset, store = Asset(), Store()
+    e1 = asset.emit("2026-03-02")
+    asset.emit("2026-03-03")
+    asset.emit("2026-03-04")
+    asset.uncommitted.add(2)
+    assert claim("run1", asset, store, [e1]) == ["2026-03-02", "2026-03-04"]
+    asset.uncommitted.clear()
+    assert claim("run2", asset, store, []) == ["2026-03-03"]
+    assert claim("run3", asset, store, []) == []
