@@ -4,8 +4,11 @@
 Runs whenever scoring publishes recommendations (the `recsys_recommendations` Asset; its event
 extra carries `dt` and `model_version`), or on demand with the typed parameters below.
 
-1. **drift** — `python -m jobs.drift --date D`: for every day D of the triggering events (or
-   the `date` parameter) a report under `reports/drift/dt=D/` (JSON + HTML with distribution
+1. **plan** — the day(s): the `date` parameter, else every `recsys_recommendations` event no
+   earlier run claimed (Airflow 3.3 can leave an event of a busy consumer without a run; the
+   claim ledger, Variable `recsys_claims.recsys_monitor`, catches it:
+   `plugins/recsys_airflow/claims.py`). Nothing new → the run is skipped.
+2. **drift** — `python -m jobs.drift --date D`: for every day D planned a report under `reports/drift/dt=D/` (JSON + HTML with distribution
    overlays, metric table and trend; also MLflow artifacts of a run in
    `<experiment>-monitoring`; the *Drift report* extra link opens it). Data drift of the
    validated curated day against the champion's training reference (PSI / Jensen-Shannon on
@@ -16,7 +19,7 @@ extra carries `dt` and `model_version`), or on demand with the typed parameters 
    `include/config/pipeline.yaml`. Exit 3 (curated day missing) or 2 (bad version) fail
    without retry. The model version comes from the day's recommendations manifest: the
    version the scoring run pinned (the same value as the event's `model_version`).
-2. **decide** — the report says *retrain* when recall decays beyond `drift.performance_decay`
+3. **decide** — the report says *retrain* when recall decays beyond `drift.performance_decay`
    or ≥ `drift.min_drifted_features` features are in alert. Then the **cooldown**: no retrain
    while a `recsys_train` run is queued or running (counted with the Task SDK's
    `get_dr_count`, i.e. Airflow's own state), nor within `drift.cooldown_hours` of the end of
@@ -26,7 +29,7 @@ extra carries `dt` and `model_version`), or on demand with the typed parameters 
    finished-run cooldown, never a queued/running training. A drift alert is announced by the
    notifier (log line + `recsys_webhook` connection if configured); the decision and its reason
    are in the task log and the `decision` XCom.
-3. **trigger_retrain** — `TriggerDagRunOperator` of `recsys_train` (no logical date: a
+4. **trigger_retrain** — `TriggerDagRunOperator` of `recsys_train` (no logical date: a
    manual-type run at trigger time) with conf `{"reason", "report_uri", "force_retrain"}`,
    which `recsys_train`'s params record; skipped when there is nothing to retrain.
 
@@ -55,23 +58,6 @@ TRAIN_DAG_ID = "recsys_train"
 DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
 
 
-def monitored_days(params: dict[str, Any], triggering_asset_events: Any) -> str:
-    """The ``date`` parameter, else every ``dt`` of this run's recommendation events (comma-separated)."""
-    if params.get("date"):
-        return str(params["date"])
-    days = sorted(
-        {
-            str(event.extra["dt"])
-            for events in (triggering_asset_events or {}).values()
-            for event in events
-            if event.extra and event.extra.get("dt")
-        }
-    )
-    if not days:
-        raise ValueError("no day to monitor: set the `date` parameter or trigger through a recommendations event")
-    return ",".join(days)
-
-
 @dag(
     dag_id="recsys_monitor",
     schedule=[RECOMMENDATIONS],
@@ -84,7 +70,6 @@ def monitored_days(params: dict[str, Any], triggering_asset_events: Any) -> str:
         **default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
         "on_failure_callback": [RecsysNotifier()],
     },
-    user_defined_macros={"monitored_days": monitored_days},
     params={
         "date": Param(
             None,
@@ -103,10 +88,34 @@ def monitored_days(params: dict[str, Any], triggering_asset_events: Any) -> str:
     },
 )
 def recsys_monitor():
+    @task(inlets=[RECOMMENDATIONS])
+    def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> str:
+        """The day(s) to monitor, comma-separated: the `date` param, else the events this run claims."""
+        from recsys_airflow.champion import _check_day
+        from recsys_airflow.claims import claim_or_skip
+
+        if (params or {}).get("date"):
+            days = str(params["date"])
+        else:
+            days = ",".join(
+                claim_or_skip(
+                    "recsys_monitor",
+                    run_id,
+                    RECOMMENDATIONS.name,
+                    triggering_asset_events,
+                    inlet_events[RECOMMENDATIONS],
+                    _check_day,
+                    "no day to monitor: set the `date` parameter or trigger through a recommendations event",
+                )
+            )
+        print(f"days to monitor: {days}")
+        return days
+
+    days = plan()
     drift = DriftJobOperator(
         task_id="drift",
         module="jobs.drift",
-        job_args=["--date", "{{ monitored_days(params, triggering_asset_events) }}"],
+        job_args=["--date", "{{ ti.xcom_pull(task_ids='plan') }}"],
         fail_fast_codes=[2, 3],
         execution_timeout=timedelta(hours=1),
         doc_md="`python -m jobs.drift --date D`: report JSON + HTML per day, MLflow monitoring run, decision.",
@@ -162,6 +171,7 @@ def recsys_monitor():
             return None
         return {"reason": why[:500], "report_uri": report["report_html"][:1000], "force_retrain": force}
 
+    days >> drift
     conf = decide(drift.output)
     TriggerDagRunOperator(
         task_id="trigger_retrain",

@@ -29,6 +29,7 @@ from jobs.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+NOTHING = "nothing to score: set the 'date' param (YYYY-MM-DD) or let a recsys_curated_events event trigger the run"
 
 
 def _check_day(value: Any, where: str) -> str:
@@ -63,9 +64,7 @@ def days_to_score(date_param: str | None, triggering_asset_events: Mapping[Any, 
                 raise AirflowFailException(f"asset event of {getattr(asset, 'name', asset)} has no 'dt' in {extra}")
             days.add(_check_day(extra["dt"], f"asset event of {getattr(asset, 'name', asset)}"))
     if not days:
-        raise AirflowFailException(
-            "nothing to score: set the 'date' param (YYYY-MM-DD) or let a recsys_curated_events event trigger the run"
-        )
+        raise AirflowFailException(NOTHING)
     return sorted(days)
 
 
@@ -86,19 +85,13 @@ def claim_days_to_score(
         AirflowSkipException: every event was claimed by earlier runs (nothing new).
         AirflowFailException: no ``date``, no triggering event and no ledger; or a bad day.
     """
-    from recsys_airflow.claims import claim_days
+    from recsys_airflow.claims import claim_or_skip
 
     if date_param and str(date_param).strip():
         return days_to_score(date_param, None)
-    days, why = claim_days(
-        consumer, run_id, "recsys_curated_events", triggering_asset_events, curated_events, _check_day
+    return claim_or_skip(
+        consumer, run_id, "recsys_curated_events", triggering_asset_events, curated_events, _check_day, NOTHING
     )
-    log.info("%s", why)
-    if days:
-        return days
-    if not any(True for events in (triggering_asset_events or {}).values() for _ in events):
-        days_to_score(None, None)  # raises the "nothing to score" error with its hint
-    raise AirflowSkipException(f"nothing new to score: {why}")
 
 
 def resolve_champion(cfg: PipelineConfig) -> dict[str, str] | None:

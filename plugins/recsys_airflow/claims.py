@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
 KEEP_RUNS = 200  # ledger entries kept for retries and clears of recent runs
@@ -174,3 +174,28 @@ def claim_days(
     store.set(key, {"floor_id": floor, "claimed_id": top, "claimed_ts": claimed_ts, "runs": runs})
     ids = ", ".join(f"#{e.id}" for e in events) or "none"
     return days, f"claimed {len(events)} {asset_name} event(s) ({ids}; {len(trig)} triggered this run): {origin}"
+
+
+def claim_or_skip(
+    consumer: str,
+    run_id: str,
+    asset_name: str,
+    triggering: Mapping[Any, Iterable[Any]] | None,
+    available: Any,
+    check_day: Any,
+    nothing: str,
+) -> list[str]:
+    """``claim_days`` for a consumer's first task: the days, or skip/fail when there are none.
+
+    Raises:
+        AirflowSkipException: the run was triggered but every event was claimed already.
+        AirflowFailException: ``nothing`` (the run was started by hand with no day and there
+            is nothing new to claim), or what ``claim_days`` raises.
+    """
+    days, why = claim_days(consumer, run_id, asset_name, triggering, available, check_day)
+    log.info("%s", why)
+    if days:
+        return days
+    if not any(True for events in (triggering or {}).values() for _ in events):
+        raise AirflowFailException(f"{nothing} ({why})")
+    raise AirflowSkipException(f"nothing new: {why}")

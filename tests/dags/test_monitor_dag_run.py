@@ -44,7 +44,7 @@ import pytest
 from jobs import generate as gen
 from jobs import storage
 from tests.curated import curate
-from tests.dag_runs import REPO_DAGS, repo_dag, task_states, xcom
+from tests.dag_runs import repo_dag, task_states, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -322,7 +322,8 @@ def test_failed_drift_task_is_announced_on_the_webhook(airflow_db, cfg, webhook)
 def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     dag = repo_dag("recsys_monitor")
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
-    assert edges == {"drift": ["decide"], "decide": ["trigger_retrain"], "trigger_retrain": []}
+    assert edges == {"plan": ["drift"], "drift": ["decide"], "decide": ["trigger_retrain"], "trigger_retrain": []}
+    assert [i.name for i in dag.get_task("plan").inlets] == ["recsys_recommendations"]  # inlet_events
     assert [a.name for a in dag.schedule] == ["recsys_recommendations"]
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_recommendations"]
     assert dag.max_active_runs == 1
@@ -340,22 +341,12 @@ def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     assert "Drift report" in [link.name for link in RecsysPlugin.operator_extra_links]
 
 
-def test_monitored_days_come_from_the_param_or_the_asset_events():
-    import runpy
-    from types import SimpleNamespace
-
-    monitored_days = runpy.run_path(str(REPO_DAGS / "recsys_monitor.py"))["monitored_days"]
-    events = {
-        "recsys_recommendations": [
-            SimpleNamespace(extra={"dt": "2026-01-09", "model_version": "3"}),
-            SimpleNamespace(extra={"dt": "2026-01-08", "model_version": "3"}),
-            SimpleNamespace(extra={"dt": "2026-01-09", "model_version": "3"}),
-        ]
-    }
-    assert monitored_days({"date": ""}, events) == "2026-01-08,2026-01-09"
-    assert monitored_days({"date": "2026-02-01"}, events) == "2026-02-01"
-    with pytest.raises(ValueError, match="no day to monitor"):
-        monitored_days({"date": ""}, {})
+def test_monitored_days_come_from_the_param_else_from_the_claim_ledger():
+    """The ``date`` param wins and claims nothing; without it ``plan`` claims the recommendation
+    events no earlier run claimed (``recsys_airflow.claims``: tests/unit/test_claims.py, and
+    through the scheduler in the demo and chaos runs)."""
+    plan = repo_dag("recsys_monitor").get_task("plan")
+    assert plan.python_callable(params={"date": "2026-02-01,2026-02-02"}) == "2026-02-01,2026-02-02"
 
 
 @pytest.mark.parametrize(
