@@ -241,7 +241,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         run = repo_dag("recsys_monitor").test(run_conf={"date": stable})
         states = task_states(run)
         assert str(run.state) == "success", states
-        assert states == {"drift": "success", "decide": "success", "trigger_retrain": "skipped"}
+        assert states == {"plan": "success", "drift": "success", "decide": "success", "trigger_retrain": "skipped"}
         report = xcom(run, "drift")
         assert report["day"] == stable and report["retrain"] is False and report["drift_alert"] is False, report
         page = Path(report["report_html"]).read_text()
