@@ -14,6 +14,7 @@ import urllib.parse
 from datetime import date, timedelta
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from jobs import generate as gen
@@ -127,7 +128,16 @@ def test_trigger_training_from_the_form_watch_it_finish_and_open_mlflow(
         unpause.check()
     submit.click()
 
-    page.wait_for_url(re.compile(r"/dags/recsys_train/runs/[^/]+$"))
+    try:
+        page.wait_for_url(re.compile(r"/dags/recsys_train/runs/[^/]+$"))
+    except PlaywrightTimeout:  # say what the page said instead (seen once in CI: no navigation)
+        shots(page, "trigger-did-not-open-the-run")
+        toasts = page.locator("[data-scope=toast][data-part=root]").all_inner_texts()
+        runs = admin_client.call("GET", "/dags/recsys_train/dagRuns", params={"limit": 20})["dag_runs"]
+        raise AssertionError(
+            f"the trigger did not open the run page ({page.url}); toasts: {toasts}; runs: "
+            f"{[(r['dag_run_id'], r['run_type'], r['state']) for r in runs]}"
+        ) from None
     run_id = urllib.parse.unquote(page.url.rsplit("/", 1)[-1])
     run = admin_client.call("GET", f"/dags/recsys_train/dagRuns/{run_id}")
     assert run["triggering_user_name"] == "admin"
