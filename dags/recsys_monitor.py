@@ -8,7 +8,8 @@ extra carries `dt` and `model_version`), or on demand with the typed parameters 
    earlier run claimed (Airflow 3.3 can leave an event of a busy consumer without a run; the
    claim ledger, Variable `recsys_claims.recsys_monitor`, catches it:
    `plugins/recsys_airflow/claims.py`). Nothing new → the run is skipped.
-2. **drift** — `python -m jobs.drift --date D`: for every day D planned a report under `reports/drift/dt=D/` (JSON + HTML with distribution
+2. **drift** — `python -m jobs.drift --date D`: for every planned day D, a report under
+   `reports/drift/dt=D/` (JSON + HTML with distribution
    overlays, metric table and trend; also MLflow artifacts of a run in
    `<experiment>-monitoring`; the *Drift report* extra link opens it). Data drift of the
    validated curated day against the champion's training reference (PSI / Jensen-Shannon on
@@ -91,7 +92,6 @@ def recsys_monitor():
     @task(inlets=[RECOMMENDATIONS])
     def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> str:
         """The day(s) to monitor, comma-separated: the `date` param, else the events this run claims."""
-        from recsys_airflow.champion import _check_day
         from recsys_airflow.claims import claim_or_skip
 
         if (params or {}).get("date"):
@@ -104,7 +104,6 @@ def recsys_monitor():
                     RECOMMENDATIONS.name,
                     triggering_asset_events,
                     inlet_events[RECOMMENDATIONS],
-                    _check_day,
                     "no day to monitor: set the `date` parameter or trigger through a recommendations event",
                 )
             )

@@ -18,29 +18,16 @@ Light at import (no mlflow); the registry calls happen inside the functions.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping
-from datetime import date
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from jobs.config import PipelineConfig
+from recsys_airflow.claims import check_day, claim_or_skip
 
 log = logging.getLogger(__name__)
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 NOTHING = "nothing to score: set the 'date' param (YYYY-MM-DD) or let a recsys_curated_events event trigger the run"
-
-
-def _check_day(value: Any, where: str) -> str:
-    text = str(value or "").strip()
-    if not DAY.match(text):
-        raise AirflowFailException(f"{where}: {value!r} is not a day in YYYY-MM-DD form")
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        raise AirflowFailException(f"{where}: {text} is not a calendar day") from None
-    return text
 
 
 def days_to_score(date_param: str | None, triggering_asset_events: Mapping[Any, Iterable[Any]] | None) -> list[str]:
@@ -55,14 +42,14 @@ def days_to_score(date_param: str | None, triggering_asset_events: Mapping[Any, 
         AirflowFailException: no day at all, or a malformed one (retrying would not help).
     """
     if date_param and str(date_param).strip():
-        return [_check_day(date_param, "param date")]
+        return [check_day(date_param, "param date")]
     days = set()
     for asset in triggering_asset_events or {}:
         for event in triggering_asset_events[asset]:
             extra = getattr(event, "extra", None) or {}
             if "dt" not in extra:
                 raise AirflowFailException(f"asset event of {getattr(asset, 'name', asset)} has no 'dt' in {extra}")
-            days.add(_check_day(extra["dt"], f"asset event of {getattr(asset, 'name', asset)}"))
+            days.add(check_day(extra["dt"], f"asset event of {getattr(asset, 'name', asset)}"))
     if not days:
         raise AirflowFailException(NOTHING)
     return sorted(days)
@@ -85,13 +72,9 @@ def claim_days_to_score(
         AirflowSkipException: every event was claimed by earlier runs (nothing new).
         AirflowFailException: no ``date``, no triggering event and no ledger; or a bad day.
     """
-    from recsys_airflow.claims import claim_or_skip
-
     if date_param and str(date_param).strip():
         return days_to_score(date_param, None)
-    return claim_or_skip(
-        consumer, run_id, "recsys_curated_events", triggering_asset_events, curated_events, _check_day, NOTHING
-    )
+    return claim_or_skip(consumer, run_id, "recsys_curated_events", triggering_asset_events, curated_events, NOTHING)
 
 
 def resolve_champion(cfg: PipelineConfig) -> dict[str, str] | None:

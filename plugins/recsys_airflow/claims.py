@@ -39,13 +39,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 KEEP_RUNS = 200  # ledger entries kept for retries and clears of recent runs
 LOOKBACK = timedelta(hours=1)  # how far before the newest claim a late-committed event is looked for
 
@@ -87,7 +89,19 @@ def ledger_key(consumer: str) -> str:
     return f"recsys_claims.{consumer}"
 
 
-def _day_of(event: Any, asset_name: str, check_day: Any) -> str:
+def check_day(value: Any, where: str) -> str:
+    """``value`` as a ``YYYY-MM-DD`` calendar day, or ``AirflowFailException`` naming ``where``."""
+    text = str(value or "").strip()
+    if not DAY.match(text):
+        raise AirflowFailException(f"{where}: {value!r} is not a day in YYYY-MM-DD form")
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise AirflowFailException(f"{where}: {text} is not a calendar day") from None
+    return text
+
+
+def _day_of(event: Any, asset_name: str) -> str:
     extra = getattr(event, "extra", None) or {}
     if "dt" not in extra:
         raise AirflowFailException(f"asset event {getattr(event, 'id', '?')} of {asset_name} has no 'dt' in {extra}")
@@ -108,7 +122,6 @@ def claim_days(
     asset_name: str,
     triggering: Mapping[Any, Iterable[Any]] | None,
     available: Any,
-    check_day: Any,
     store: LedgerStore | None = None,
 ) -> tuple[list[str], str]:
     """Claim this run's share of an asset's events; the sorted distinct days and a log line.
@@ -121,14 +134,14 @@ def claim_days(
             ``timestamp``); only used to start a ledger.
         available: the context's ``inlet_events[asset]`` (events with ``id``, ``timestamp``
             and ``extra``; supports ``.after(iso)``, inclusive).
-        check_day: validates an ``extra["dt"]`` value, raising with a message naming it.
         store: where the ledger lives (default: Airflow Variables).
 
     Returns:
         ``(days, why)``; ``days`` is empty when every event was claimed by earlier runs.
 
     Raises:
-        AirflowFailException: an event without a valid ``dt``, or a malformed ledger.
+        AirflowFailException: an event without a valid ``dt`` (``check_day``), or a malformed
+            ledger.
     """
     store = VariableStore() if store is None else store
     key = ledger_key(consumer)
@@ -161,7 +174,7 @@ def claim_days(
         return [], f"no ledger {key} and no triggering event: nothing to claim"
 
     events.sort(key=lambda e: int(e.id))
-    days = sorted({_day_of(e, asset_name, check_day) for e in events})
+    days = sorted({_day_of(e, asset_name) for e in events})
     runs[run_id] = {"days": days, "events": [int(e.id) for e in events]}
     if len(runs) > KEEP_RUNS:
         for old in sorted(runs, key=lambda r: max(runs[r]["events"] or [0]))[: len(runs) - KEEP_RUNS]:
@@ -182,7 +195,6 @@ def claim_or_skip(
     asset_name: str,
     triggering: Mapping[Any, Iterable[Any]] | None,
     available: Any,
-    check_day: Any,
     nothing: str,
 ) -> list[str]:
     """``claim_days`` for a consumer's first task: the days, or skip/fail when there are none.
@@ -192,7 +204,7 @@ def claim_or_skip(
         AirflowFailException: ``nothing`` (the run was started by hand with no day and there
             is nothing new to claim), or what ``claim_days`` raises.
     """
-    days, why = claim_days(consumer, run_id, asset_name, triggering, available, check_day)
+    days, why = claim_days(consumer, run_id, asset_name, triggering, available)
     log.info("%s", why)
     if days:
         return days

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from recsys_airflow.champion import _check_day
 from recsys_airflow.claims import KEEP_RUNS, LOOKBACK, claim_days, ledger_key
 
 pytestmark = pytest.mark.unit
@@ -60,7 +59,7 @@ class Store(dict):
 
 
 def claim(run_id: str, asset: Asset, store: Store, triggering: list[Event]) -> list[str]:
-    days, _why = claim_days("recsys_score", run_id, "curated", {"curated": triggering}, asset, _check_day, store)
+    days, _why = claim_days("recsys_score", run_id, "curated", {"curated": triggering}, asset, store)
     return days
 
 
