@@ -398,16 +398,25 @@ def mlflow_healthy(stack: Stack) -> bool:
     return code == 200
 
 
-def init(stack: Stack) -> None:
-    """Create folders, credentials and the migrated metadata DB (idempotent)."""
+def init(stack: Stack, airflow_db: str | None = None) -> None:
+    """Create folders, credentials and the migrated metadata DB (idempotent).
+
+    Args:
+        airflow_db: migrate this metadata DB (and create its pools) instead of the stack's;
+            the test session's in-process ``dag.test()`` DB, kept apart from the live scheduler.
+    """
     for sub in ("airflow", "mlflow/artifacts", "run", "logs", "lineage"):
         (stack.state / sub).mkdir(parents=True, exist_ok=True)
     stack.credentials()
-    if stack.db == "postgres":
+    if stack.db == "postgres" and airflow_db is None:
         create_databases(stack)
-    marker = stack.airflow_home / ".migrated"
     env = stack.full_env()
+    if airflow_db is not None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = airflow_db
     db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    marker = stack.airflow_home / (
+        ".migrated" if airflow_db is None else f".migrated-{hashlib.sha256(db.encode()).hexdigest()[:12]}"
+    )
     if not marker.exists() or marker.read_text() != db:
         _run([_airflow_bin(), "db", "migrate"], env, "airflow db migrate")
         if db.startswith("sqlite:///"):

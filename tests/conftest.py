@@ -38,6 +38,13 @@ from scripts.stack import Stack  # noqa: E402
 
 STACK = Stack.from_env()
 os.environ.update(STACK.env())
+# This process's own metadata DB, for dag.test() runs: not the live stack's. A dag.test() run
+# in the live DB is a running DagRun the live scheduler also schedules once an earlier test
+# (the browser's trigger form) unpaused that DAG — with the stack's environment, so a task ran
+# against another test's model — and its asset events would trigger the live consumers.
+# The stack's processes keep theirs (Stack.env() sets the connection for each of them).
+DAG_TEST_DB = f"sqlite:///{STACK.airflow_home / 'dag-test.db'}"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = DAG_TEST_DB
 # OpenLineage stays on in the stack's processes (Stack.env() sets it) but not in this one: in a
 # dag.test() run its listener forks this process into a ProcessPoolExecutor for DAG-run events,
 # and that worker is joined at interpreter exit — pytest never exits.
@@ -51,10 +58,13 @@ def stack() -> Stack:
 
 @pytest.fixture(scope="session")
 def airflow_db(stack: Stack) -> Stack:
-    """A migrated Airflow metadata DB for this session (``airflow db migrate``, once)."""
+    """This process's migrated metadata DB for ``dag.test()`` (``airflow db migrate``, once).
+
+    Apart from the live stack's DB: no live scheduler sees these runs or their asset events.
+    """
     from scripts.stack import init
 
-    init(stack)
+    init(stack, airflow_db=DAG_TEST_DB)
     return stack
 
 
