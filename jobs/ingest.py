@@ -372,14 +372,14 @@ def read_split(header: bytes, data: bytes, fmt: str) -> tuple[pa.Table, pa.Table
             # Every value fits its type (the common case): the numbers are typed already.
             table = table.combine_chunks()
             for c in ("user_id", "item_id", "watch_seconds", "rating"):
-                typed[c] = _column(table, c)
+                typed[c] = table.column(c).combine_chunks()
             raw = table.cast(string_schema)
             raw_line = pa.nulls(table.num_rows, pa.string())
     else:
         raw, lines = _csv_as_text(header, data)
         raw_line = pa.array(lines, pa.string())
     raw = raw.combine_chunks()
-    text = {c: _trimmed(_column(raw, c)) for c in LANDING_COLUMNS}
+    text = {c: _trimmed(raw.column(c).combine_chunks()) for c in LANDING_COLUMNS}
     if not typed:
         for c in ("user_id", "item_id"):
             typed[c] = _try_cast(text[c], pa.int64(), INT_PATTERN)
@@ -394,22 +394,9 @@ def read_split(header: bytes, data: bytes, fmt: str) -> tuple[pa.Table, pa.Table
     return raw, pa.table(text), pa.table({c: typed[c] for c in LANDING_COLUMNS}), raw_line
 
 
-def _column(table: pa.Table, name: str) -> pa.Array:
-    """One column of a table as a single array (also for a table of no rows)."""
-    import pyarrow as pa
-
-    col = table.column(name)
-    return (
-        col.chunk(0)
-        if col.num_chunks == 1
-        else pa.concat_arrays(col.chunks)
-        if col.num_chunks
-        else pa.array([], col.type)
-    )
-
-
 def judge(text: pa.Table, typed: pa.Table, malformed: pa.Array, day: date) -> pa.Array:
     """The reasons of each row, ``"; "``-joined in rule order; ``""`` for a valid row."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -460,8 +447,6 @@ def judge(text: pa.Table, typed: pa.Table, malformed: pa.Array, day: date) -> pa
     ]
     # A rule whose inputs are missing does not fire (null → false), as in SQL. Each row's
     # broken rules as bits of one integer, then one text per distinct combination (a handful).
-    import numpy as np
-
     codes = np.zeros(len(malformed), dtype=np.int64)
     for bit, (cond, _) in enumerate(rules):
         codes |= pc.fill_null(cond, False).to_numpy(zero_copy_only=False).astype(np.int64) << bit
@@ -549,13 +534,13 @@ def stage_split(split: tuple[str, int, int], day: str, fmt: str, n_out: int) -> 
                     "reasons": reasons,
                     "source_file": pa.array([Path(path).name] * len(reasons), pa.string()),
                     "raw_line": raw_line,
-                    "event_id": _column(raw, "event_id"),
-                    **{f"raw_{c}": _column(raw, c) for c in LANDING_COLUMNS[1:]},
+                    "event_id": raw.column("event_id").combine_chunks(),
+                    **{f"raw_{c}": raw.column(c).combine_chunks() for c in LANDING_COLUMNS[1:]},
                 }
             ).filter(rejected)
             yield n_out, ("q", _to_ipc(quarantine.cast(quarantine_schema())))
         valid = typed.filter(pc.invert(rejected)).cast(curated_schema())
-        buckets = bucket_of(_column(valid, "event_id"), n_out)
+        buckets = bucket_of(valid.column("event_id").combine_chunks(), n_out)
         for b in np.unique(buckets):
             yield int(b), ("c", _to_ipc(valid.filter(pa.array(buckets == b))))
     yield n_out, ("s", json.dumps(stats).encode())
@@ -671,14 +656,14 @@ def stage_bucket(
     }
 
 
-def estimate_rows(files: list[str], sample_bytes: int = 1 << 16) -> int:
-    """Landing rows, estimated from the line length at the start of the first non-empty file."""
-    total = sum(Path(f).stat().st_size for f in files)
+def estimate_rows(files: list[str], total_bytes: int, sample_bytes: int = 1 << 16) -> int:
+    """Landing rows in ``total_bytes`` of ``files``, from the line length at the start of the
+    first non-empty file."""
     for f in files:
         with open(f, "rb") as fh:
             head = fh.read(sample_bytes)
         if head:
-            return -(-total * max(head.count(b"\n"), 1) // len(head))
+            return -(-total_bytes * max(head.count(b"\n"), 1) // len(head))
     return 0
 
 
@@ -719,7 +704,7 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
 
     stage("list files and check columns")
     splits = plan_splits(files)
-    n_out = max(1, -(-estimate_rows(files) // ROWS_PER_FILE))
+    n_out = max(1, -(-estimate_rows(files, input_bytes) // ROWS_PER_FILE))
     with storage.staged_partition(quarantine_day) as q_staging, storage.staged_partition(curated_day) as c_staging:
         written: list[dict[str, Any]] = []
         if splits:
