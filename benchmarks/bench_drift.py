@@ -145,19 +145,20 @@ def make_tables(rows: int) -> tuple[Any, Any]:
 
 def ours(ref: Any, cur: Any, reference: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(reference statistics, per-feature comparison) with jobs.drift_metrics."""
-    from jobs import drift_metrics as dm
+    from jobs.core import reference as refmod
+    from jobs.monitor import metrics as dm
 
     if reference is None:
         reference = {}
         for name in NUMERIC:
-            reference[name] = dm.numeric_reference(ref.column(name).to_numpy())
+            reference[name] = refmod.numeric_reference(ref.column(name).to_numpy())
         for name in CATEGORICAL:
-            reference[name] = dm.categorical_reference(ref.column(name))
+            reference[name] = refmod.categorical_reference(ref.column(name))
     results = {}
     for name in NUMERIC:
         results[name] = dm.compare_numeric(reference[name], cur.column(name).to_numpy())
     for name in CATEGORICAL:
-        results[name] = dm.compare_categorical(reference[name], dm.category_counts(cur.column(name)))
+        results[name] = dm.compare_categorical(reference[name], refmod.category_counts(cur.column(name)))
     return reference, results
 
 
@@ -166,7 +167,7 @@ def evidently_binned(ref: Any, cur: Any, numeric: bool, fill: bool) -> tuple[np.
 
     ``ref``/``cur``: numpy arrays (numeric) or ``{category: count}`` (categorical).
     """
-    from jobs import drift_metrics as dm
+    from jobs.monitor import metrics as dm
 
     if numeric and np.unique(ref).size > 20:
         bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins="sturges")
@@ -189,13 +190,14 @@ def same_statistics(ref: Any, cur: Any, ev: dict[str, Any]) -> dict[str, float]:
     """max |ours - Evidently| for PSI and JS on Evidently's bins, and KS vs scipy (Evidently's call)."""
     from scipy.stats import ks_2samp
 
-    from jobs import drift_metrics as dm
+    from jobs.core import reference as refmod
+    from jobs.monitor import metrics as dm
 
     worst = {"psi": 0.0, "js": 0.0, "ks_statistic": 0.0, "ks_pvalue": 0.0}
     for name in NUMERIC + CATEGORICAL:
         numeric = name in NUMERIC
-        r_raw = ref.column(name).to_numpy() if numeric else dm.category_counts(ref.column(name))
-        c_raw = cur.column(name).to_numpy() if numeric else dm.category_counts(cur.column(name))
+        r_raw = ref.column(name).to_numpy() if numeric else refmod.category_counts(ref.column(name))
+        c_raw = cur.column(name).to_numpy() if numeric else refmod.category_counts(cur.column(name))
         r, c = evidently_binned(r_raw, c_raw, numeric, fill=True)
         worst["psi"] = max(worst["psi"], abs(dm.psi(r, c) - ev["psi"][name]["value"]))
         r, c = evidently_binned(r_raw, c_raw, numeric, fill=False)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow.csv as pacsv
 
-from jobs.generate import WorldParams, generate_day, write_day
+from jobs.sim import WorldParams, generate_day, write_day
 
 USERS = 50_000
 ITEMS = 5_000

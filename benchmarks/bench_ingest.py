@@ -157,7 +157,7 @@ def _spark_reader(spark, files: list[str], fmt: str):
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
-    from jobs.ingest import LANDING_COLUMNS
+    from jobs.core.schema import LANDING_COLUMNS
 
     schema = StructType([StructField(c, StringType(), True) for c in [*LANDING_COLUMNS, "_corrupt_record"]])
     reader = (
@@ -220,11 +220,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     try:
         from pyspark.sql import SparkSession
 
-        from jobs.config import get_config
-        from jobs.generate import WorldParams, write_day
-        from jobs.ingest import ingest_day
-        from jobs.spark import get_spark
-        from jobs.validate import validate_day
+        from jobs.core.config import get_config
+        from jobs.core.spark import get_spark
+        from jobs.ingest.job import ingest_day
+        from jobs.sim import WorldParams, write_day
+        from jobs.validate.job import validate_day
 
         cfg = get_config()
         landing = cfg.storage.zone("landing")

@@ -15,7 +15,7 @@ interleaved so that a noisy neighbour hits all of them alike):
     rule, the post-window exclusions, long-format output).
   Rate = users × items scored per second; ``ratio`` = core / matmul (goal ≥ 0.5).
 
-End to end: ``python -m jobs.score --date D --model-version 1`` as a subprocess (a fresh JVM,
+End to end: ``python -m jobs.score --day D --model-version 1`` as a subprocess (a fresh JVM,
 ``local[*]``), on a generated curated day whose active users are all the model's users (1-3
 events each, 3 in 5 positive) plus a post-window day (every third user), the model
 registered in an MLflow SQLite store in a temporary folder (no server). Reported: wall seconds of the command and the
@@ -57,7 +57,7 @@ DAY = date(2026, 3, 2)
 
 def synthetic_arrays(users: int, items: int, factors: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Model arrays in the ``jobs.model.save_artifact`` layout (user ids 1..users, item ids 1..items)."""
-    from jobs.model import CSR
+    from jobs.core.model import CSR
 
     rng = np.random.default_rng(seed)
     seen_u = np.repeat(np.arange(users, dtype=np.int64), SEEN_PER_USER)
@@ -80,8 +80,8 @@ def core_rates(arrays: dict[str, np.ndarray], k: int, batch: int) -> dict[str, f
     """Best-of-REPEATS seconds of matmul, top_k and score_users over every user."""
     import torch
 
-    from jobs.model import CSR, Recommender, top_k
-    from jobs.score import ScoringModel, score_users
+    from jobs.core.model import CSR, Recommender, top_k
+    from jobs.score.core import ScoringModel, score_users
 
     model = ScoringModel(Recommender(arrays))
     users = arrays["user_ids"]
@@ -113,7 +113,7 @@ def write_curated_day(root: Path, day: str, user_ids: np.ndarray, items: int, se
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs import storage
+    from jobs.core import storage
 
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 4, len(user_ids))
@@ -149,9 +149,10 @@ def register_model(arrays: dict[str, np.ndarray], env: dict[str, str], artifacts
     """Log the arrays as the trainer's pyfunc into a SQLite MLflow store and register version 1."""
     import mlflow
 
-    from jobs.config import get_config
-    from jobs.registry import register
-    from jobs.train import Tracker, TrainData
+    from jobs.core.config import get_config
+    from jobs.core.snapshots import TrainData
+    from jobs.registry.register import register
+    from jobs.train.tracking import Tracker
 
     old = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -212,7 +213,7 @@ def end_to_end(users: int, items: int, factors: int, tmp: Path) -> dict[str, Any
     }
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.score", "--date", DAY.isoformat(), "--model-version", version, "--master",
+        [sys.executable, "-m", "jobs.score", "--day", DAY.isoformat(), "--model-version", version, "--master",
          "local[*]", "--result-file", str(result_file)],
         cwd=REPO, env=full_env, capture_output=True, text=True, timeout=3600,
     )  # fmt: skip
@@ -237,7 +238,7 @@ def end_to_end(users: int, items: int, factors: int, tmp: Path) -> dict[str, Any
 def run(quick: bool = False) -> list[dict[str, Any]]:
     import torch
 
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     cfg = get_config()
     mode = "quick" if quick else "full"

@@ -36,9 +36,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see jobs/train.py
 
 import numpy as np
 
-from jobs import generate as gen
-from jobs.config import get_config
-from jobs.train import DistContext, Hparams, TrainData, Trainer, evaluate_arrays
+from jobs import sim as gen
+from jobs.core.config import get_config
+from jobs.core.snapshots import TrainData
+from jobs.train.trainer import DistContext, Hparams, Trainer, evaluate_arrays
 
 START = date(2026, 1, 1)
 DAYS = 7

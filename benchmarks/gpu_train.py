@@ -39,7 +39,7 @@ def synthetic_data(users: int, items: int, interactions: int, seed: int, device)
     import numpy as np
     import torch
 
-    from jobs.train import TrainData
+    from jobs.core.snapshots import TrainData
 
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
@@ -66,7 +66,7 @@ def synthetic_data(users: int, items: int, interactions: int, seed: int, device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     cfg = get_config().training
     ap = argparse.ArgumentParser(prog="python benchmarks/gpu_train.py", description=__doc__.split("\n\n")[0])
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from jobs.storage import write_json_atomic
-    from jobs.train import DistContext, Hparams, Trainer
+    from jobs.core.storage import write_json_atomic
+    from jobs.train.trainer import DistContext, Hparams, Trainer
 
     if torch.cuda.is_available():
         device = torch.device("cuda", 0)

@@ -5,9 +5,9 @@ The cold-start fallback model, trained, gated, registered and promoted exactly l
 recommender, under its own MLflow model name **recsys-popularity**. The whole pipeline is one
 call to `recsys_airflow.factory.model_pipeline` (see README, "Add a pipeline"):
 
-1. **plan** — the evaluation day D (`eval_date`, or the latest validated curated day).
+1. **plan** — the evaluation day D (`day`, or the latest validated curated day).
 2. **snapshot** — `jobs.snapshot` (Spark): the same time-split snapshot `recsys_train` uses.
-3. **train** — `python -m jobs.train_popularity`: ranks items by distinct users in the window,
+3. **train** — `python -m jobs.popularity`: ranks items by distinct users in the window,
    logs a pyfunc to MLflow (local subprocess, or a CPU-only pod of the training image in the
    `cluster` profile: this pipeline's copy of the config drops the GPU, its node selector and
    toleration, and uses the default pool instead of `gpu_training`).
@@ -28,7 +28,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag
 
-from jobs.config import get_config
+from jobs.core.config import get_config
 from recsys_airflow.defaults import default_args
 from recsys_airflow.factory import model_pipeline, training_params
 
@@ -62,7 +62,7 @@ def recsys_popularity():
     model_pipeline(
         cpu_cfg,
         model_name=MODEL_NAME,
-        train_module="jobs.train_popularity",
+        train_module="jobs.popularity",
         train_args=(),
         outlets=[POPULARITY_CHAMPION],
         train_doc_md="Popularity counts over the snapshot window, logged as a pyfunc (no epochs, no GPU needed).",

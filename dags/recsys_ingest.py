@@ -12,7 +12,7 @@ One run = one UTC day (the run's logical date, `{{ ds }}`).
    report under `reports/validation/dt={{ ds }}/`. A failed validation fails the run (no retry:
    the data will not change) and nothing downstream sees the day.
 4. **publish_curated_event** — emits the `recsys_curated_events` Asset event with
-   `{"dt", "rows", "quarantined", ...}` in its extra; scoring and training listen to it.
+   `{"day", "rows", "quarantined", ...}` in its extra; scoring and training listen to it.
 
 **Backfill** history from the UI (*Trigger → Backfill*) or `POST /api/v2/backfills`; `catchup`
 is off so that unpausing does not flood the scheduler with every day since `start_date` —
@@ -26,7 +26,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from jobs.config import get_config
+from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS
 from recsys_airflow.defaults import default_args
 from recsys_airflow.launcher import JobOperator
@@ -86,21 +86,15 @@ def recsys_ingest():
         task_id="ingest",
         module="jobs.ingest",
         spark=True,
-        job_args=[
-            "--date",
-            "{{ ds }}",
-            "--master={{ params.spark_master or '' }}",
-        ],
-        fail_fast_codes=[3],
+        job_args=["--day", "{{ ds }}", "--master={{ params.spark_master or '' }}"],
         lineage_inputs=[cfg.storage.zone("landing") + "/dt={{ ds }}"],
         execution_timeout=timedelta(hours=2),
-        doc_md="`python -m jobs.ingest --date {{ ds }}`: exit code 3 means the landing data itself is wrong.",
+        doc_md="`python -m jobs.ingest --day {{ ds }}`: exit code 3 means the landing data itself is wrong (no retry).",
     )
     validate = JobOperator(
         task_id="validate",
         module="jobs.validate",
-        job_args=["--date", "{{ ds }}", "--engine", "{{ params.validation_engine }}"],
-        fail_fast_codes=[3, 4],
+        job_args=["--day", "{{ ds }}", "--engine", "{{ params.validation_engine }}"],
         lineage_inputs=[cfg.storage.zone("curated") + "/dt={{ ds }}"],
         execution_timeout=timedelta(hours=1),
         doc_md="GX validation; exit 4 = expectations failed (named in the error), no retry.",
@@ -110,11 +104,11 @@ def recsys_ingest():
     def publish_curated_event(ingested: dict, validated: dict, **context) -> dict:
         """Tell downstream DAGs which partition is new (only reached when validation passed)."""
         extra = {
-            "dt": ingested["day"],
+            "day": ingested["day"],
             "rows": ingested["rows"],
             "quarantined": ingested["quarantined"],
             "duplicates_removed": ingested["duplicates_removed"],
-            "validation_report": validated["report_html"],
+            "report_html": validated["report_html"],
         }
         context["outlet_events"][CURATED_EVENTS].extra = extra
         return extra

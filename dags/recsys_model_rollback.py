@@ -13,7 +13,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag
 
-from jobs.config import get_config
+from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
 from recsys_airflow.defaults import default_args
 from recsys_airflow.launcher import JobOperator
@@ -46,7 +46,6 @@ def recsys_model_rollback():
         module="jobs.registry",
         job_args=["rollback", "--reason", "{{ params.reason }}", "--actor", "{{ dag.dag_id }}/{{ run_id }}"],
         pool="model_registry",
-        fail_fast_codes=[3],
         outlets=[CHAMPION_MODEL],
     )
 

@@ -4,11 +4,11 @@
 Runs whenever scoring publishes recommendations (the `recsys_recommendations` Asset; its event
 extra carries `dt` and `model_version`), or on demand with the typed parameters below.
 
-1. **plan** — the day(s): the `date` parameter, else every `recsys_recommendations` event no
+1. **plan** — the day(s): the `day` parameter, else every `recsys_recommendations` event no
    earlier run claimed (Airflow 3.3 can leave an event of a busy consumer without a run; the
    claim ledger, Variable `recsys_claims.recsys_monitor`, catches it:
    `plugins/recsys_airflow/claims.py`). Nothing new → the run is skipped.
-2. **drift** — `python -m jobs.drift --date D`: for every planned day D, a report under
+2. **drift** — `python -m jobs.monitor --day D`: for every planned day D, a report under
    `reports/drift/dt=D/` (JSON + HTML with distribution
    overlays, metric table and trend; also MLflow artifacts of a run in
    `<experiment>-monitoring`; the *Drift report* extra link opens it). Data drift of the
@@ -18,10 +18,11 @@ extra carries `dt` and `model_version`), or on demand with the typed parameters 
    outcome: hit-rate@K / recall@K of the recommendations of D-1 against D's clicks, plays and
    ratings, compared with the champion's offline recall. Thresholds: `drift` in
    `include/config/pipeline.yaml`. Exit 3 (curated day missing) or 2 (bad version) fail
-   without retry. The model version comes from the day's recommendations manifest: the
+   without retry (`jobs.core.cli.ExitCode`). The model version comes from the day's recommendations manifest: the
    version the scoring run pinned (the same value as the event's `model_version`).
 3. **decide** — the report says *retrain* when recall decays beyond `drift.performance_decay`
-   or ≥ `drift.min_drifted_features` features are in alert. Then the **cooldown**: no retrain
+   or ≥ `drift.min_drifted_features` features are in alert. Then the **cooldown**
+   (`recsys_airflow.decisions.retrain_decision`, a pure function tested rule by rule): no retrain
    while a `recsys_train` run is queued or running (counted with the Task SDK's
    `get_dr_count`, i.e. Airflow's own state), nor within `drift.cooldown_hours` of the end of
    the latest finished training run (read from the MLflow training experiment: the Task SDK
@@ -31,7 +32,7 @@ extra carries `dt` and `model_version`), or on demand with the typed parameters 
    notifier (log line + `recsys_webhook` connection if configured); the decision and its reason
    are in the task log and the `decision` XCom.
 4. **trigger_retrain** — `TriggerDagRunOperator` of `recsys_train` (no logical date: a
-   manual-type run at trigger time) with conf `{"reason", "report_uri", "force_retrain"}`,
+   manual-type run at trigger time) with conf `{"reason", "report_html", "force_retrain"}`,
    which `recsys_train`'s params record; skipped when there is nothing to retrain.
 
 Every task announces its failure through the same notifier. One run at a time
@@ -48,7 +49,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
-from jobs.config import get_config
+from jobs.core.config import get_config
 from recsys_airflow.assets import RECOMMENDATIONS
 from recsys_airflow.defaults import default_args
 from recsys_airflow.links import DriftJobOperator
@@ -72,7 +73,7 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
         "on_failure_callback": [RecsysNotifier()],
     },
     params={
-        "date": Param(
+        "day": Param(
             None,
             type=["null", "string"],
             pattern=DAYS_PATTERN,
@@ -91,11 +92,11 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
 def recsys_monitor():
     @task(inlets=[RECOMMENDATIONS])
     def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> str:
-        """The day(s) to monitor, comma-separated: the `date` param, else the events this run claims."""
+        """The day(s) to monitor, comma-separated: the `day` param, else the events this run claims."""
         from recsys_airflow.claims import claim_or_skip
 
-        if (params or {}).get("date"):
-            days = str(params["date"])
+        if (params or {}).get("day"):
+            days = str(params["day"])
         else:
             days = ",".join(
                 claim_or_skip(
@@ -104,7 +105,7 @@ def recsys_monitor():
                     RECOMMENDATIONS.name,
                     triggering_asset_events,
                     inlet_events[RECOMMENDATIONS],
-                    "no day to monitor: set the `date` parameter or trigger through a recommendations event",
+                    "no day to monitor: set the `day` parameter or trigger through a recommendations event",
                 )
             )
         print(f"days to monitor: {days}")
@@ -113,11 +114,10 @@ def recsys_monitor():
     days = plan()
     drift = DriftJobOperator(
         task_id="drift",
-        module="jobs.drift",
-        job_args=["--date", "{{ ti.xcom_pull(task_ids='plan') }}"],
-        fail_fast_codes=[2, 3],
+        module="jobs.monitor",
+        job_args=["--day", days],
         execution_timeout=timedelta(hours=1),
-        doc_md="`python -m jobs.drift --date D`: report JSON + HTML per day, MLflow monitoring run, decision.",
+        doc_md="`python -m jobs.monitor --day D`: report JSON + HTML per day, MLflow monitoring run, decision.",
     )
 
     @task.short_circuit
@@ -125,7 +125,8 @@ def recsys_monitor():
         """Apply the cooldown and `force_retrain` to the report's decision; the conf to trigger, or None (skip)."""
         import time
 
-        from jobs.drift import last_training_end
+        from jobs.core.tracking import last_training_end
+        from recsys_airflow.decisions import retrain_decision
         from recsys_airflow.notify import announce
 
         force = bool(params["force_retrain"])
@@ -134,41 +135,39 @@ def recsys_monitor():
                 "drift",
                 f"drift on {', '.join(report['days'])} (model v{report['model_version']}): {report['reason']} "
                 f"— report {report['report_html']}",
-                {"days": report["days"], "alerts": report["alerts"], "report_uri": report["report_html"]},
+                {"days": report["days"], "alerts": report["alerts"], "report_html": report["report_html"]},
             )
         running = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"])
         hours_since, train_run = None, None
         if not running and report["retrain"] and not force:
             end, train_run = last_training_end(get_config())
             hours_since = (time.time() - end) / 3600 if end else None
-        if running:
-            retrain, why = False, f"cooldown: {running} {TRAIN_DAG_ID} run(s) queued or running"
-        elif force:
-            retrain, why = True, f"force_retrain (detector: {report['reason']})"
-        elif not report["retrain"]:
-            retrain, why = False, report["reason"]
-        elif hours_since is not None and hours_since < cfg.drift.cooldown_hours:
-            retrain, why = (
-                False,
-                f"cooldown: training run {train_run} finished {hours_since:.1f} h ago "
-                f"(< {cfg.drift.cooldown_hours:g} h); detector: {report['reason']}",
-            )
-        else:
-            retrain, why = True, report["reason"]
-        decision = {
-            "retrain": retrain,
-            "reason": why,
-            "force_retrain": force,
-            "detector_retrain": report["retrain"],
-            "training_runs_active": running,
-            "last_training_end_hours_ago": hours_since,
-            "report_uri": report["report_html"],
-        }
-        ti.xcom_push(key="decision", value=decision)
-        print(f"decision: {'RETRAIN' if retrain else 'no retrain'} — {why}")
-        if not retrain:
+        decision = retrain_decision(
+            detector_retrain=report["retrain"],
+            detector_reason=report["reason"],
+            force=force,
+            active_trainings=running,
+            hours_since_training=hours_since,
+            cooldown_hours=cfg.drift.cooldown_hours,
+            last_training_run=train_run,
+            train_dag_id=TRAIN_DAG_ID,
+        )
+        ti.xcom_push(
+            key="decision",
+            value={
+                "retrain": decision.retrain,
+                "reason": decision.reason,
+                "force_retrain": force,
+                "detector_retrain": report["retrain"],
+                "training_runs_active": running,
+                "last_training_end_hours_ago": hours_since,
+                "report_html": report["report_html"],
+            },
+        )
+        print(f"decision: {'RETRAIN' if decision.retrain else 'no retrain'} — {decision.reason}")
+        if not decision.retrain:
             return None
-        return {"reason": why[:500], "report_uri": report["report_html"][:1000], "force_retrain": force}
+        return {"reason": decision.reason[:500], "report_html": report["report_html"][:1000], "force_retrain": force}
 
     days >> drift
     conf = decide(drift.output)

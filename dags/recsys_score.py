@@ -2,9 +2,9 @@
 ### recsys_score — top-K recommendations for each validated day, with the champion pinned once
 
 Runs whenever `recsys_ingest` publishes a validated day (the `recsys_curated_events` Asset, its
-event's `extra["dt"]` is the day), or by hand with the `date` param.
+event's `extra["day"]` is the day), or by hand with the `day` param.
 
-1. **plan** — the day(s) to score: the `date` param, else the `dt` of every
+1. **plan** — the day(s) to score: the `day` param, else the `dt` of every
    `recsys_curated_events` event no earlier run claimed (the scheduler may fold several days
    into one run, and Airflow 3.3 can leave an event of a busy consumer without a run; the
    claim ledger, Variable `recsys_claims.recsys_score`, catches it: see
@@ -12,7 +12,7 @@ event's `extra["dt"]` is the day), or by hand with the `date` param.
 2. **resolve_champion** — `models:/<name>@champion` → a concrete version and its run id,
    **once** for the whole run, printed in the task log. No champion yet → this task and
    everything after it are *skipped* (not failed) with a log line saying so.
-3. **score** — one `jobs.score --date D --model-version V` per day (Spark, `mapInArrow`: each
+3. **score** — one `jobs.score --day D --model-version V` per day (Spark, `mapInArrow`: each
    worker loads the model once and scores users in matrix batches; CUDA when the workers have
    it). The version number comes from XCom, never the alias, so a promotion during the run
    cannot mix versions. Items the user already interacted with (training window and the days
@@ -20,7 +20,7 @@ event's `extra["dt"]` is the day), or by hand with the `date` param.
    items. Output `recommendations/dt=D/` is published atomically; a rerun replaces the day.
    Exit 3 (day not validated, model without artifact) and 2 (bad argument) fail without retry.
 4. **publish_recommendations** — one `recsys_recommendations` Asset event per day with
-   `{"dt", "model_version", "users", "rows", ...}`; the monitoring DAG listens to it.
+   `{"day", "model_version", "users", "rows", ...}`; the monitoring DAG listens to it.
 
 Days are scored one at a time (`max_active_tis_per_dagrun=1`) and at most one run is active:
 a Spark job already uses every core.
@@ -33,7 +33,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from jobs.config import get_config
+from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS, RECOMMENDATIONS
 from recsys_airflow.champion import score_argv
 from recsys_airflow.defaults import default_args
@@ -52,7 +52,7 @@ cfg = get_config()
     tags=["recsys", "scoring", "spark", "mlflow"],
     default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
-        "date": Param(
+        "day": Param(
             None,
             type=["null", "string"],
             pattern=r"^$|^\d{4}-\d{2}-\d{2}$",
@@ -64,11 +64,11 @@ cfg = get_config()
 def recsys_score():
     @task(inlets=[CURATED_EVENTS])
     def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> list[str]:
-        """The day(s) this run scores: the `date` param, else the curated events it claims."""
+        """The day(s) this run scores: the `day` param, else the curated events it claims."""
         from recsys_airflow.champion import claim_days_to_score
 
         days = claim_days_to_score(
-            "recsys_score", run_id, (params or {}).get("date"), triggering_asset_events, inlet_events[CURATED_EVENTS]
+            "recsys_score", run_id, (params or {}).get("day"), triggering_asset_events, inlet_events[CURATED_EVENTS]
         )
         print(f"days to score: {', '.join(days)}")
         return days
@@ -90,24 +90,23 @@ def recsys_score():
         task_id="score",
         module="jobs.score",
         spark=True,
-        fail_fast_codes=[2, 3],
         max_active_tis_per_dagrun=1,
         execution_timeout=timedelta(hours=2),
-        doc_md="`python -m jobs.score --date D --model-version V` with the version pinned by resolve_champion.",
+        doc_md="`python -m jobs.score --day D --model-version V` with the version pinned by resolve_champion.",
     ).expand(job_args=requests.map(score_argv))
 
     @task(outlets=[RECOMMENDATIONS])
     def publish_recommendations(result: dict, **context) -> dict:
         """Announce one scored day (only reached when its partition was published)."""
         extra = {
-            "dt": result["day"],
+            "day": result["day"],
             "model_version": result["model_version"],
             "users": result["users"],
             "rows": result["rows"],
             "model_run_id": result["model_run_id"],
             "uri": result["uri"],
         }
-        print(f"recommendations dt={extra['dt']}: {extra['rows']} rows, model version {extra['model_version']}")
+        print(f"recommendations dt={extra['day']}: {extra['rows']} rows, model version {extra['model_version']}")
         context["outlet_events"][RECOMMENDATIONS].extra = extra
         return extra
 

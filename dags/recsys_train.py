@@ -4,7 +4,7 @@
 Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this DAG with a
 `reason` in the conf), or on demand from the UI/REST with the typed parameters below.
 
-1. **plan** — the evaluation day D: `eval_date`, or the latest validated curated day.
+1. **plan** — the evaluation day D: `day`, or the latest validated curated day.
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
    `training/snapshots/`.
@@ -34,7 +34,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from jobs.config import get_config
+from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
 from recsys_airflow.defaults import default_args
 from recsys_airflow.factory import model_pipeline, training_params

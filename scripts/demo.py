@@ -83,7 +83,7 @@ class DemoWorld:
         return [
             sys.executable,
             "-m",
-            "jobs.generate",
+            "jobs.sim",
             "--start",
             self.start.isoformat(),
             "--days",
@@ -167,7 +167,7 @@ class Loop:
     """Drives one demo world through the running stack and records what happened."""
 
     def __init__(self, stack: Stack, world: DemoWorld, log: Callable[[str], None] = print, timeout: float = 1800):
-        from jobs.config import get_config
+        from jobs.core.config import get_config
 
         self.stack = stack
         self.world = world
@@ -232,7 +232,7 @@ class Loop:
         self.ingest(day, day)
         recs = self.cfg.storage.partition("recommendations", day)
         report = Path(self.cfg.storage.zone("reports")) / "drift" / f"dt={day}" / "report.json"
-        from jobs import storage
+        from jobs.core import storage
 
         _wait(f"recommendations dt={day}", lambda: no_new_failure() or storage.read_manifest(recs), self.timeout)
         _wait(f"drift report dt={day}", lambda: no_new_failure() or report.exists(), self.timeout)
@@ -245,7 +245,7 @@ class Loop:
             self._note_training(final, day)
 
     def _note_training(self, run: dict[str, Any], day: str) -> None:
-        from jobs.registry import client
+        from jobs.core.tracking import client
 
         reason = (run.get("conf") or {}).get("reason") or "scheduled"
         name = self.cfg.mlflow.model_name
@@ -267,8 +267,8 @@ class Loop:
     # -- report -----------------------------------------------------------------------------
 
     def timeline(self) -> list[dict[str, Any]]:
-        from jobs import storage
-        from jobs.registry import show
+        from jobs.core import storage
+        from jobs.registry.aliases import show
 
         rows = []
         for n in range(1, self.world.days + 1):
@@ -299,7 +299,7 @@ class Loop:
 
     def gate_metrics(self, version: str | None) -> dict[str, dict[str, float]]:
         """The gate's numbers for a version: ranker → {recall_at_K, ndcg_at_K} (from its MLflow run)."""
-        from jobs.registry import client
+        from jobs.core.tracking import client
 
         if not version:
             return {}
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(DEMO_ENV)
     stack = Stack.from_env()
     os.environ.update(stack.env())
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     w = get_config().world
     world = DemoWorld(

@@ -78,7 +78,7 @@ def data_root(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def cfg(data_root):
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     return get_config()
 
@@ -86,8 +86,8 @@ def cfg(data_root):
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession for the whole test session (JVM start costs ~20 s)."""
-    from jobs.config import get_config
-    from jobs.spark import get_spark
+    from jobs.core.config import get_config
+    from jobs.core.spark import get_spark
 
     session = get_spark(get_config(), "tests", master="local[2]")
     yield session

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs import generate as gen
-from jobs import storage
+from jobs import sim as gen
+from jobs.core import storage
 
 
 def curate(cfg, params: gen.WorldParams, day: date) -> pa.Table:

@@ -160,7 +160,7 @@ def _recommendations(zone: Path) -> dict[str, dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs import storage
+    from jobs.core import storage
 
     out = {}
     for day in storage.published_days(str(zone)):
@@ -190,7 +190,7 @@ def end_state(stack: Stack, timeline: dict[str, Any]) -> dict[str, Any]:
     """What the demo's stack ends with (see the module docstring)."""
     from mlflow import MlflowClient
 
-    from jobs.config import load_config
+    from jobs.core.config import load_config
     from scripts.recsys_api import AirflowApi
     from tests.reliability.harness import asset_events, normalised, registry_state, zone_fingerprint, zone_path
 

@@ -2,7 +2,7 @@
 
 URIs are logical (``recsys://zone/name``): the physical location of a zone comes from the
 pipeline config and differs per profile, while an Asset's identity must not.
-Each event's ``extra`` names the partition it is about (``{"dt": "YYYY-MM-DD", ...}``).
+Each event's ``extra`` names the partition it is about (``{"day": "YYYY-MM-DD", ...}``).
 """
 
 from airflow.sdk import Asset

@@ -103,9 +103,9 @@ def check_day(value: Any, where: str) -> str:
 
 def _day_of(event: Any, asset_name: str) -> str:
     extra = getattr(event, "extra", None) or {}
-    if "dt" not in extra:
-        raise AirflowFailException(f"asset event {getattr(event, 'id', '?')} of {asset_name} has no 'dt' in {extra}")
-    return check_day(extra["dt"], f"asset event of {asset_name}")
+    if "day" not in extra:
+        raise AirflowFailException(f"asset event {getattr(event, 'id', '?')} of {asset_name} has no 'day' in {extra}")
+    return check_day(extra["day"], f"asset event of {asset_name}")
 
 
 def _iso(ts: Any) -> str:

@@ -6,7 +6,7 @@
 
 with the contracts of ``recsys_train`` (the first pipeline built from it):
 
-* **plan** picks the evaluation day D (``params.eval_date`` or the latest validated curated day
+* **plan** picks the evaluation day D (``params.day`` or the latest validated curated day
   not after the run's data interval) and the window (``params.window_days``);
 * **snapshot** (``jobs.snapshot``, Spark) publishes the time-split train/test snapshot of D once;
 * **train** runs ``python -m <train_module> --snapshot S <train_args> --run-name R
@@ -14,14 +14,17 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   a local subprocess or a GPU ``KubernetesPodOperator`` (same task id, argv and XCom). Any module
   that honours the trainer's CLI contract fits: it logs an MLflow pyfunc (input ``user_id``/``k``,
   output ``user_id``/``item_ids``/``scores``) and reports ``{"run_id", "model_uri", ...}``;
-* **evaluate** (``jobs.evaluate``) is the gate against the champion *of this model name*, the
-  popularity baseline and the oracle; **register** (``jobs.registry register``) adds a version
-  with alias ``challenger`` and the audit tags; **infra_validate** loads it by registry URI in a
-  fresh process; **blessed** short-circuits unless the gate blessed it; **promote** moves
-  ``champion`` (compare-and-set on the champion the gate saw) and emits ``outlets``.
+* **evaluate** (``jobs.evaluate gate``) is the gate against the champion *of this model name*,
+  the popularity baseline and the oracle; **register** (``jobs.registry register``) adds a
+  version with alias ``challenger`` and its lineage (window, snapshot, gate decision, code
+  version, read from the snapshot manifest and the training run); **infra_validate**
+  (``jobs.evaluate infra``) loads it by registry URI in a fresh process; **blessed**
+  short-circuits unless the gate blessed it; **promote** moves ``champion`` (compare-and-set on
+  the champion the gate saw) and emits ``outlets``.
 
-The task ids are plain (no TaskGroup prefix) so that the XCom templates, the UI and the REST
-API see the same ids in every pipeline; one pipeline per DAG (each model gets its own schedule,
+Tasks pass values to each other as XComArgs (``snapshot.output["uri"]``: every job task pushes
+its result's keys as XComs), never as Jinja strings of ``xcom_pull``. The task ids are plain
+(no TaskGroup prefix) so that the UI and the REST API see the same ids in every pipeline; one pipeline per DAG (each model gets its own schedule,
 ``max_active_runs`` and trigger form). ``training_params`` is the matching typed trigger form.
 ``model_name=None`` keeps the configured ``mlflow.model_name`` (the jobs read it themselves);
 another name is passed to the jobs as ``--model-name`` so two pipelines never touch each
@@ -36,20 +39,16 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from jobs.config import PipelineConfig
+from jobs.core.config import PipelineConfig
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.training import train_task
 
-SNAPSHOT = "{{ ti.xcom_pull(task_ids='snapshot')['uri'] }}"
 RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }}"
 DEFAULT_TRAINER = "jobs.train"
-REGISTER_TAGS = (
-    "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, "
-    "'decision': 'blessed' if ti.xcom_pull(task_ids='evaluate')['blessed'] else 'not_blessed', "
-    "'decision_reason': ti.xcom_pull(task_ids='evaluate')['reason'], "
-    "'data_window': ti.xcom_pull(task_ids='snapshot')['window_start'] ~ '..' ~ ti.xcom_pull(task_ids='snapshot')['window_end'], "
-    "'eval_day': ti.xcom_pull(task_ids='snapshot')['day'], "
-    "'trigger_reason': params.reason} | tojson }}"
+# The caller's context on the registered version (the lineage — window, snapshot, gate decision —
+# is read by the registration job itself from the snapshot manifest and the training run).
+CONTEXT_TAGS = (
+    "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, 'trigger_reason': params.reason} | tojson }}"
 )
 
 
@@ -87,12 +86,13 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             title="Window (days)",
             description="Validated curated days before the evaluation day used for training.",
         ),
-        "eval_date": Param(
+        "day": Param(
             None,
             type=["null", "string"],
             pattern=r"^$|^\d{4}-\d{2}-\d{2}$",
             title="Evaluation day",
-            description="YYYY-MM-DD held out for the gate; empty = the latest validated curated day.",
+            description="YYYY-MM-DD held out for the gate (the window ends the day before); "
+            "empty = the latest validated curated day.",
         ),
         "reason": Param(
             "scheduled",
@@ -101,25 +101,25 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             title="Reason",
             description="Why this training runs (set by the drift monitor; free text from the UI).",
         ),
-        "report_uri": Param(
+        "report_html": Param(
             None,
             type=["null", "string"],
             maxLength=1000,
             title="Drift report",
-            description="Report that triggered this run, if any.",
+            description="The drift report (HTML) that triggered this run, if any.",
         ),
     }
 
 
-@task
+@task(multiple_outputs=True)
 def plan(params: dict | None = None, data_interval_end=None) -> dict:
-    """Pick the evaluation day D (latest validated curated day unless given)."""
-    from jobs.config import get_config
-    from jobs.validate import validated_days
+    """Pick the evaluation day D (latest validated curated day unless given) and the window."""
+    from jobs.core import catalog
+    from jobs.core.config import get_config
 
-    days = validated_days(get_config())
-    if params["eval_date"]:
-        day = params["eval_date"]
+    days = catalog.validated_days(get_config())
+    if params["day"]:
+        day = params["day"]
     else:
         limit = data_interval_end.date().isoformat() if data_interval_end else "9999-12-31"
         eligible = [d for d in days if d <= limit]
@@ -127,7 +127,7 @@ def plan(params: dict | None = None, data_interval_end=None) -> dict:
             raise ValueError("no validated curated day to evaluate on: run recsys_ingest first")
         day = eligible[-1]
     if day not in days:
-        raise ValueError(f"eval_date {day} is not a validated curated day (validated: {days[-5:]})")
+        raise ValueError(f"day {day} is not a validated curated day (validated: {days[-5:]})")
     return {"day": day, "window_days": int(params["window_days"]), "reason": params["reason"]}
 
 
@@ -167,20 +167,14 @@ def model_pipeline(
         task_id="snapshot",
         module="jobs.snapshot",
         spark=True,
-        job_args=[
-            "--date",
-            "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
-            "--window-days",
-            "{{ ti.xcom_pull(task_ids='plan')['window_days'] }}",
-        ],
-        fail_fast_codes=[3],
+        job_args=["--day", planned["day"], "--window-days", planned["window_days"]],
     )
     train = train_task(
         cfg,
         "train",
         [
             "--snapshot",
-            SNAPSHOT,
+            snapshot.output["uri"],
             *train_args,
             "--run-name",
             RUN_TAG,
@@ -194,12 +188,13 @@ def model_pipeline(
         task_id="evaluate",
         module="jobs.evaluate",
         job_args=[
+            "gate",
             "--snapshot",
-            SNAPSHOT,
+            snapshot.output["uri"],
             "--run-id",
-            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            train.output["run_id"],
             "--model-uri",
-            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+            train.output["model_uri"],
             *name_args,
         ],
         doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day.",
@@ -210,25 +205,22 @@ def model_pipeline(
         job_args=[
             "register",
             "--run-id",
-            "{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            train.output["run_id"],
             "--model-uri",
-            "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+            train.output["model_uri"],
+            "--snapshot",
+            snapshot.output["uri"],
             "--tags",
-            REGISTER_TAGS,
+            CONTEXT_TAGS,
             *name_args,
         ],
         pool="model_registry",
+        doc_md="A new version (alias challenger) tagged with its window, snapshot, gate decision and code version.",
     )
     infra_validate = JobOperator(
         task_id="infra_validate",
-        module="jobs.infra_validate",
-        job_args=[
-            "--model-uri",
-            "{{ ti.xcom_pull(task_ids='register')['model_uri'] }}",
-            "--snapshot",
-            SNAPSHOT,
-        ],
-        fail_fast_codes=[4],
+        module="jobs.evaluate",
+        job_args=["infra", "--model-uri", register.output["model_uri"], "--snapshot", snapshot.output["uri"]],
         doc_md="Fresh process: load by registry URI, score a smoke batch, check shape/types/no seen items.",
     )
     promote = JobOperator(
@@ -237,17 +229,16 @@ def model_pipeline(
         job_args=[
             "promote",
             "--version",
-            "{{ ti.xcom_pull(task_ids='register')['version'] }}",
+            register.output["version"],
             "--expected-champion",
-            "{{ ti.xcom_pull(task_ids='evaluate')['champion_version'] or '' }}",
+            evaluate.output["champion_version"],
             "--reason",
-            "{{ ti.xcom_pull(task_ids='evaluate')['reason'] }}",
+            evaluate.output["reason"],
             "--actor",
             "{{ dag.dag_id }}/{{ run_id }}",
             *name_args,
         ],
         pool="model_registry",
-        fail_fast_codes=[3],
         outlets=list(outlets),
     )
 

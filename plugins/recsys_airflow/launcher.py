@@ -3,7 +3,9 @@
 A job gets argv only and reports back with a small JSON file (``--result-file``; inside a
 Kubernetes pod the same JSON is ``/airflow/xcom/return.json``). The operator streams the job's
 output into the task log line by line, kills the whole process group if the task is stopped,
-and turns a non-zero exit into a task failure whose message is the job's own error line.
+and turns a non-zero exit into a task failure whose message is the job's own error line. The
+exit code says whether to retry (``jobs.core.cli.ExitCode``): a bad argument (2), bad input
+data (3) or a failed check (4) fail the task at once; anything else (1, a signal) is retried.
 
 Spark jobs run as ``python -m jobs.X`` (the job builds its session from the config: local
 profile) or through ``spark-submit --master <cluster master>`` (``spark.submit: spark-submit``,
@@ -31,6 +33,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from jobs.core.cli import is_retryable
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LINEAGE_OUTPUT_KEYS = ("uri", "curated_uri", "quarantine_uri", "report_uri", "model_uri")
 
@@ -45,6 +49,11 @@ def job_env() -> dict[str, str]:
     return env
 
 
+def _arg(value: Any) -> str:
+    """One argv element: an XCom's None (e.g. no champion yet) is the empty string."""
+    return "" if value is None else str(value)
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -55,7 +64,7 @@ def _signal_name(number: int) -> str:
 def build_argv(module: str, args: Sequence[str], spark: bool = False) -> list[str]:
     """The command that runs ``module`` with ``args`` under the active profile."""
     if spark:
-        from jobs.config import get_config
+        from jobs.core.config import get_config
 
         cfg = get_config()
         if cfg.spark.submit == "spark-submit":
@@ -94,11 +103,13 @@ def lineage_dataset(uri: str) -> Any:
 class JobOperator(BaseOperator):
     """Run ``python -m <module> <args>`` and push the job's result JSON to XCom.
 
+    The result is the task's return value, and each of its keys is an XCom of its own
+    (``multiple_outputs``), so downstream tasks take ``task.output["uri"]``.
+
     Args:
         module: the job module, e.g. ``jobs.ingest``.
-        job_args: argv after the module (templated).
+        job_args: argv after the module (templated; XComArgs resolve at run time).
         spark: the job is a Spark driver (spark-submit in the cluster profile).
-        fail_fast_codes: exit codes that mean "the data is wrong": fail without retrying.
         lineage_inputs: paths or URIs the job reads (templated), for OpenLineage.
     """
 
@@ -109,17 +120,16 @@ class JobOperator(BaseOperator):
         self,
         *,
         module: str,
-        job_args: Sequence[str] = (),
+        job_args: Sequence[Any] = (),
         spark: bool = False,
-        fail_fast_codes: Sequence[int] = (),
         lineage_inputs: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("multiple_outputs", True)  # each result key is an XCom: ``task.output["uri"]``
         super().__init__(**kwargs)
         self.module = module
         self.job_args = list(job_args)
         self.spark = spark
-        self.fail_fast_codes = tuple(fail_fast_codes)
         self.lineage_inputs = list(lineage_inputs)
         self._proc: subprocess.Popen[str] | None = None
         self._result: dict[str, Any] = {}
@@ -128,7 +138,7 @@ class JobOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="recsys-job-") as tmp:
             result_file = Path(tmp) / "return.json"
             argv = [
-                *build_argv(self.module, [str(a) for a in self.job_args], self.spark),
+                *build_argv(self.module, [_arg(a) for a in self.job_args], self.spark),
                 "--result-file",
                 str(result_file),
             ]
@@ -140,7 +150,7 @@ class JobOperator(BaseOperator):
             if code < 0:  # killed (OOM killer, an operator, a lost node): retried, never fail-fast
                 message = f"killed by {_signal_name(-code)}" + (f"; last output: {message}" if message else "")
             text = f"{self.module} exited with code {code}: {message}"
-            if code in self.fail_fast_codes:
+            if not is_retryable(code):  # a bad argument, bad input or a failed check: a retry cannot help
                 raise AirflowFailException(text)
             raise AirflowException(text)
         self._result = result
@@ -172,8 +182,6 @@ class JobOperator(BaseOperator):
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             line = line.rstrip("\n")
-            if line.startswith('{"result":'):
-                continue
             self.log.info("%s", line)
             tail = [*tail[-40:], line]
         return self._proc.wait(), tail

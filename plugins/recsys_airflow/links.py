@@ -15,7 +15,7 @@ class MlflowRunLink(BaseOperatorLink):
     name = "MLflow run"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from jobs.config import get_config
+        from jobs.core.config import get_config
 
         result = XCom.get_value(ti_key=ti_key, key="return_value") or {}
         run_id = result.get("run_id") if isinstance(result, dict) else None
@@ -38,7 +38,7 @@ class DriftReportLink(BaseOperatorLink):
     name = "Drift report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from jobs.config import get_config
+        from jobs.core.config import get_config
 
         result = XCom.get_value(ti_key=ti_key, key="return_value") or {}
         if not isinstance(result, dict):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from jobs.config import PipelineConfig
+from jobs.core.config import PipelineConfig
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.links import MlflowRunLink
 
@@ -93,8 +93,9 @@ def kubernetes_train_task(cfg: PipelineConfig, args: Sequence[str], module: str 
         namespace=t.namespace,
         image=t.image,
         name="recsys-train",
-        cmds=command[:1],
-        arguments=command[1:],
+        # Only the container's args (replacing the image's CMD): ``cmds`` stays unset so the
+        # image's ENTRYPOINT, tini, remains PID 1 (it forwards SIGTERM and reaps zombies).
+        arguments=command,
         labels={"app.kubernetes.io/name": "recsys-trainer", "app.kubernetes.io/part-of": "recsys"},
         container_resources=resources,
         node_selector=dict(t.node_selector),
@@ -121,6 +122,7 @@ def kubernetes_train_task(cfg: PipelineConfig, args: Sequence[str], module: str 
         service_account_name=t.service_account,
         automount_service_account_token=False,
         do_xcom_push=True,
+        multiple_outputs=True,  # as JobOperator: ``train.output["run_id"]`` in both launchers
         deferrable=True,
         startup_timeout_seconds=t.startup_timeout_s,
         get_logs=True,

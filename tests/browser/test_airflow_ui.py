@@ -17,16 +17,17 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from jobs import generate as gen
-from jobs.config import get_config
-from jobs.ingest import ingest_day
-from jobs.validate import is_validated, validate_day
+from jobs import sim as gen
+from jobs.core.catalog import is_validated
+from jobs.core.config import get_config
+from jobs.ingest.job import ingest_day
+from jobs.validate.job import validate_day
 
 pytestmark = pytest.mark.browser
 
 FIRST_DAY, N_DAYS = date(2026, 1, 5), 3
 TINY_WORLD = gen.WorldParams(users=300, items=120, factors=4, seed=17, events_per_day=3000)
-FORM = {"epochs": "1", "window_days": "2", "eval_date": "2026-01-07", "reason": "browser test"}
+FORM = {"epochs": "1", "window_days": "2", "day": "2026-01-07", "reason": "browser test"}
 GATED_TASKS = ("plan", "snapshot", "train", "evaluate", "register", "infra_validate", "blessed")
 
 
@@ -104,7 +105,7 @@ def test_trigger_training_from_the_form_watch_it_finish_and_open_mlflow(
     expect(spin).to_have_attribute("aria-valuemax", str(epochs["maximum"]))
     manual = {"limit": 1, "run_type": "manual"}  # unpausing may add the latest scheduled run
     runs_before = admin_client.call("GET", "/dags/recsys_train/dagRuns", params=manual)["total_entries"]
-    dialog.locator("input[name=element_eval_date]").fill("07/01/2026")
+    dialog.locator("input[name=element_day]").fill("07/01/2026")
     if submit.is_enabled():
         submit.click()
         # The toaster may render one toast in two regions (same id, seen in CI): match any.

@@ -72,12 +72,13 @@ def test_ingest_dag_shape(dagbag):
 def test_train_dag_shape(dagbag):
     dag = dagbag.dags["recsys_train"]
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+    # The order of the pipeline plus every data dependency (an XComArg makes its producer upstream).
     assert edges == {
         "plan": ["snapshot"],
-        "snapshot": ["train"],
-        "train": ["evaluate"],
-        "evaluate": ["blessed", "register"],
-        "register": ["infra_validate"],
+        "snapshot": ["evaluate", "infra_validate", "register", "train"],
+        "train": ["evaluate", "register"],
+        "evaluate": ["blessed", "promote", "register"],
+        "register": ["infra_validate", "promote"],
         "infra_validate": ["blessed"],
         "blessed": ["promote"],
         "promote": [],

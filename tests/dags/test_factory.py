@@ -17,12 +17,12 @@ import pytest
 
 from tests.dag_runs import repo_bag, task_states, xcom
 
-EDGES = {
+EDGES = {  # the pipeline's order plus every data dependency (an XComArg makes its producer upstream)
     "plan": ["snapshot"],
-    "snapshot": ["train"],
-    "train": ["evaluate"],
-    "evaluate": ["blessed", "register"],
-    "register": ["infra_validate"],
+    "snapshot": ["evaluate", "infra_validate", "register", "train"],
+    "train": ["evaluate", "register"],
+    "evaluate": ["blessed", "promote", "register"],
+    "register": ["infra_validate", "promote"],
     "infra_validate": ["blessed"],
     "blessed": ["promote"],
     "promote": [],
@@ -50,9 +50,9 @@ def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag)
             "force_retrain",
             "epochs",
             "window_days",
-            "eval_date",
+            "day",
             "reason",
-            "report_uri",
+            "report_html",
         }
     )
     assert [o.name for o in train.get_task("promote").outlets] == ["recsys_champion_model"]
@@ -71,7 +71,7 @@ def test_model_name_and_trainer_reach_the_jobs(dagbag):
     for task_id in ("evaluate", "register", "promote"):
         assert "--model-name" not in train.get_task(task_id).job_args
     # The second pipeline: its own trainer and model name on every registry-touching job.
-    assert popularity.get_task("train").module == "jobs.train_popularity"
+    assert popularity.get_task("train").module == "jobs.popularity"
     assert "--epochs" not in popularity.get_task("train").job_args
     for task_id in ("evaluate", "register", "promote"):
         args = popularity.get_task(task_id).job_args
@@ -88,16 +88,23 @@ def test_cluster_profile_pod_runs_the_pipelines_trainer(monkeypatch):
     monkeypatch.setenv("RECSYS_PROFILE", "cluster")
     bag = repo_bag()
     pods = {}
+    snapshot = "s3://recsys-data/prod/training/snapshots/dt=2026-01-08_w=7"
+
+    class SnapshotXCom:  # what the snapshot task pushed: its result's keys (multiple_outputs)
+        def xcom_pull(self, task_ids=None, key=None, **kwargs):
+            return {"uri": snapshot}[key]
+
     for dag_id in ("recsys_train", "recsys_popularity"):
         op = bag.dags[dag_id].get_task("train")
+        op.arguments = op.render_template(op.arguments, {"ti": SnapshotXCom(), "run_id": "r1", "dag": op.dag, "params": op.dag.params})
         manifest = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
         manifest.update(apiVersion="v1", kind="Pod")
         kubernetes_validate.validate(manifest, "1.33", strict=True)
         pods[dag_id] = next(c for c in manifest["spec"]["containers"] if c["name"] == "base")
-    assert pods["recsys_train"]["args"][:2] == ["-m", "jobs.train"]
+    assert pods["recsys_train"]["args"][:5] == ["python", "-m", "jobs.train", "--snapshot", snapshot]
     assert pods["recsys_train"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert pods["recsys_popularity"]["command"] == ["python"]
-    assert pods["recsys_popularity"]["args"][:2] == ["-m", "jobs.train_popularity"]
+    assert not pods["recsys_popularity"].get("command")  # the image's tini entrypoint stays PID 1
+    assert pods["recsys_popularity"]["args"][:3] == ["python", "-m", "jobs.popularity"]
     assert pods["recsys_popularity"]["args"][-2:] == ["--result-file", "/airflow/xcom/return.json"]
     assert "nvidia.com/gpu" not in pods["recsys_popularity"]["resources"]["limits"]
 
@@ -123,11 +130,12 @@ def test_torchrun_command_names_the_pipeline_trainer(cfg):
 def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     airflow_db, mlflow_env, cfg, spark, monkeypatch
 ):
-    from jobs import generate as gen
-    from jobs.config import get_config
-    from jobs.ingest import ingest_day
-    from jobs.registry import CHALLENGER, CHAMPION, client, show
-    from jobs.validate import validate_day
+    from jobs import sim as gen
+    from jobs.core.config import get_config
+    from jobs.core.tracking import CHALLENGER, CHAMPION, client
+    from jobs.ingest.job import ingest_day
+    from jobs.registry.aliases import show
+    from jobs.validate.job import validate_day
 
     start, days = date(2026, 1, 1), 3
     world = gen.WorldParams(users=200, items=80, factors=4, seed=23, events_per_day=2500)
@@ -140,9 +148,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
 
     # 1. Default gate: the popularity model ties the gate's popularity baseline exactly, so the
     #    lift rule (1.05x) refuses it: registered as challenger, promotion skipped.
-    first = dag.test(
-        logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"), run_conf={"window_days": 2, "eval_date": eval_day}
-    )
+    first = dag.test(logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"), run_conf={"window_days": 2, "day": eval_day})
     states = task_states(first)
     assert str(first.state) == "success", states
     assert states["promote"] == "skipped" and states["infra_validate"] == "success", states
@@ -171,7 +177,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     monkeypatch.setenv("RECSYS__GATE__MIN_LIFT_OVER_POPULARITY", "1.0")
     monkeypatch.setenv("RECSYS__GATE__MIN_RECALL", "0.0")
     second = dag.test(
-        logical_date=pendulum.datetime(2026, 1, 5, tz="UTC"), run_conf={"window_days": 2, "eval_date": eval_day}
+        logical_date=pendulum.datetime(2026, 1, 5, tz="UTC"), run_conf={"window_days": 2, "day": eval_day}
     )
     states = task_states(second)
     assert str(second.state) == "success", states
@@ -200,7 +206,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
 def test_popularity_trainer_ranks_unseen_items_ties_to_the_lower_index_and_serves_unknown_users():
     import numpy as np
 
-    from jobs.train_popularity import PopularityRecommender
+    from jobs.popularity.model import PopularityRecommender
 
     rec = PopularityRecommender(
         {
@@ -234,7 +240,7 @@ def test_popularity_trainer_rejects_a_missing_snapshot_with_exit_2(tmp_path):
         [
             sys.executable,
             "-m",
-            "jobs.train_popularity",
+            "jobs.popularity",
             "--snapshot",
             str(tmp_path / "nope"),
             "--result-file",
@@ -248,4 +254,4 @@ def test_popularity_trainer_rejects_a_missing_snapshot_with_exit_2(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "snapshot folder not found" in proc.stderr
-    assert json.loads(result.read_text())["message"].startswith("snapshot folder not found")
+    assert json.loads(result.read_text())["message"].startswith("popularity training failed: snapshot folder not found")

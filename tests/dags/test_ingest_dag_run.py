@@ -7,9 +7,9 @@ from datetime import date
 import pendulum
 import pytest
 
-from jobs import generate as gen
-from jobs import storage
-from jobs.validate import is_validated
+from jobs import sim as gen
+from jobs.core import storage
+from jobs.core.catalog import is_validated
 from tests.dag_runs import repo_dag, task_states
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_dag_test_ingests_validates_and_emits_the_asset(airflow_db, cfg):
     with create_session() as session:
         events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)).all()
         assert len(events) == 1
-        assert events[0].extra["dt"] == "2026-01-01"
+        assert events[0].extra["day"] == "2026-01-01"
         assert events[0].extra["rows"] == storage.read_manifest(part)["rows"]
 
 

@@ -14,7 +14,7 @@ Checked, in one world, run after run:
      run finished minutes ago) stops it: skipped, reason names the cooldown; the drift alert
      reaches the ``recsys_webhook`` connection (a real HTTP server started here);
   3. the same day with ``drift.cooldown_hours=0`` → ``trigger_retrain`` runs and a real
-     ``recsys_train`` DagRun exists with conf ``{reason, report_uri, force_retrain}`` and no
+     ``recsys_train`` DagRun exists with conf ``{reason, report_html, force_retrain}`` and no
      logical date (``dag.test`` syncs the sibling DAGs of the bundle, so the Task SDK's trigger
      reaches the metadata DB);
   4. ``force_retrain`` on the stable day while that run is still queued → not triggered
@@ -41,8 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import generate as gen
-from jobs import storage
+from jobs import sim as gen
+from jobs.core import storage
 from tests.curated import curate
 from tests.dag_runs import repo_dag, task_states, xcom
 
@@ -196,9 +196,11 @@ def _delete_train_runs(run_ids: list[str]) -> None:
 def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     airflow_db, mlflow_env, cfg, spark, tmp_path, webhook, monkeypatch
 ):
-    from jobs.model import Recommender
-    from jobs.registry import client, promote, register
-    from jobs.snapshot import build_snapshot
+    from jobs.core.model import Recommender
+    from jobs.core.tracking import client
+    from jobs.registry.aliases import promote
+    from jobs.registry.register import register
+    from jobs.snapshot.job import build_snapshot
 
     tables = {START + timedelta(days=i): curate(cfg, WORLD, START + timedelta(days=i)) for i in range(8)}
     holdout = START + timedelta(days=WINDOW)
@@ -238,7 +240,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     before = {r["run_id"] for r in _train_runs()}
     try:
         # 1. a stable day: report, no retrain, trigger skipped
-        run = repo_dag("recsys_monitor").test(run_conf={"date": stable})
+        run = repo_dag("recsys_monitor").test(run_conf={"day": stable})
         states = task_states(run)
         assert str(run.state) == "success", states
         assert states == {"plan": "success", "drift": "success", "decide": "success", "trigger_retrain": "skipped"}
@@ -262,7 +264,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         assert webhook.received == []
 
         # 2. drift, but a training run finished minutes ago: cooldown
-        run = repo_dag("recsys_monitor").test(run_conf={"date": CHANGE.isoformat()})
+        run = repo_dag("recsys_monitor").test(run_conf={"day": CHANGE.isoformat()})
         states = task_states(run)
         assert str(run.state) == "success", states
         assert states["trigger_retrain"] == "skipped"
@@ -279,7 +281,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
 
         # 3. no cooldown: the training DAG is triggered with the reason and the report
         monkeypatch.setenv("RECSYS__DRIFT__COOLDOWN_HOURS", "0")
-        run = repo_dag("recsys_monitor").test(run_conf={"date": CHANGE.isoformat()})
+        run = repo_dag("recsys_monitor").test(run_conf={"day": CHANGE.isoformat()})
         states = task_states(run)
         assert str(run.state) == "success", states
         assert states["trigger_retrain"] == "success"
@@ -289,11 +291,11 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         conf = new[0]["conf"]
         assert conf["force_retrain"] is False
         assert conf["reason"].startswith("data drift on") and "device" in conf["reason"]
-        assert conf["report_uri"] == report["report_html"] and Path(conf["report_uri"]).is_file()
+        assert conf["report_html"] == report["report_html"] and Path(conf["report_html"]).is_file()
         assert new[0]["logical_date"] is None and new[0]["type"] == "operator_triggered"
 
         # 4. force_retrain on a stable day while that training run is queued: refused
-        run = repo_dag("recsys_monitor").test(run_conf={"date": stable, "force_retrain": True})
+        run = repo_dag("recsys_monitor").test(run_conf={"day": stable, "force_retrain": True})
         assert str(run.state) == "success", task_states(run)
         assert task_states(run)["trigger_retrain"] == "skipped"
         decision = xcom(run, "decide", "decision")
@@ -309,7 +311,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
 
 
 def test_failed_drift_task_is_announced_on_the_webhook(airflow_db, cfg, webhook):
-    run = repo_dag("recsys_monitor").test(run_conf={"date": "2026-03-01"})
+    run = repo_dag("recsys_monitor").test(run_conf={"day": "2026-03-01"})
     states = task_states(run)
     assert str(run.state) == "failed"
     assert states["drift"] == "failed" and states["trigger_retrain"] in ("upstream_failed", "skipped")
@@ -327,10 +329,9 @@ def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     assert [a.name for a in dag.schedule] == ["recsys_recommendations"]
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_recommendations"]
     assert dag.max_active_runs == 1
-    assert dag.params["force_retrain"] is False and dag.params["date"] is None
+    assert dag.params["force_retrain"] is False and dag.params["day"] is None
     drift = dag.get_task("drift")
     assert [link.name for link in drift.operator_extra_links] == ["Drift report"]
-    assert drift.fail_fast_codes == (2, 3)
     trigger = dag.get_task("trigger_retrain")
     assert trigger.trigger_dag_id == "recsys_train" and trigger.logical_date is None
     assert trigger.wait_for_completion is False
@@ -346,7 +347,7 @@ def test_monitored_days_come_from_the_param_else_from_the_claim_ledger():
     events no earlier run claimed (``recsys_airflow.claims``: tests/unit/test_claims.py, and
     through the scheduler in the demo and chaos runs)."""
     plan = repo_dag("recsys_monitor").get_task("plan")
-    assert plan.python_callable(params={"date": "2026-02-01,2026-02-02"}) == "2026-02-01,2026-02-02"
+    assert plan.python_callable(params={"day": "2026-02-01,2026-02-02"}) == "2026-02-01,2026-02-02"
 
 
 @pytest.mark.parametrize(

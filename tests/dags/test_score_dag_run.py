@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pendulum
 import pytest
 
-from jobs import storage
+from jobs.core import storage
 from tests.dag_runs import repo_dag
 from tests.integration.test_score import D, build_days, log_and_register, make_arrays, read_partition
 
@@ -42,8 +42,9 @@ def _events(run_id: str) -> list:
 
 @pytest.mark.integration
 def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db, mlflow_env, cfg):
-    from jobs.config import get_config
-    from jobs.registry import CHAMPION, alias_version, client, promote
+    from jobs.core.config import get_config
+    from jobs.core.tracking import CHAMPION, alias_version, client
+    from jobs.registry.aliases import promote
 
     arrays_v1, arrays_v2 = make_arrays(seed=51), make_arrays(seed=52)
     build_days(cfg, arrays_v1)
@@ -55,7 +56,7 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
 
     dag = repo_dag("recsys_score")
     dag.get_task("resolve_champion").on_success_callback = [promote_mid_run]
-    run = dag.test(logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"), run_conf={"date": D.isoformat()})
+    run = dag.test(logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"), run_conf={"day": D.isoformat()})
     states = _states(run)
     assert str(run.state) == "success", states
     assert states == {
@@ -75,7 +76,7 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
         (
             "recsys_recommendations",
             {
-                "dt": D.isoformat(),
+                "day": D.isoformat(),
                 "model_version": v1["version"],
                 "users": manifest["users"],
                 "rows": manifest["rows"],
@@ -94,7 +95,7 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
 def test_no_champion_skips_the_run_without_failing_or_writing(airflow_db, mlflow_env, cfg):
     build_days(cfg, make_arrays(seed=61))
     dag = repo_dag("recsys_score")
-    run = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"date": D.isoformat()})
+    run = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()})
     states = _states(run)
     assert str(run.state) == "success", states
     assert states["plan"] == ["success"]
@@ -120,27 +121,27 @@ def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlfl
 
     dag = repo_dag("recsys_score")
     key = ledger_key("recsys_score")
-    first = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"date": D.isoformat()})
+    first = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()})
     assert str(first.state) == "success"  # syncs the DAG and its assets; a `date` run claims nothing
     assert Variable.get(key, default_var=None) is None
     with create_session() as session:
         asset_id = session.scalar(select(AssetModel.id).where(AssetModel.name == CURATED_EVENTS.name))
         ids = []
         for day in ("2026-01-05", "2026-01-06", "2026-01-07"):
-            event = AssetEvent(asset_id=asset_id, extra={"dt": day}, source_dag_id="recsys_ingest")
+            event = AssetEvent(asset_id=asset_id, extra={"day": day}, source_dag_id="recsys_ingest")
             session.add(event)
             session.flush()
             ids.append((event.id, event.timestamp.isoformat()))
     Variable.set(key, json.dumps({"claimed_id": ids[0][0], "claimed_ts": ids[0][1], "runs": {}}))
     try:
-        run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={"date": None})
+        run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={"day": None})
         states = _states(run)
         assert str(run.state) == "success" and states["plan"] == ["success"], states
         assert states["resolve_champion"] == ["skipped"]  # no champion: claimed, then skipped
         ledger = json.loads(Variable.get(key))
         assert ledger["runs"][run.run_id] == {"days": ["2026-01-06", "2026-01-07"], "events": [i for i, _ in ids[1:]]}
         assert ledger["claimed_id"] == ids[2][0]
-        again = dag.test(logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"date": None})
+        again = dag.test(logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"day": None})
         # A manual run without a date and nothing new to claim fails at once, saying what to set
         # (a run the scheduler made for events already claimed is skipped instead).
         assert _states(again)["plan"] == ["failed"], _states(again)
@@ -177,17 +178,17 @@ def test_days_come_from_the_param_or_every_triggering_curated_event():
 
     from recsys_airflow.champion import days_to_score, score_argv
 
-    folded = _accessor([{"dt": "2026-01-05", "rows": 10}, {"dt": "2026-01-04"}, {"dt": "2026-01-05"}])
+    folded = _accessor([{"day": "2026-01-05", "rows": 10}, {"day": "2026-01-04"}, {"day": "2026-01-05"}])
     assert days_to_score("", folded) == ["2026-01-04", "2026-01-05"]
     assert days_to_score("2026-01-09", folded) == ["2026-01-09"]  # the param wins
-    assert days_to_score(None, _accessor([{"dt": "2026-01-06"}])) == ["2026-01-06"]
-    with pytest.raises(AirflowFailException, match="set the 'date' param"):
+    assert days_to_score(None, _accessor([{"day": "2026-01-06"}])) == ["2026-01-06"]
+    with pytest.raises(AirflowFailException, match="set the 'day' param"):
         days_to_score("", _accessor([]))
-    with pytest.raises(AirflowFailException, match="has no 'dt'"):
+    with pytest.raises(AirflowFailException, match="has no 'day'"):
         days_to_score("", _accessor([{"rows": 3}]))
     with pytest.raises(AirflowFailException, match="not a calendar day"):
         days_to_score("2026-02-30", None)
-    assert score_argv({"day": "2026-01-06", "version": "7"}) == ["--date", "2026-01-06", "--model-version", "7"]
+    assert score_argv({"day": "2026-01-06", "version": "7"}) == ["--day", "2026-01-06", "--model-version", "7"]
 
 
 @pytest.mark.unit
@@ -206,4 +207,4 @@ def test_score_dag_shape():
     assert [o.name for o in dag.get_task("publish_recommendations").outlets] == ["recsys_recommendations"]
     score = dag.get_task("score")
     assert score.max_active_tis_per_dagrun == 1
-    assert dag.params["date"] is None
+    assert dag.params["day"] is None

@@ -7,11 +7,12 @@ from datetime import date, timedelta
 import pendulum
 import pytest
 
-from jobs import generate as gen
-from jobs.config import get_config
-from jobs.ingest import ingest_day
-from jobs.registry import CHAMPION, client, show
-from jobs.validate import validate_day
+from jobs import sim as gen
+from jobs.core.config import get_config
+from jobs.core.tracking import CHAMPION, client
+from jobs.ingest.job import ingest_day
+from jobs.registry.aliases import show
+from jobs.validate.job import validate_day
 from tests.dag_runs import repo_dag, xcom
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     dag = repo_dag("recsys_train")
     run = dag.test(
         logical_date=pendulum.datetime(2026, 1, 6, tz="UTC"),
-        run_conf={"epochs": 4, "window_days": 4, "eval_date": (START + timedelta(days=DAYS - 1)).isoformat()},
+        run_conf={"epochs": 4, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()},
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
@@ -62,7 +63,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     try:
         worse = dag.test(
             logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"),
-            run_conf={"epochs": 1, "window_days": 4, "eval_date": (START + timedelta(days=DAYS - 1)).isoformat()},
+            run_conf={"epochs": 1, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()},
         )
     finally:
         for key in ("MIN_RECALL", "MIN_LIFT_OVER_POPULARITY", "MAX_REGRESSION_VS_CHAMPION"):

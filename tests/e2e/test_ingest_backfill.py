@@ -8,10 +8,10 @@ from datetime import date
 
 import pytest
 
-from jobs import generate as gen
-from jobs import storage
-from jobs.config import get_config
-from jobs.validate import is_validated
+from jobs import sim as gen
+from jobs.core import storage
+from jobs.core.catalog import is_validated
+from jobs.core.config import get_config
 
 pytestmark = pytest.mark.e2e
 
@@ -45,8 +45,8 @@ def test_backfill_three_days_then_reprocess_is_identical(admin_client, stack):
         assert is_validated(part)
     first = _checksums(cfg)
     events = admin_client.request("GET", "/assets/events", params={"limit": 100}).json()["asset_events"]
-    curated = [e for e in events if e["extra"].get("dt") in DAYS]
-    assert sorted(e["extra"]["dt"] for e in curated) == DAYS
+    curated = [e for e in events if e["extra"].get("day") in DAYS]
+    assert sorted(e["extra"]["day"] for e in curated) == DAYS
 
     again = admin_client.backfill("recsys_ingest", body["from_date"], body["to_date"], "completed")
     assert again["reprocess_behavior"] == "completed"
@@ -55,7 +55,7 @@ def test_backfill_three_days_then_reprocess_is_identical(admin_client, stack):
     assert set(states.values()) == {"success"}, states
     assert _checksums(cfg) == first
     events = admin_client.request("GET", "/assets/events", params={"limit": 100}).json()["asset_events"]
-    assert len([e for e in events if e["extra"].get("dt") in DAYS]) == 6
+    assert len([e for e in events if e["extra"].get("day") in DAYS]) == 6
 
     # OpenLineage (file transport of the local stack): each day's ingest task reported its run
     # with the landing folder as input and the curated and quarantine partitions as outputs.

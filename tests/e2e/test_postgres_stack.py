@@ -26,10 +26,10 @@ import pytest
 import redis
 import requests
 
-from jobs import generate as gen
-from jobs import storage
-from jobs.config import StorageConfig
-from jobs.validate import is_validated
+from jobs import sim as gen
+from jobs.core import storage
+from jobs.core.catalog import is_validated
+from jobs.core.config import StorageConfig
 from scripts.recsys_api import AirflowApi
 from scripts.stack import Stack, _group_alive
 
@@ -184,7 +184,7 @@ def test_local_executor_on_postgres_runs_ingest_and_mlflow_uses_postgres(pg):
     assert dict(rows) == dict.fromkeys(INGEST_TASKS, "success")
     extras = [e for (e,) in _query(dbs["airflow"], "SELECT extra FROM asset_event")]
     extras = [json.loads(e) if isinstance(e, str) else e for e in extras]
-    assert [e["dt"] for e in extras if e.get("dt")] == [LOCAL_DAY]
+    assert [e["day"] for e in extras if e.get("day")] == [LOCAL_DAY]
 
     # MLflow: an experiment and a run written over REST are rows of the Postgres backend store.
     name = f"pg-check-{uuid.uuid4().hex[:8]}"
@@ -250,7 +250,7 @@ def test_celery_executor_with_redis_runs_ingest_on_the_worker(pg):
     assert f"{stack.redis_key_prefix}_kombu.binding.{stack.celery_queue}" in keys
 
     events = pg.api().call("GET", "/assets/events", params={"limit": 100})["asset_events"]
-    assert sorted(e["extra"]["dt"] for e in events if e["extra"].get("dt")) == [LOCAL_DAY, CELERY_DAY]
+    assert sorted(e["extra"]["day"] for e in events if e["extra"].get("day")) == [LOCAL_DAY, CELERY_DAY]
 
 
 def test_destroy_stops_everything_and_drops_databases_and_redis_keys(pg):

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobs import generate as gen
-from jobs import storage
-from jobs.config import get_config
-from jobs.validate import is_validated
+from jobs import sim as gen
+from jobs.core import storage
+from jobs.core.catalog import is_validated
+from jobs.core.config import get_config
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +107,7 @@ def test_readme_curl_examples_token_backfill_trigger_poll_asset_event(curl_run, 
 
     # Trigger: the run carries the conf; the poll loop printed its way to the final state.
     run = admin_client.call("GET", f"/dags/recsys_train/dagRuns/{curl_run['RUN_ID']}")
-    assert run["conf"] == {"eval_date": "2026-01-07", "window_days": 2, "epochs": 2, "reason": "curl example"}
+    assert run["conf"] == {"day": "2026-01-07", "window_days": 2, "epochs": 2, "reason": "curl example"}
     assert run["logical_date"] is None and run["run_type"] == "manual"
     lines = curl_run["poll"].splitlines()
     tasks = dict(line.split() for line in lines if len(line.split()) == 2)
@@ -131,7 +131,7 @@ def test_readme_curl_examples_token_backfill_trigger_poll_asset_event(curl_run, 
     # Asset event: posted with the extra, visible in the event list.
     posted = json.loads(curl_run["asset-event"])
     assert posted["asset_id"] == int(curl_run["ASSET_ID"])
-    assert posted["extra"]["dt"] == "2026-01-07" and posted["extra"]["source"] == "curl example"
+    assert posted["extra"]["day"] == "2026-01-07" and posted["extra"]["source"] == "curl example"
     events = admin_client.call("GET", "/assets/events", params={"asset_id": posted["asset_id"], "limit": 100})
     assert posted["id"] in {e["id"] for e in events["asset_events"]}
 
@@ -162,7 +162,7 @@ BAD_CONF = [
     ("recsys_train", {"epochs": "ten"}, "epochs", "is not of type 'integer'"),
     ("recsys_train", {"epochs": 10_000}, "epochs", "greater than the maximum"),
     ("recsys_train", {"window_days": 0}, "window_days", "less than the minimum"),
-    ("recsys_train", {"eval_date": "07/01/2026"}, "eval_date", "does not match"),
+    ("recsys_train", {"day": "07/01/2026"}, "day", "does not match"),
     ("recsys_train", {"force_retrain": "yes"}, "force_retrain", "is not of type 'boolean'"),
     ("recsys_ingest", {"validation_engine": "dask"}, "validation_engine", "is not one of"),
     ("recsys_ingest", {"wait_timeout_s": 0}, "wait_timeout_s", "less than the minimum"),

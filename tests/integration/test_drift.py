@@ -2,7 +2,7 @@
 
 Curated days are written here the way ``jobs/ingest.py`` publishes them (typed Parquet, dedup
 on ``event_id``, ``_SUCCESS`` manifest, ``_VALIDATION`` marker) but without Spark, and read
-back through the job's own loader (``jobs.drift.load_day``). The "model" is the generator's
+back through the job's own loader (``jobs.monitor.sections.load_day``). The "model" is the generator's
 truth in force during the training window (user factors × beta, item factors, item bias), so
 its recommendations are as good as they get before a change and decay exactly as the world
 moves away from it; its offline recall is measured as the trainer does (``evaluate_arrays``
@@ -37,9 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import drift, storage
-from jobs import drift_metrics as dm
-from jobs import generate as gen
+from jobs import sim as gen
+from jobs.core import catalog, storage, tracking
+from jobs.core import reference as ref
+from jobs.monitor import decision, sections
+from jobs.monitor import job as monitor_job
+from jobs.monitor import metrics as dm
 from tests.curated import curate
 
 pytestmark = pytest.mark.integration
@@ -62,7 +65,7 @@ def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
 
 
 def positives(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    return drift.positive_pairs(table)
+    return sections.positive_pairs(table)
 
 
 class OracleModel:
@@ -114,12 +117,12 @@ class OracleModel:
 
     def offline_recall(self, holdout: pa.Table) -> float:
         """Recall@K on the held-out day's new pairs, exactly as jobs.train evaluates a model."""
-        from jobs.train import evaluate_arrays
+        from jobs.train.trainer import evaluate_arrays
 
         return evaluate_arrays(self.arrays(), self.train_data(holdout), K)[f"recall_at_{K}"]
 
     def train_data(self, holdout: pa.Table, uri: str = "", manifest: dict | None = None):
-        from jobs.train import TrainData
+        from jobs.core.snapshots import TrainData
 
         hu, hi = positives(holdout)
         keep = np.isin(hu, self.user_ids) & np.isin(hi, self.item_ids)
@@ -142,7 +145,7 @@ class OracleModel:
 
 
 def thresholds(cfg) -> dict[str, float]:
-    return drift.thresholds(cfg)
+    return monitor_job.thresholds(cfg)
 
 
 # ---- detector quality ---------------------------------------------------------------------
@@ -155,9 +158,9 @@ CHANGE = START + timedelta(days=WINDOW + 3)  # day 11: 3 monitored stable days b
 def _detector_day(cfg, model, reference, offline, day, tables, served_from):
     """Data drift + performance + decision of one day, through the job's own functions."""
     th = thresholds(cfg)
-    today = drift.load_day(cfg, day.isoformat())
+    today = sections.load_day(cfg, day.isoformat())
     tables[day] = today
-    data = drift.data_drift(reference, None, today, th)
+    data = sections.data_drift(reference, None, today, th)
     prev = day - timedelta(days=1)
     excluded_days = [d for d in tables if served_from <= d <= prev]
     excl = (
@@ -177,8 +180,8 @@ def _detector_day(cfg, model, reference, offline, day, tables, served_from):
         model.item_ids,
         excl,
     )
-    perf = {**drift.judge_performance(result, offline, K, th), "used_for_decision": True}
-    return drift.decide(data, {"available": False}, perf, th), data, perf
+    perf = {**sections.judge_performance(result, offline, K, th), "used_for_decision": True}
+    return decision.decide(data, {"available": False}, perf, th), data, perf
 
 
 @functools.lru_cache(maxsize=1)
@@ -188,13 +191,13 @@ def _trained_world():
     holdout_day = START + timedelta(days=WINDOW)
     holdout = gen.generate_day(WORLD, holdout_day)[0]
     model = OracleModel(WORLD, window, holdout_day - timedelta(days=1))
-    reference = dm.compute_reference(
+    reference = ref.compute_reference(
         [((START + timedelta(days=i)).isoformat(), t) for i, t in enumerate(window)],
         model.user_ids,
         model.item_ids,
         holdout=(holdout_day.isoformat(), holdout),
     )
-    reference = dm.validate_reference(json.loads(dm.dumps_reference(reference)))
+    reference = ref.validate_reference(json.loads(ref.dumps_reference(reference)))
     return model, reference, model.offline_recall(holdout), holdout_day
 
 
@@ -265,8 +268,10 @@ def log_model(cfg, model: OracleModel, holdout: pa.Table, snapshot_dir: Path | N
     """Log the oracle as jobs.train does (Tracker), register it and make it champion; returns version."""
     import torch
 
-    from jobs.registry import promote, register
-    from jobs.train import DistContext, Hparams, Tracker
+    from jobs.registry.aliases import promote
+    from jobs.registry.register import register
+    from jobs.train.tracking import Tracker
+    from jobs.train.trainer import DistContext, Hparams
 
     manifest = {"day": "holdout"}
     uri = ""
@@ -279,7 +284,7 @@ def log_model(cfg, model: OracleModel, holdout: pa.Table, snapshot_dir: Path | N
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
     run_id = tracker.start(None, "oracle")
     tracker.log_setup(data, Hparams(), DistContext(device=torch.device("cpu")), {"k": K})
-    from jobs.train import evaluate_arrays
+    from jobs.train.trainer import evaluate_arrays
 
     metrics = evaluate_arrays(model.arrays(), data, K)
     info = tracker.log_model(model.arrays(), data, K)
@@ -328,7 +333,7 @@ def serve(cfg, model: OracleModel, tables: dict, day: date, version: str, run_id
 
 
 def _mlflow_client(cfg):
-    from jobs.registry import client
+    from jobs.core.tracking import client
 
     return client(cfg)
 
@@ -346,7 +351,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     holdout_day = START + timedelta(days=4)
     window_days = [START + timedelta(days=i) for i in range(4)]
     model = OracleModel(params, [tables[d] for d in window_days], window_end)
-    from jobs.snapshot import reference_stats
+    from jobs.snapshot.job import reference_stats
 
     reference_json = reference_stats(
         cfg,
@@ -360,7 +365,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
         serve(cfg, model, tables, d, version, run_id, window_end)
 
     stable_day = START + timedelta(days=6)
-    proc = run_module("jobs.drift", "--date", stable_day.isoformat(), "--result-file", str(tmp_path / "r1.json"))
+    proc = run_module("jobs.monitor", "--day", stable_day.isoformat(), "--result-file", str(tmp_path / "r1.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "r1.json").read_text())
     assert result["retrain"] is False, result["reason"]
@@ -368,7 +373,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     report = json.loads(Path(result["report_json"]).read_text())
     assert report["model_version"] == version and report["reference"]["available"]
     assert report["data_drift"]["alerts"] == []
-    assert set(report["data_drift"]["features"]) == set(dm.FEATURES)
+    assert set(report["data_drift"]["features"]) == set(ref.FEATURES)
     perf = report["performance"]
     assert perf["available"] and perf["recs_day"] == (stable_day - timedelta(days=1)).isoformat()
     assert perf["offline_recall"] == pytest.approx(offline)
@@ -378,7 +383,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     page = Path(result["report_html"]).read_text()
     assert page.count('<img src="data:image/png;base64,') >= 3  # 2 closest features + trend
     assert "no retrain" in page
-    assert storage.read_manifest(result["report_uri"])["files"] == ["report.json", "report.html"]
+    assert storage.read_manifest(result["report_html"])["files"] == ["report.json", "report.html"]
 
     cl = _mlflow_client(cfg)
     run = cl.get_run(result["run_id"])
@@ -388,7 +393,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     assert {a.path for a in cl.list_artifacts(result["run_id"], "drift")} == {"drift/report.json", "drift/report.html"}
     assert run.data.metrics["features_in_alert"] == 0
 
-    proc = run_module("jobs.drift", "--date", change.isoformat(), "--result-file", str(tmp_path / "r2.json"))
+    proc = run_module("jobs.monitor", "--day", change.isoformat(), "--result-file", str(tmp_path / "r2.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result2 = json.loads((tmp_path / "r2.json").read_text())
     assert result2["retrain"] is True
@@ -400,14 +405,14 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     assert "RETRAIN" in page2 and "device — drifted feature" in page2
 
     # A rerun of a day replaces its report and reuses its monitoring run.
-    proc = run_module("jobs.drift", "--date", change.isoformat(), "--result-file", str(tmp_path / "r3.json"))
+    proc = run_module("jobs.monitor", "--day", change.isoformat(), "--result-file", str(tmp_path / "r3.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "r3.json").read_text())["run_id"] == result2["run_id"]
     monitoring = cl.get_experiment_by_name(f"{cfg.mlflow.experiment}-monitoring")
     assert len(cl.search_runs([monitoring.experiment_id])) == 2
 
     # Cooldown input: the oracle's "training" run is the latest finished training run.
-    end, last_run = drift.last_training_end(cfg)
+    end, last_run = tracking.last_training_end(cfg)
     assert last_run == run_id and end is not None
 
 
@@ -418,7 +423,7 @@ def test_missing_reference_or_previous_recs_degrade_and_bad_input_is_refused(mlf
     day = START + timedelta(days=3)
     serve(cfg, model, tables, day, version, run_id, START + timedelta(days=1))
 
-    proc = run_module("jobs.drift", "--date", day.isoformat(), "--result-file", str(tmp_path / "r.json"))
+    proc = run_module("jobs.monitor", "--day", day.isoformat(), "--result-file", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "r.json").read_text())
     report = json.loads(Path(result["report_json"]).read_text())
@@ -430,13 +435,13 @@ def test_missing_reference_or_previous_recs_degrade_and_bad_input_is_refused(mlf
     assert result["retrain"] is False and "unavailable" in result["reason"]
     assert "unavailable: model version" in Path(result["report_html"]).read_text()
 
-    missing = run_module("jobs.drift", "--date", "2026-02-01", "--model-version", version)
+    missing = run_module("jobs.monitor", "--day", "2026-02-01", "--model-version", version)
     assert missing.returncode == 3 and "curated day dt=2026-02-01 is not published" in missing.stderr
     unscored = (START + timedelta(days=2)).isoformat()
-    unknown = run_module("jobs.drift", "--date", unscored, "--model-version", "999")
+    unknown = run_module("jobs.monitor", "--day", unscored, "--model-version", "999")
     assert unknown.returncode == 2 and "has no version '999'" in unknown.stderr
-    other = run_module("jobs.drift", "--date", day.isoformat(), "--model-version", str(int(version) + 1))
+    other = run_module("jobs.monitor", "--day", day.isoformat(), "--model-version", str(int(version) + 1))
     assert other.returncode == 2 and f"were served by model version {version}" in other.stderr
-    bad = run_module("jobs.drift", "--date", "2026-13-01")
-    assert bad.returncode == 2 and "--date" in bad.stderr
-    assert not storage.local_path(drift.report_uri(cfg, "2026-02-01")).exists()
+    bad = run_module("jobs.monitor", "--day", "2026-13-01")
+    assert bad.returncode == 2 and "--day" in bad.stderr
+    assert not storage.local_path(catalog.report_dir(cfg, "drift", "2026-02-01")).exists()

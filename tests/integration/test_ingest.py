@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import generate as gen
-from jobs import storage
-from jobs.ingest import IngestError, ingest_day
+from jobs import sim as gen
+from jobs.core import storage
+from jobs.ingest.job import IngestError, ingest_day
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_csv_landing_gives_the_same_curated_rows(cfg, spark, monkeypatch):
     jsonl_rows = read_day(cfg, "curated", DAY1).sort_by("event_id")
     shutil.rmtree(storage.local_path(cfg.storage.zone("landing")))
     monkeypatch.setenv("RECSYS__INGEST__LANDING_FORMAT", "csv")
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     csv_cfg = get_config()
     make_world(csv_cfg, days=1, fmt="csv")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import generate as gen
-from jobs import storage
+from jobs import sim as gen
+from jobs.core import storage
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def _checksums(folder: Path) -> dict[str, str]:
 
 
 def _ingest_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.ingest", "--date", DAY.isoformat(), *extra]
+    return [sys.executable, "-m", "jobs.ingest", "--day", DAY.isoformat(), *extra]
 
 
 def _env() -> dict[str, str]:
@@ -81,7 +81,7 @@ def _partition_is_whole(part: Path) -> bool:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_mid_write_never_exposes_a_partial_partition(cfg, spark, seed):
-    from jobs.ingest import ingest_day
+    from jobs.ingest.job import ingest_day
 
     gen.generate(
         gen.WorldParams(users=3000, items=500, factors=8, seed=9, events_per_day=150_000),

@@ -8,19 +8,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from jobs.config import get_config
-from jobs.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
-    RegistryError,
-    alias_version,
-    client,
-    promote,
-    register,
-    rollback,
-    show,
-)
+from jobs.core.config import get_config
+from jobs.core.tracking import CHALLENGER, CHAMPION, PREVIOUS, alias_version, client
+from jobs.registry.aliases import RegistryError, promote, rollback, show
+from jobs.registry.register import register
 from tests.pyfuncs import FixedRanker
 
 pytestmark = pytest.mark.integration

@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import storage
-from jobs.score import Exclusions, ScoringModel, plan_buckets, score_users
+from jobs.core import storage
+from jobs.score.core import Exclusions, ScoringModel, score_users
+from jobs.score.job import plan_buckets
 
 REPO = Path(__file__).resolve().parents[2]
 D = date(2026, 1, 6)
@@ -46,7 +47,7 @@ UNKNOWN = np.arange(1000, 1010, dtype=np.int64)  # active on D, not in the model
 
 def make_arrays(seed: int, user_ids: np.ndarray = KNOWN, item_ids: np.ndarray = ITEM_IDS) -> dict[str, np.ndarray]:
     """Model arrays with dyadic values (exact float32 scores, many ties) and a seen CSR."""
-    from jobs.model import CSR
+    from jobs.core.model import CSR
 
     rng = np.random.default_rng(seed)
     n_u, n_i = len(user_ids), len(item_ids)
@@ -106,7 +107,7 @@ def as_tuples(user_id, rank, item_id, score) -> list[tuple[int, int, int, float]
 
 @pytest.mark.unit
 def test_score_users_matches_the_reference_ranking_with_ties_exclusions_and_unknown_users():
-    from jobs.model import Recommender
+    from jobs.core.model import Recommender
 
     arrays = make_arrays(seed=3)
     rec = Recommender(arrays)
@@ -131,7 +132,7 @@ def test_score_users_matches_the_reference_ranking_with_ties_exclusions_and_unkn
 
 @pytest.mark.unit
 def test_score_users_tie_rule_boundary_unsorted_catalogue_and_small_catalogue():
-    from jobs.model import CSR, Recommender
+    from jobs.core.model import CSR, Recommender
 
     # Items stored in a non-id order: the rule is still "equal scores → smaller item id first".
     item_ids = np.array([105, 101, 104, 100, 103, 102], dtype=np.int64)
@@ -260,8 +261,10 @@ def log_and_register(cfg, arrays: dict[str, np.ndarray], promote_it: bool) -> di
     """Log the arrays as the trainer's pyfunc (jobs.train.Tracker), register, optionally promote."""
     import mlflow
 
-    from jobs.registry import promote, register
-    from jobs.train import Tracker, TrainData
+    from jobs.core.snapshots import TrainData
+    from jobs.registry.aliases import promote
+    from jobs.registry.register import register
+    from jobs.train.tracking import Tracker
 
     ptr, idx = arrays["seen_indptr"], arrays["seen_indices"]
     users = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
@@ -285,7 +288,7 @@ def log_and_register(cfg, arrays: dict[str, np.ndarray], promote_it: bool) -> di
     mlflow.end_run()
     reg = register(cfg, run_id, {"data_window": f"{WINDOW[0]}..{WINDOW[1]}"}, info.model_uri)
     if promote_it:
-        from jobs.registry import CHAMPION, alias_version, client
+        from jobs.core.tracking import CHAMPION, alias_version, client
 
         current = alias_version(client(cfg), cfg.mlflow.model_name, CHAMPION)
         promote(cfg, reg["version"], current, "test", "test_score")
@@ -328,8 +331,8 @@ def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> su
 def test_scores_every_active_user_excluding_seen_items_with_k_ties_and_unknown_users(
     mlflow_env, cfg, spark, monkeypatch
 ):
-    from jobs.config import get_config
-    from jobs.score import score_day
+    from jobs.core.config import get_config
+    from jobs.score.job import score_day
 
     monkeypatch.setenv("RECSYS__SCORING__ROWS_PER_FILE", "300")  # 260 users x 5 → 5 files → 6 (whole waves of 2)
     cfg = get_config()
@@ -370,8 +373,10 @@ def test_scores_every_active_user_excluding_seen_items_with_k_ties_and_unknown_u
 
 @pytest.mark.integration
 def test_pinned_version_is_used_not_the_champion_and_a_rerun_is_byte_identical(mlflow_env, cfg, spark):
-    from jobs.registry import CHAMPION, alias_version, client
-    from jobs.score import ScoreArgumentError, ScoreError, score_day
+    from jobs.core.tracking import CHAMPION, alias_version, client
+    from jobs.score import ScoreArgumentError
+    from jobs.score.core import ScoreError
+    from jobs.score.job import score_day
 
     arrays_v1, arrays_v2 = make_arrays(seed=21), make_arrays(seed=22)
     world = build_days(cfg, arrays_v1)
@@ -414,7 +419,7 @@ def test_pinned_version_is_used_not_the_champion_and_a_rerun_is_byte_identical(m
     __import__("torch").cuda.is_available(), reason="needs a machine without CUDA to make the workers fail"
 )
 def test_a_failure_in_the_workers_leaves_the_published_day_untouched(mlflow_env, cfg, spark):
-    from jobs.score import score_day
+    from jobs.score.job import score_day
 
     arrays = make_arrays(seed=31)
     build_days(cfg, arrays)
@@ -431,20 +436,20 @@ def test_a_failure_in_the_workers_leaves_the_published_day_untouched(mlflow_env,
 
 @pytest.mark.integration
 def test_cli_exit_codes_a_kill_mid_write_and_the_recovery_run(mlflow_env, cfg, spark, tmp_path):
-    from jobs.score import score_day
+    from jobs.score.job import score_day
 
     arrays = make_arrays(seed=41)
     build_days(cfg, arrays)
     model = log_and_register(cfg, arrays, promote_it=True)
     env = {"RECSYS__SCORING__K": "4", "RECSYS__SPARK__MASTER": "local[2]"}  # local[2]: the fixture's parallelism
 
-    bad = run_module("jobs.score", "--date", "2026-13-01", "--model-version", model["version"], env=env)
-    assert bad.returncode == 2 and "--date" in bad.stderr
-    alias = run_module("jobs.score", "--date", D.isoformat(), "--model-version", "champion", env=env)
+    bad = run_module("jobs.score", "--day", "2026-13-01", "--model-version", model["version"], env=env)
+    assert bad.returncode == 2 and "--day" in bad.stderr
+    alias = run_module("jobs.score", "--day", D.isoformat(), "--model-version", "champion", env=env)
     assert alias.returncode == 2 and "registered version number" in alias.stderr
     result_file = tmp_path / "result.json"
     refused = run_module(
-        "jobs.score", "--date", "2026-01-05", "--model-version", model["version"], "--result-file", str(result_file)
+        "jobs.score", "--day", "2026-01-05", "--model-version", model["version"], "--result-file", str(result_file)
     )
     assert refused.returncode == 3, refused.stderr[-2000:]
     assert "dt=2026-01-05 did not pass validation" in json.loads(result_file.read_text())["message"]
@@ -456,7 +461,7 @@ def test_cli_exit_codes_a_kill_mid_write_and_the_recovery_run(mlflow_env, cfg, s
 
     # Kill a rerun (its process group, SIGKILL) while it writes: the published day stays as it was.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.score", "--date", D.isoformat(), "--model-version", model["version"], "--k", "2"],
+        [sys.executable, "-m", "jobs.score", "--day", D.isoformat(), "--model-version", model["version"], "--k", "2"],
         cwd=REPO,
         env={**os.environ, **env, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}"},
         stdout=subprocess.DEVNULL,
@@ -481,7 +486,7 @@ def test_cli_exit_codes_a_kill_mid_write_and_the_recovery_run(mlflow_env, cfg, s
 
     # The retry (what Airflow would run next) publishes the same bytes and sweeps the leftovers.
     again = run_module(
-        "jobs.score", "--date", D.isoformat(), "--model-version", model["version"], "--result-file", str(result_file),
+        "jobs.score", "--day", D.isoformat(), "--model-version", model["version"], "--result-file", str(result_file),
         env=env,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]

@@ -7,11 +7,11 @@ from datetime import date, timedelta
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import generate as gen
-from jobs import storage
-from jobs.ingest import ingest_day
-from jobs.snapshot import SnapshotError, build_snapshot
-from jobs.validate import validate_day
+from jobs import sim as gen
+from jobs.core import storage
+from jobs.ingest.job import ingest_day
+from jobs.snapshot.job import SnapshotError, build_snapshot
+from jobs.validate.job import validate_day
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import generate as gen
+from jobs import sim as gen
 
 pytestmark = pytest.mark.integration
 
@@ -501,7 +501,7 @@ def test_gpu_script_exits_cleanly_without_cuda_and_smokes_on_cpu(tmp_path):
 def test_fused_cpu_loss_matches_autograd(loss, negatives):
     import torch
 
-    from jobs.model import FusedRankingLoss, build_model
+    from jobs.train.model import FusedRankingLoss, build_model
 
     model = build_model(50, 30, 8, seed=1, init_std=0.3, loss=loss).double()
     gen = torch.Generator().manual_seed(5)
@@ -523,8 +523,8 @@ def test_fused_cpu_loss_matches_autograd(loss, negatives):
 
 
 def test_ranking_helpers_match_brute_force():
-    from jobs.metrics import evaluate_ranking, popularity_top_k
-    from jobs.model import CSR, top_k
+    from jobs.core.model import CSR, top_k
+    from jobs.core.ranking import evaluate_ranking, popularity_top_k
 
     rng = np.random.default_rng(0)
     n_users, n_items, k = 50, 30, 5

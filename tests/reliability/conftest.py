@@ -42,7 +42,7 @@ class World:
     snapshot_uri: str
 
     @property
-    def eval_day(self) -> str:
+    def day(self) -> str:
         return self.days[-1]
 
 
@@ -62,7 +62,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def world_params():
-    from jobs import generate as gen
+    from jobs import sim as gen
 
     return gen.WorldParams(users=300, items=120, factors=4, seed=5, events_per_day=4000)
 
@@ -70,11 +70,11 @@ def world_params():
 @pytest.fixture(scope="session")
 def tiny_world(spark, tmp_path_factory) -> World:
     """Generate → ingest → validate every day → snapshot of the last day (the clean reference)."""
-    from jobs import generate as gen
-    from jobs.config import load_config
-    from jobs.ingest import ingest_day
-    from jobs.snapshot import build_snapshot
-    from jobs.validate import validate_day
+    from jobs import sim as gen
+    from jobs.core.config import load_config
+    from jobs.ingest.job import ingest_day
+    from jobs.snapshot.job import build_snapshot
+    from jobs.validate.job import validate_day
 
     root = tmp_path_factory.mktemp("world") / "data"
     env = {**os.environ, "RECSYS__STORAGE__ROOT": str(root)}

@@ -129,7 +129,7 @@ def _stagings(zone: Path, day: str) -> set[str]:
 
 
 class PublishPhases:
-    """Which phase of the publish protocol (``jobs.storage``) a fresh attempt has reached.
+    """Which phase of the publish protocol (``jobs.core.storage``) a fresh attempt has reached.
 
     Judged from the zones only, as a kill-at-phase test needs it: for each zone name ``z`` in
     ``zones``, ``"z staging"`` (a new staging folder of ``day``), ``"z file written"`` (a file in
@@ -281,16 +281,14 @@ def job_env(**extra: str) -> dict[str, str]:
 # ---- a job task killed in a phase of its publish, then retried -----------------------------
 
 
-def launch_job(task_id: str, module: str, job_args: list[str], fail_fast_codes: Iterable[int] = ()) -> tuple:
+def launch_job(task_id: str, module: str, job_args: list[str]) -> tuple:
     """Run a Spark job through the real task launcher (``JobOperator.execute``) in a thread.
 
     Returns ``(operator, thread, outcome)``; ``outcome`` gets ``result`` or ``error`` when done.
     """
     from recsys_airflow.launcher import JobOperator
 
-    op = JobOperator(
-        task_id=task_id, module=module, spark=True, job_args=job_args, fail_fast_codes=list(fail_fast_codes)
-    )
+    op = JobOperator(task_id=task_id, module=module, spark=True, job_args=job_args)
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -351,7 +349,7 @@ def kill_in_phases(
 
 
 def zone_path(cfg: Any, zone: str) -> Path:
-    from jobs import storage
+    from jobs.core import storage
 
     return storage.local_path(cfg.storage.zone(zone))
 
@@ -395,7 +393,7 @@ def partition_whole(part: Path) -> str | None:
 class PartitionPoller(threading.Thread):
     """Reads the zones continuously while writers run, as a downstream reader would.
 
-    A reader lists ``dt=*`` folders that hold ``_SUCCESS`` (``jobs.storage.published_days``);
+    A reader lists ``dt=*`` folders that hold ``_SUCCESS`` (``jobs.core.storage.published_days``);
     for each such folder this poller checks it is whole (``partition_whole``). A folder is
     checked again whenever its inode or modification time changes (a new version swapped in,
     an entry added or removed), so the poller costs little CPU beside the writers it watches.
@@ -614,14 +612,14 @@ def registry_problems(state: dict[str, Any], allow_pending: bool = False) -> lis
 
 
 def asset_events(api: Any, asset_name: str, run_ids: Iterable[str] | None = None) -> Counter:
-    """Asset events of ``asset_name`` per ``extra['dt']`` (optionally only from ``run_ids``)."""
+    """Asset events of ``asset_name`` per ``extra['day']`` (optionally only from ``run_ids``)."""
     wanted = set(run_ids) if run_ids is not None else None
     events = api.call("GET", "/assets/events", params={"asset_id": api.asset_id(asset_name), "limit": 1000})
     counts: Counter = Counter()
     for event in events["asset_events"]:
         if wanted is not None and event.get("source_run_id") not in wanted:
             continue
-        counts[event["extra"].get("dt")] += 1
+        counts[event["extra"].get("day")] += 1
     return counts
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import storage
+from jobs.core import storage
 from tests.reliability.harness import CaseResult, full_disk, leftovers, read_only, zone_fingerprint
 
 pytestmark = pytest.mark.reliability
@@ -34,9 +34,9 @@ def _zones(cfg) -> tuple[Path, Path]:
 
 
 def test_ingest_into_unwritable_zones_writes_nothing(world, spark, report):
-    from jobs import generate as gen
-    from jobs.config import get_config
-    from jobs.ingest import ingest_day
+    from jobs import sim as gen
+    from jobs.core.config import get_config
+    from jobs.ingest.job import ingest_day
     from tests.reliability.conftest import world_params
 
     started = time.monotonic()
@@ -87,13 +87,13 @@ def test_ingest_into_unwritable_zones_writes_nothing(world, spark, report):
 
 
 def test_snapshot_into_read_only_or_full_zone_keeps_the_previous_one(world, spark, report):
-    from jobs.config import get_config
-    from jobs.snapshot import build_snapshot
+    from jobs.core.config import get_config
+    from jobs.snapshot.job import build_snapshot
 
     started = time.monotonic()
     cfg = get_config()
     zone = Path(cfg.storage.zone("training"))
-    day = date.fromisoformat(world.eval_day)
+    day = date.fromisoformat(world.day)
     part = Path(world.snapshot_uri)
     window = int(part.name.rsplit("_w=", 1)[1])
     before = zone_fingerprint_any(part)
@@ -140,8 +140,9 @@ def zone_fingerprint_any(part: Path) -> dict[str, str]:
 
 
 def test_validation_report_folder_read_only_keeps_the_verdict(world, report):
-    from jobs.config import get_config
-    from jobs.validate import VALIDATION_MARKER, validate_day
+    from jobs.core.catalog import VALIDATION_MARKER
+    from jobs.core.config import get_config
+    from jobs.validate.job import validate_day
 
     started = time.monotonic()
     cfg = get_config()
@@ -155,11 +156,11 @@ def test_validation_report_folder_read_only_keeps_the_verdict(world, report):
     with read_only(reports) as how, pytest.raises(OSError, match=str(reports)) as failed:
         validate_day(cfg, date.fromisoformat(day))
     # The CLI (what the task runs): exit 1 (retryable), the path in the message and the result file.
-    from jobs.validate import main
+    from jobs.validate.job import main
 
     result_file = Path(cfg.storage.root_path()).parent / "validate-result.json"
     with read_only(reports):
-        assert main(["--date", day, "--result-file", str(result_file)]) == 1
+        assert main(["--day", day, "--result-file", str(result_file)]) == 1
     assert str(reports) in json.loads(result_file.read_text())["message"]
     assert marker.read_bytes() == verdict
     assert (reports / "report.html").read_bytes() == html

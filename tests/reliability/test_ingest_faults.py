@@ -49,13 +49,13 @@ PHASES = ("quarantine staging", "quarantine published", "curated staging", "cura
 
 
 def _launch(task_id: str) -> tuple:
-    return launch_job(task_id, "jobs.ingest", ["--date", DAY.isoformat()], fail_fast_codes=[3])
+    return launch_job(task_id, "jobs.ingest", ["--day", DAY.isoformat()])
 
 
 def _reference(world, tmp_path: Path, spark) -> Path:
     """A clean run of DAY on a copy of the same world: the bytes every retry must reproduce."""
-    from jobs.config import load_config
-    from jobs.ingest import ingest_day
+    from jobs.core.config import load_config
+    from jobs.ingest.job import ingest_day
 
     ref_root = tmp_path / "reference"
     shutil.copytree(world.root, ref_root, symlinks=True)
@@ -66,8 +66,8 @@ def _reference(world, tmp_path: Path, spark) -> Path:
 
 
 def test_ingest_killed_in_each_write_phase_then_retried(world, spark, tmp_path, report):
-    from jobs import generate as gen
-    from jobs.config import get_config
+    from jobs import sim as gen
+    from jobs.core.config import get_config
     from tests.reliability.conftest import world_params
 
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""Faults at the publishing layer (``jobs.storage``) that every writer relies on.
+"""Faults at the publishing layer (``jobs.core.storage``) that every writer relies on.
 
 * Two writers of one partition at once — what happens when a task's process outlives its
   worker (an orphan) while Airflow runs the retry: the second writer waits for the first
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import storage
+from jobs.core import storage
 from tests.reliability.harness import (
     CaseResult,
     PartitionPoller,

@@ -28,8 +28,10 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from jobs.config import load_config
-from jobs.registry import CHALLENGER, CHAMPION, PREVIOUS, RegistryError, client, promote, register, rollback
+from jobs.core.config import load_config
+from jobs.core.tracking import CHALLENGER, CHAMPION, PREVIOUS, client
+from jobs.registry.aliases import RegistryError, promote, rollback
+from jobs.registry.register import register
 from tests.pyfuncs import FixedRanker
 from tests.reliability.harness import (
     CaseResult,

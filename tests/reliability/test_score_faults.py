@@ -57,8 +57,9 @@ def _champion(world, tmp_path: Path) -> str:
     import subprocess
     import sys
 
-    from jobs.config import get_config
-    from jobs.registry import promote, register
+    from jobs.core.config import get_config
+    from jobs.registry.aliases import promote
+    from jobs.registry.register import register
     from tests.reliability.harness import REPO
 
     result = tmp_path / "train.json"
@@ -82,7 +83,7 @@ def _champion(world, tmp_path: Path) -> str:
 
 
 def _launch(task_id: str, day: str, version: str) -> tuple:
-    return launch_job(task_id, "jobs.score", ["--date", day, "--model-version", version], fail_fast_codes=[2, 3])
+    return launch_job(task_id, "jobs.score", ["--day", day, "--model-version", version])
 
 
 def _published(part: Path) -> tuple[dict[str, str], dict]:
@@ -100,14 +101,14 @@ def _ranked(part: Path) -> Counter:
 
 
 def test_scoring_killed_in_each_write_phase_then_retried(world, tracking, spark, tmp_path, monkeypatch, report):
-    from jobs.config import get_config, load_config
-    from jobs.score import score_day
+    from jobs.core.config import get_config, load_config
+    from jobs.score.job import score_day
 
     started = time.monotonic()
     # The job's Spark has the session fixture's parallelism, so the reference's bytes apply.
     monkeypatch.setenv("RECSYS__SPARK__MASTER", "local[2]")
     version = _champion(world, tmp_path)
-    day = world.eval_day
+    day = world.day
     ref_root = tmp_path / "reference"
     shutil.copytree(world.root, ref_root, symlinks=True)
     ref_cfg = load_config(environ={**os.environ, "RECSYS__STORAGE__ROOT": str(ref_root)})

@@ -94,8 +94,8 @@ def _reference(spark, cfg, tmp_path: Path) -> Path:
     """Clean in-process ingestion of the same landing days into a separate root."""
     import os
 
-    from jobs.config import load_config
-    from jobs.ingest import ingest_day
+    from jobs.core.config import load_config
+    from jobs.ingest.job import ingest_day
 
     ref = tmp_path / "reference"
     for day in DAYS:
@@ -117,8 +117,8 @@ class Landing:
 
 @pytest.fixture(scope="module")
 def landing(live_stack, spark, tmp_path_factory) -> Landing:
-    from jobs import generate as gen
-    from jobs.config import get_config
+    from jobs import sim as gen
+    from jobs.core.config import get_config
 
     cfg = get_config()
     params = gen.WorldParams(users=300, items=120, factors=4, seed=31, events_per_day=3000)
@@ -140,7 +140,7 @@ def _zones_now(cfg) -> dict:
 
 
 def test_scheduler_crash_mid_backfill(live_stack, admin_client, landing, report):
-    from jobs.config import get_config
+    from jobs.core.config import get_config
     from scripts.stack import up
 
     started = time.monotonic()
@@ -205,7 +205,7 @@ def test_scheduler_crash_mid_backfill(live_stack, admin_client, landing, report)
 
 
 def test_duplicate_trigger_backfill_and_clear_change_nothing(admin_client, landing, report):
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     started = time.monotonic()
     api = admin_client

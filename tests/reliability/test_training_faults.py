@@ -135,9 +135,11 @@ def _assert_consistent(cl, name: str) -> dict:
 
 
 def test_training_chain_survives_trainer_and_tracking_server_crashes(world, tracking, private_mlflow, tmp_path, report):
-    from jobs.config import get_config, load_config
-    from jobs.evaluate import evaluate
-    from jobs.registry import CHALLENGER, CHAMPION, PREVIOUS, client, promote, register
+    from jobs.core.config import get_config, load_config
+    from jobs.core.tracking import CHALLENGER, CHAMPION, PREVIOUS, client
+    from jobs.evaluate.gate import evaluate
+    from jobs.registry.aliases import promote
+    from jobs.registry.register import register
 
     started = time.monotonic()
     inj = FaultInjector(seed=7, max_faults=6, max_seconds=900)

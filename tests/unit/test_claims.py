@@ -32,7 +32,7 @@ class Event:
 
     @property
     def extra(self) -> dict[str, Any]:
-        return {} if self.dt is None else {"dt": self.dt}
+        return {} if self.dt is None else {"day": self.dt}
 
 
 @dataclass
@@ -117,7 +117,7 @@ def test_the_same_day_twice_is_scored_once_per_run():
 def test_an_event_without_a_valid_day_fails_with_its_id():
     asset, store = Asset(), Store()
     e1 = asset.emit(None)
-    with pytest.raises(AirflowFailException, match="asset event 1 of curated has no 'dt'"):
+    with pytest.raises(AirflowFailException, match="asset event 1 of curated has no 'day'"):
         claim("run1", asset, store, [e1])
     e2 = asset.emit("2026-02-30")
     with pytest.raises(AirflowFailException, match="not a calendar day"):

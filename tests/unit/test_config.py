@@ -1,4 +1,4 @@
-"""jobs.config: profiles, environment overrides and error messages that name the dotted key."""
+"""jobs.core.config: profiles, environment overrides and error messages that name the dotted key."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import config as config_mod
-from jobs.config import DEFAULT_CONFIG_PATH, REPO_ROOT, ZONES, ConfigError, get_config, load_config
+from jobs.core import config as config_mod
+from jobs.core.config import DEFAULT_CONFIG_PATH, REPO_ROOT, ZONES, ConfigError, get_config, load_config
 
 pytestmark = pytest.mark.unit
 
@@ -298,7 +298,7 @@ def test_get_config_follows_the_environment(monkeypatch):
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.config", *args],
+        [sys.executable, "-m", "jobs.core.config", *args],
         cwd=REPO_ROOT,
         env={**_clean_env(), **env},
         capture_output=True,

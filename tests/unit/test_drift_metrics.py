@@ -10,7 +10,8 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
-from jobs import drift_metrics as dm
+from jobs.core import reference as refmod
+from jobs.monitor import metrics as dm
 
 pytestmark = pytest.mark.unit
 
@@ -52,8 +53,8 @@ def test_ks_statistic_ignores_nan_and_handles_identity():
 
 @pytest.mark.parametrize(("name", "ref", "cur"), list(_samples()), ids=lambda x: x if isinstance(x, str) else "")
 def test_psi_and_js_on_reference_quantile_bins(name, ref, cur):
-    edges = dm.quantile_edges(ref)
-    rc, cc = dm.bin_counts(ref, edges), dm.bin_counts(cur, edges)
+    edges = refmod.quantile_edges(ref)
+    rc, cc = refmod.bin_counts(ref, edges), refmod.bin_counts(cur, edges)
     assert rc.sum() == len(ref) and cc.sum() == len(cur)
     assert dm.psi(rc, cc) == pytest.approx(reference_psi(list(rc), list(cc)), abs=TOL)
     assert dm.js_distance(rc, cc) == pytest.approx(jensenshannon(rc, cc, base=2), abs=TOL)
@@ -84,16 +85,16 @@ def test_js_distance_is_one_for_disjoint_supports_and_psi_rejects_bad_input():
 
 def test_quantile_edges_follow_discrete_values_and_bins_are_half_open():
     values = np.array([1, 1, 1, 1, 2, 2, 3, 5, 8, 13], dtype=float)
-    edges = dm.quantile_edges(values, bins=5)
+    edges = refmod.quantile_edges(values, bins=5)
     assert edges.tolist() == [1.0, 2.0, 5.0]  # the 20/40/60/80% quantiles 1, 1, 2, 5, merged
-    assert dm.bin_counts(values, edges).tolist() == [0, 4, 3, 3]
-    assert dm.bin_counts(np.array([0.5, 1.0, 2.5, 100.0]), edges).tolist() == [1, 1, 1, 1]
+    assert refmod.bin_counts(values, edges).tolist() == [0, 4, 3, 3]
+    assert refmod.bin_counts(np.array([0.5, 1.0, 2.5, 100.0]), edges).tolist() == [1, 1, 1, 1]
 
 
 def test_quantile_sketch_keeps_discrete_masses_and_small_samples_exactly():
     rng = np.random.default_rng(0)
     values = rng.poisson(2, 100_000).astype(float)
-    sketch = dm.quantile_sketch(values, 4096)
+    sketch = refmod.quantile_sketch(values, 4096)
     assert len(sketch) == 4096 and np.all(np.diff(sketch) >= 0)
     for v in range(6):
         assert abs((sketch == v).mean() - (values == v).mean()) <= 1 / 4096
@@ -101,33 +102,33 @@ def test_quantile_sketch_keeps_discrete_masses_and_small_samples_exactly():
     cur = rng.poisson(2.3, 5_000).astype(float)
     assert abs(dm.ks_statistic(sketch, cur) - ks_2samp(values, cur).statistic) <= 2 / 4096
     small = np.array([3.0, 1.0, 2.0])
-    assert dm.quantile_sketch(small).tolist() == [1.0, 2.0, 3.0]
+    assert refmod.quantile_sketch(small).tolist() == [1.0, 2.0, 3.0]
 
 
 def test_ids_roundtrip_compactly():
     rng = np.random.default_rng(1)
     ids = rng.choice(10_000_000, 200_000, replace=False)
-    text = dm.encode_ids(ids)
-    assert np.array_equal(dm.decode_ids(text), np.sort(ids))
+    text = refmod.encode_ids(ids)
+    assert np.array_equal(refmod.decode_ids(text), np.sort(ids))
     assert len(text) < 200_000 * 8 / 2  # well under the raw int64 size
-    assert dm.decode_ids(dm.encode_ids([])).size == 0
+    assert refmod.decode_ids(refmod.encode_ids([])).size == 0
 
 
 def test_category_counts_from_arrow_and_numpy():
     arr = pa.array(["a", "b", "a", None]).dictionary_encode()
-    assert dm.category_counts(arr) == {"a": 2, "b": 1, "<null>": 1}
-    assert dm.category_counts(np.array([3, 3, 5])) == {"3": 2, "5": 1}
+    assert refmod.category_counts(arr) == {"a": 2, "b": 1, "<null>": 1}
+    assert refmod.category_counts(np.array([3, 3, 5])) == {"3": 2, "5": 1}
 
 
 def test_popularity_buckets_rank_by_count_with_id_ties():
     ids = np.arange(100, 300)  # 200 items
     counts = np.arange(200, 0, -1)  # item 100 is the most popular
-    sorted_ids, codes = dm.popularity_buckets(ids, counts)
+    sorted_ids, codes = refmod.popularity_buckets(ids, counts)
     assert sorted_ids.tolist() == ids.tolist()
     assert codes[:2].tolist() == [0, 0]  # top 1% of 200 = 2 items
     assert (codes == 1).sum() == 8 and (codes == 4).sum() == 100
-    labels = dm.bucket_labels(np.array([100, 299, 5]), sorted_ids, codes)
-    assert labels.tolist() == [0, 4, len(dm.POPULARITY_BUCKETS)]
+    labels = refmod.bucket_labels(np.array([100, 299, 5]), sorted_ids, codes)
+    assert labels.tolist() == [0, 4, len(refmod.POPULARITY_BUCKETS)]
 
 
 def _day(rng, n, device_p=(0.45, 0.33, 0.17, 0.05), users=500, items=200, new_items=0):
@@ -160,10 +161,10 @@ def test_reference_roundtrip_and_day_comparison_flags_only_what_moved():
     rng = np.random.default_rng(5)
     window = [(f"2026-01-0{i}", _day(rng, 20_000)) for i in range(1, 4)]
     known_users, known_items = np.arange(500), np.arange(200)
-    ref = dm.compute_reference(window, known_users, known_items, holdout=("2026-01-04", _day(rng, 20_000)))
+    ref = refmod.compute_reference(window, known_users, known_items, holdout=("2026-01-04", _day(rng, 20_000)))
     import json
 
-    ref = dm.validate_reference(json.loads(dm.dumps_reference(ref)))
+    ref = refmod.validate_reference(json.loads(refmod.dumps_reference(ref)))
     assert ref["known"]["users"]["count"] == 500
     assert ref["features"]["watch_seconds"]["n"] == sum(
         int((t.column("event_type").to_numpy(zero_copy_only=False) == "play").sum()) for _, t in window
@@ -184,16 +185,16 @@ def test_reference_roundtrip_and_day_comparison_flags_only_what_moved():
 
 def test_reference_is_deterministic():
     window = [("2026-01-01", _day(np.random.default_rng(9), 5_000))]
-    a = dm.dumps_reference(dm.compute_reference(window, np.arange(10), np.arange(10)))
-    b = dm.dumps_reference(dm.compute_reference(window, np.arange(10), np.arange(10)))
+    a = refmod.dumps_reference(refmod.compute_reference(window, np.arange(10), np.arange(10)))
+    b = refmod.dumps_reference(refmod.compute_reference(window, np.arange(10), np.arange(10)))
     assert a == b
 
 
 def test_validate_reference_names_what_is_missing():
-    with pytest.raises(dm.ReferenceFormatError, match="format"):
-        dm.validate_reference({"format": 99})
-    with pytest.raises(dm.ReferenceFormatError, match="lack 'popularity'"):
-        dm.validate_reference({"format": dm.FORMAT, "features": {}})
+    with pytest.raises(refmod.ReferenceFormatError, match="format"):
+        refmod.validate_reference({"format": 99})
+    with pytest.raises(refmod.ReferenceFormatError, match="lack 'popularity'"):
+        refmod.validate_reference({"format": refmod.FORMAT, "features": {}})
 
 
 def test_online_performance_counts_hits_on_unseen_relevant_pairs():
@@ -220,7 +221,7 @@ def test_online_performance_counts_hits_on_unseen_relevant_pairs():
 def test_sorted_paths_match_the_plain_ones():
     rng = np.random.default_rng(11)
     values = np.concatenate([rng.poisson(4, 5_000).astype(float), [np.nan, np.inf, -np.inf]])
-    clean = dm.sorted_finite(values)
+    clean = refmod.sorted_finite(values)
     assert clean.size == 5_000 and np.all(np.diff(clean) >= 0)
-    edges = dm.quantile_edges(clean)
-    assert dm.sorted_bin_counts(clean, edges).tolist() == dm.bin_counts(dm.finite(values), edges).tolist()
+    edges = refmod.quantile_edges(clean)
+    assert refmod.sorted_bin_counts(clean, edges).tolist() == refmod.bin_counts(refmod.finite(values), edges).tolist()

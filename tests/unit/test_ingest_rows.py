@@ -10,7 +10,10 @@ from datetime import date
 import pyarrow as pa
 import pytest
 
-from jobs import ingest
+from jobs.core import schema
+from jobs.ingest import buckets as bk
+from jobs.ingest import job
+from jobs.ingest import rows as kernels
 
 pytestmark = pytest.mark.unit
 
@@ -33,8 +36,8 @@ def lines(*rows: dict | str) -> bytes:
 
 
 def reasons_of(data: bytes, fmt: str = "jsonl", header: bytes = b"") -> list[str]:
-    _, text, typed, raw_line = ingest.read_split(header, data, fmt)
-    return ingest.judge(text, typed, raw_line, DAY).to_pylist()
+    _, text, typed, raw_line = kernels.read_split(header, data, fmt)
+    return kernels.judge(text, typed, raw_line, DAY).to_pylist()
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -45,8 +48,8 @@ def test_byte_ranges_hold_every_line_exactly_once(tmp_path, fmt, split_bytes):
     path = tmp_path / f"day.{fmt}"
     path.write_bytes(header + b"\n".join(body) + b"\n")
     got = []
-    for split in ingest.plan_splits([str(path)], split_bytes):
-        head, data = ingest.read_range(*split, fmt)
+    for split in job.plan_splits([str(path)], split_bytes):
+        head, data = kernels.read_range(*split, fmt)
         assert head == header
         got += [line for line in data.split(b"\n") if line]
     assert got == body
@@ -55,25 +58,25 @@ def test_byte_ranges_hold_every_line_exactly_once(tmp_path, fmt, split_bytes):
 def test_a_file_without_a_final_newline_keeps_its_last_line(tmp_path):
     path = tmp_path / "day.jsonl"
     path.write_bytes(b'{"a":1}\n{"a":2}')
-    data = b"".join(ingest.read_range(*s, "jsonl")[1] for s in ingest.plan_splits([str(path)], 5))
+    data = b"".join(kernels.read_range(*s, "jsonl")[1] for s in job.plan_splits([str(path)], 5))
     assert data.split(b"\n") == [b'{"a":1}', b'{"a":2}']
 
 
 def test_clean_rows_are_typed_and_normalised():
     row = {**GOOD, "event_type": " PLAY ", "device": "TV", "country": "us"}
-    raw, text, typed, raw_line = ingest.read_split(b"", lines(row), "jsonl")
+    raw, text, typed, raw_line = kernels.read_split(b"", lines(row), "jsonl")
     got = typed.to_pylist()[0]
     assert (got["event_type"], got["device"], got["country"]) == ("play", "tv", "US")
     assert got["user_id"] == 7 and got["watch_seconds"] == 30.5
     assert got["ts"].isoformat() == "2026-03-01T10:00:00+00:00"
     assert raw.column("event_type").to_pylist() == [" PLAY "]  # the quarantine keeps the raw text
-    assert ingest.judge(text, typed, raw_line, DAY).to_pylist() == [""]
+    assert kernels.judge(text, typed, raw_line, DAY).to_pylist() == [""]
 
 
 def test_the_line_by_line_path_types_as_the_fast_path():
     rows = [GOOD, {**GOOD, "event_id": "e2", "rating": 4, "event_type": "rating", "watch_seconds": None}]
-    fast = ingest.read_split(b"", lines(*rows), "jsonl")
-    slow = ingest.read_split(b"", lines(*rows, "not json"), "jsonl")  # one bad line: the whole range as text
+    fast = kernels.read_split(b"", lines(*rows), "jsonl")
+    slow = kernels.read_split(b"", lines(*rows, "not json"), "jsonl")  # one bad line: the whole range as text
     assert slow[2].slice(0, 2).to_pylist() == fast[2].to_pylist()
     assert slow[3].to_pylist() == [None, None, "not json"]
 
@@ -109,8 +112,8 @@ def test_each_rule_names_the_field(change, expected):
 
 def test_malformed_lines_are_kept_whole_and_other_lines_still_judged():
     data = lines(GOOD, '{"event_id": "e9"\x00garbage{', "[1, 2]", {**GOOD, "device": "car"})
-    _, text, typed, raw_line = ingest.read_split(b"", data, "jsonl")
-    assert ingest.judge(text, typed, raw_line, DAY).to_pylist() == [
+    _, text, typed, raw_line = kernels.read_split(b"", data, "jsonl")
+    assert kernels.judge(text, typed, raw_line, DAY).to_pylist() == [
         "",
         "malformed line",
         "malformed line",
@@ -123,8 +126,8 @@ def test_csv_unterminated_quote_spoils_only_its_line():
     header = b"event_id,user_id,item_id,event_type,ts,watch_seconds,rating,device,country\n"
     good = b"e1,7,3,play,2026-03-01T10:00:00Z,30,,tv,US\n"
     data = good + b'e2,7,"unterminated\n' + good.replace(b"e1", b"e3")
-    raw, text, typed, raw_line = ingest.read_split(header, data, "csv")
-    verdicts = dict(zip(raw_line.to_pylist(), ingest.judge(text, typed, raw_line, DAY).to_pylist(), strict=True))
+    raw, text, typed, raw_line = kernels.read_split(header, data, "csv")
+    verdicts = dict(zip(raw_line.to_pylist(), kernels.judge(text, typed, raw_line, DAY).to_pylist(), strict=True))
     assert verdicts == {None: "", 'e2,7,"unterminated': "malformed line"}
     assert sorted(filter(None, raw.column("event_id").to_pylist())) == ["e1", "e3"]
     assert raw.column("rating").to_pylist() == [None, None, None]  # an empty field is missing
@@ -132,16 +135,14 @@ def test_csv_unterminated_quote_spoils_only_its_line():
 
 def test_buckets_are_stable_across_processes_and_keep_copies_together():
     ids = pa.array([f"id-{i}" for i in range(10_000)] + ["id-5", "", "ü-ñ"])
-    buckets = ingest.bucket_of(ids, 5)
+    buckets = bk.bucket_of(ids, 5)
     assert set(buckets.tolist()) == {0, 1, 2, 3, 4}
     assert buckets[5] == buckets[10_000]
     assert max(sum(buckets == b) for b in range(5)) < 1.2 * len(ids) / 5
-    code = (
-        "from jobs import ingest; import pyarrow as pa; print(ingest.bucket_of(pa.array(['id-1', 'ü-ñ']), 7).tolist())"
-    )
+    code = "from jobs.ingest import buckets; import pyarrow as pa; print(buckets.bucket_of(pa.array(['id-1', 'ü-ñ']), 7).tolist())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(other.stdout) == ingest.bucket_of(pa.array(["id-1", "ü-ñ"]), 7).tolist()
-    assert ingest.bucket_of(pa.array(["id-1"]), 1).tolist() == [0]
+    assert json.loads(other.stdout) == bk.bucket_of(pa.array(["id-1", "ü-ñ"]), 7).tolist()
+    assert bk.bucket_of(pa.array(["id-1"]), 1).tolist() == [0]
 
 
 def test_dedup_keeps_the_smallest_copy_and_counts_conflicts():
@@ -152,9 +153,9 @@ def test_dedup_keeps_the_smallest_copy_and_counts_conflicts():
         {**GOOD, "event_id": "b"},
         {**GOOD, "event_id": "c"},
     ]
-    _, _, typed, _ = ingest.read_split(b"", lines(*rows), "jsonl")
-    table = ingest._sorted(typed.cast(ingest.curated_schema()), ("event_id", *ingest.DEDUP_ORDER))
-    kept, removed, conflicts = ingest._dedup_sorted(table)
+    _, _, typed, _ = kernels.read_split(b"", lines(*rows), "jsonl")
+    table = bk._sorted(typed.cast(schema.curated_schema()), ("event_id", *bk.DEDUP_ORDER))
+    kept, removed, conflicts = bk._dedup_sorted(table)
     assert kept.column("event_id").to_pylist() == ["a", "b", "c"]
     assert kept.column("ts").to_pylist()[0].hour == 10
     assert (removed, conflicts) == (2, 1)

@@ -57,7 +57,7 @@ def _objects(kind: str) -> dict[str, dict[str, Any]]:
 
 def _cluster_cfg(monkeypatch):
     monkeypatch.setenv("RECSYS_PROFILE", "cluster")
-    from jobs.config import get_config
+    from jobs.core.config import get_config
 
     return get_config()
 

@@ -8,10 +8,12 @@ OpenAPI schema shipped by ``kubernetes-validate`` plus assertions on the fields 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pendulum
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.unit
 
 K8S_VERSION = "1.33"
@@ -24,7 +26,7 @@ def _render(monkeypatch, **env):
     from airflow.sdk import DAG
     from kubernetes.client import ApiClient
 
-    from jobs.config import get_config
+    from jobs.core.config import get_config
     from recsys_airflow.training import train_task
 
     cfg = get_config()
@@ -48,8 +50,11 @@ def test_pod_requests_a_gpu_with_restricted_security(monkeypatch):
     spec = manifest["spec"]
     base = next(c for c in spec["containers"] if c["name"] == "base")
     assert base["image"] == cfg.training.image
-    assert base["command"] == ["python"]
-    assert base["args"][:2] == ["-m", "jobs.train"]
+    # Only args: the image's ENTRYPOINT (tini, PID 1) stays; the args replace its CMD.
+    entrypoint = [ln for ln in (REPO / "Dockerfile.train").read_text().splitlines() if ln.startswith("ENTRYPOINT")]
+    assert entrypoint == ['ENTRYPOINT ["/usr/bin/tini", "--"]']
+    assert "command" not in base or not base["command"]
+    assert base["args"][:3] == ["python", "-m", "jobs.train"]
     assert base["args"][-2:] == ["--result-file", "/airflow/xcom/return.json"]
     assert base["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert base["resources"]["requests"] == {"cpu": "4", "memory": "32Gi"}
@@ -91,8 +96,8 @@ def test_no_secret_literal_in_the_rendered_pod(monkeypatch):
 def test_several_gpus_run_torchrun(monkeypatch):
     _, _, manifest = _render(monkeypatch, RECSYS__TRAINING__GPUS="4")
     base = next(c for c in manifest["spec"]["containers"] if c["name"] == "base")
-    assert base["command"] == ["torchrun"]
-    assert base["args"][:4] == ["--standalone", "--nproc-per-node=4", "-m", "jobs.train"]
+    assert "command" not in base or not base["command"]
+    assert base["args"][:5] == ["torchrun", "--standalone", "--nproc-per-node=4", "-m", "jobs.train"]
     assert base["resources"]["limits"]["nvidia.com/gpu"] == "4"
 
 
@@ -100,7 +105,7 @@ def test_local_profile_uses_the_subprocess_launcher_with_the_same_task_id(monkey
     monkeypatch.setenv("RECSYS_PROFILE", "local")
     from airflow.sdk import DAG
 
-    from jobs.config import get_config
+    from jobs.core.config import get_config
     from recsys_airflow.training import TrainJobOperator, train_task
 
     with DAG("render_local", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):

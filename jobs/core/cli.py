@@ -1,0 +1,182 @@
+"""One way for every job to run: argv in, a result JSON and an exit code out.
+
+``run_job`` loads the configuration, calls the job, writes the result file and maps every
+failure to one ``ExitCode`` with a one-line message on stderr and in the result file (the task
+log shows it as the failure). The orchestrator retries exactly the ``retryable`` codes; a
+retry cannot fix a bad argument, bad input data or a failed quality check.
+
+A job raises ``JobError`` subclasses for what it knows is wrong; an ``OSError`` (disk full, a
+folder that vanished) and an outage of the MLflow tracking server are retryable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from jobs.core.config import ConfigError, PipelineConfig, get_config
+
+XCOM_DIR = "/airflow/xcom"  # the KubernetesPodOperator XCom contract (RECSYS_XCOM_DIR overrides it)
+MESSAGE_LIMIT = 2000
+
+
+class ExitCode(IntEnum):
+    """What a job's exit status means to the orchestrator."""
+
+    OK = 0
+    RETRYABLE = 1  # infrastructure: a full disk, a service outage — a retry may succeed
+    BAD_ARGUMENT = 2  # the caller's mistake (argv, configuration)
+    BAD_INPUT = 3  # the data cannot be processed as it is
+    CHECK_FAILED = 4  # a quality check said no (validation, infra validation)
+
+    @property
+    def retryable(self) -> bool:
+        return self not in NOT_RETRYABLE
+
+
+NOT_RETRYABLE = frozenset({ExitCode.BAD_ARGUMENT, ExitCode.BAD_INPUT, ExitCode.CHECK_FAILED})
+
+
+def is_retryable(code: int) -> bool:
+    """True for an exit status a retry may fix: 1, a signal (negative), anything unknown."""
+    return code not in {int(c) for c in NOT_RETRYABLE}
+
+
+class JobError(RuntimeError):
+    """A failure the job understands; ``exit_code`` says whether a retry can help."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result or {}
+
+
+class BadArgument(JobError):
+    exit_code = ExitCode.BAD_ARGUMENT
+
+
+class BadInput(JobError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class CheckFailed(JobError):
+    exit_code = ExitCode.CHECK_FAILED
+
+
+class Retryable(JobError):
+    exit_code = ExitCode.RETRYABLE
+
+
+def tracking_errors() -> tuple[type[BaseException], ...]:
+    """What an MLflow tracking-server outage raises in a client (MLflow's REST error after its
+    retries, or a bare ``requests`` error from an artifact download); empty when MLflow was
+    never imported by this job."""
+    if "mlflow" not in sys.modules:
+        return ()
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.exceptions.RequestException)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` via a temporary sibling and a rename."""
+    from jobs.core.storage import write_json_atomic as write
+
+    write(path, payload)
+
+
+def emit_result(result: dict[str, Any], result_file: Path | None) -> None:
+    """The result JSON to ``result_file`` and, inside a pod, to the KubernetesPodOperator's XCom file."""
+    if result_file is not None:
+        write_json_atomic(result_file, result)
+    xcom = Path(os.environ.get("RECSYS_XCOM_DIR", XCOM_DIR))
+    if xcom.is_dir() and (result_file is None or result_file.resolve() != (xcom / "return.json").resolve()):
+        write_json_atomic(xcom / "return.json", result)
+
+
+def _message(prefix: str, exc: BaseException) -> str:
+    return f"{prefix}: {exc}"[:MESSAGE_LIMIT]
+
+
+def run_job(
+    name: str,
+    parser: argparse.ArgumentParser | Callable[[PipelineConfig], argparse.ArgumentParser],
+    body: Callable[[PipelineConfig, argparse.Namespace], dict[str, Any] | None],
+    argv: list[str] | None = None,
+    summary: Callable[[dict[str, Any]], str] | None = None,
+) -> int:
+    """Parse ``argv``, run ``body(cfg, args)`` and report; returns the exit code.
+
+    Args:
+        name: the job's name, the prefix of its failure message (``"<name> failed: ..."``).
+        parser: the job's argument parser, or a function of the configuration that builds it
+            (when its defaults come from the configuration); ``--result-file`` is added here.
+        body: the job; returns its result dict (None: nothing to report, e.g. a DDP rank other
+            than 0) or raises (``JobError``, ``OSError``, an MLflow outage). A ``JobError`` may
+            carry a partial result, written with the message.
+        argv: the arguments (default ``sys.argv[1:]``).
+        summary: one human line printed on success (the task log's last word on the job).
+    """
+    cfg: PipelineConfig | None = None
+    if not isinstance(parser, argparse.ArgumentParser):
+        try:
+            cfg = get_config()
+        except ConfigError as exc:
+            return _fail(ExitCode.BAD_ARGUMENT, str(exc), {}, None)
+        parser = parser(cfg)
+    _add_result_file(parser)
+    args = parser.parse_args(argv)
+    result_file: Path | None = args.result_file
+    try:
+        cfg = cfg or get_config()
+        result = body(cfg, args)
+    except ConfigError as exc:
+        return _fail(ExitCode.BAD_ARGUMENT, str(exc), {}, result_file)
+    except JobError as exc:
+        return _fail(exc.exit_code, _message(f"{name} failed", exc), exc.result, result_file)
+    except Exception as exc:
+        if isinstance(exc, tracking_errors()):
+            where = cfg.mlflow.tracking_uri if cfg else "(unknown)"
+            text = _message(f"{name} failed", f"request to the MLflow tracking server {where} failed: {exc}")
+            return _fail(ExitCode.RETRYABLE, text, {}, result_file)
+        if isinstance(exc, OSError):
+            return _fail(ExitCode.RETRYABLE, _message(f"{name} failed", exc), {}, result_file)
+        raise
+    if result is not None:
+        emit_result(result, result_file)
+        if summary is not None:
+            print(summary(result), flush=True)
+    return ExitCode.OK
+
+
+def _add_result_file(parser: argparse.ArgumentParser) -> None:
+    """``--result-file`` on the parser, or on each subcommand's parser (it comes last in argv)."""
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for sub in subcommands:
+        for child in sub.choices.values():
+            child.add_argument("--result-file", type=Path, help="write the result JSON here")
+    if not subcommands:
+        parser.add_argument("--result-file", type=Path, help="write the result JSON here")
+
+
+def _fail(code: ExitCode, message: str, partial: dict[str, Any], result_file: Path | None) -> int:
+    print(message, file=sys.stderr, flush=True)
+    if result_file is not None:
+        try:
+            write_json_atomic(result_file, {**partial, "message": message, "exit_code": int(code)})
+        except OSError as exc:  # the result folder itself is broken: the stderr line still tells
+            print(f"cannot write the result file {result_file}: {exc}", file=sys.stderr)
+    return int(code)
+
+
+def print_json(payload: Any) -> None:
+    """Pretty JSON on stdout (for CLIs whose output is the data, e.g. ``registry show``)."""
+    print(json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,346 @@
+"""The one typed configuration shared by DAGs and jobs.
+
+The pipeline reads ``include/config/pipeline.yaml`` (or the file named by ``RECSYS_CONFIG``),
+takes its ``defaults`` block, deep-merges the block of the active profile over it
+(``RECSYS_PROFILE``, default ``local``) and then applies environment overrides of the form
+``RECSYS__SECTION__KEY=value`` (values are parsed as YAML scalars, so ``8`` is an int and
+``true`` a bool). The result is validated by the pydantic model below; an unknown key or a bad
+value fails at once with a message that names the dotted key.
+
+Loading has no side effects: no folder is created and no client is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "config" / "pipeline.yaml"
+ENV_PREFIX = "RECSYS__"
+ZONES = (
+    "landing",
+    "curated",
+    "quarantine",
+    "training",
+    "recommendations",
+    "reports",
+    "ground_truth",
+    "checkpoints",
+)
+
+
+class ConfigError(ValueError):
+    """The configuration file, profile or an override is invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    root: str = Field(description="Folder or s3://bucket/prefix holding every data zone.")
+
+    def root_path(self) -> str:
+        """Absolute root: relative local paths are resolved against the repository root."""
+        if "://" in self.root:
+            return self.root.rstrip("/")
+        path = Path(self.root)
+        return str(path if path.is_absolute() else (REPO_ROOT / path))
+
+    def zone(self, name: str) -> str:
+        if name not in ZONES:
+            raise ConfigError(f"unknown data zone {name!r}; known zones: {', '.join(ZONES)}")
+        sub = {
+            "landing": "landing/events",
+            "curated": "curated/events",
+            "quarantine": "quarantine/events",
+            "training": "training/snapshots",
+        }.get(name, name)
+        return f"{self.root_path()}/{sub}"
+
+    def partition(self, name: str, day: date | str) -> str:
+        return f"{self.zone(name)}/dt={day if isinstance(day, str) else day.isoformat()}"
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root or self.root.startswith("file://")
+
+
+class SparkConfig(_Section):
+    master: str = "local[*]"
+    app_name: str = "recsys"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(4, ge=1, le=100_000)
+    submit: Literal["python", "spark-submit"] = "python"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str
+    experiment: str = "recsys"
+    model_name: str = "recsys-mf"
+    ui_url: str | None = None
+
+    @property
+    def public_url(self) -> str:
+        return (self.ui_url or self.tracking_uri).rstrip("/")
+
+
+class IngestConfig(_Section):
+    landing_format: Literal["jsonl", "csv"] = "jsonl"
+    wait_timeout_s: int = Field(3600, ge=1)
+    poke_interval_s: int = Field(30, ge=1)
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    min_rows: int = Field(1, ge=0)
+    recent_days: int = Field(7, ge=1, le=90)
+    min_ratio_to_recent: float = Field(0.3, gt=0.0)
+    max_ratio_to_recent: float = Field(3.0, gt=0.0)
+    max_event_age_days: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ratios_ordered(self) -> IngestConfig:
+        if self.min_ratio_to_recent >= self.max_ratio_to_recent:
+            raise ValueError("min_ratio_to_recent must be below max_ratio_to_recent")
+        return self
+
+
+class Toleration(_Section):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class Resources(_Section):
+    cpu: str
+    memory: str
+
+
+class TrainingConfig(_Section):
+    launcher: Literal["local", "kubernetes"] = "local"
+    image: str = "ghcr.io/recsys/trainer:latest"
+    namespace: str = "recsys"
+    service_account: str = "recsys-trainer"
+    gpus: int = Field(0, ge=0, le=16)
+    requests: Resources = Resources(cpu="2", memory="8Gi")
+    limits: Resources = Resources(cpu="8", memory="32Gi")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    pool: str = "gpu_training"
+    pool_slots: int = Field(1, ge=1)
+    startup_timeout_s: int = Field(900, ge=30)
+    mlflow_secret: str = "recsys-mlflow"  # noqa: S105 - the name of a Kubernetes Secret, not a value
+    scratch_size: str = "20Gi"
+    window_days: int = Field(7, ge=2, le=365)
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(4096, ge=1, le=10_000_000)
+    factors: int = Field(64, ge=2, le=4096)
+    learning_rate: float = Field(0.05, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    seed: int = 42
+
+
+class GateConfig(_Section):
+    k: int = Field(10, ge=1, le=1000)
+    min_recall: float = Field(0.02, ge=0.0, le=1.0)
+    min_lift_over_popularity: float = Field(1.05, ge=0.0)
+    max_regression_vs_champion: float = Field(0.02, ge=0.0, le=1.0)
+
+
+class ScoringConfig(_Section):
+    k: int = Field(20, ge=1, le=1000)
+    batch_users: int = Field(4096, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    exclusion_days: int = Field(60, ge=1, le=3650)
+    rows_per_file: int = Field(2_000_000, ge=1)
+
+
+class DriftConfig(_Section):
+    """Thresholds of the drift monitor (``jobs/drift.py``; the YAML explains each)."""
+
+    psi_warn: float = Field(0.1, gt=0.0)
+    psi_alert: float = Field(0.25, gt=0.0)
+    js_threshold: float = Field(0.1, gt=0.0, le=1.0)
+    unseen_share_warn: float = Field(0.05, gt=0.0, le=1.0)
+    unseen_share_alert: float = Field(0.1, gt=0.0, le=1.0)
+    min_samples: int = Field(100, ge=1)
+    min_drifted_features: int = Field(2, ge=1)
+    performance_decay: float = Field(0.3, gt=0.0, lt=1.0)
+    min_performance_users: int = Field(50, ge=1)
+    cooldown_hours: float = Field(24.0, ge=0.0)
+    trend_days: int = Field(14, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftConfig:
+        if self.psi_warn > self.psi_alert:
+            raise ValueError("psi_warn must not exceed psi_alert")
+        if self.unseen_share_warn > self.unseen_share_alert:
+            raise ValueError("unseen_share_warn must not exceed unseen_share_alert")
+        return self
+
+
+class WorldConfig(_Section):
+    """Size of the synthetic world that ``make demo`` generates."""
+
+    start_date: date = date(2026, 1, 1)
+    days: int = Field(7, ge=1, le=3650)
+    users: int = Field(2000, ge=1)
+    items: int = Field(500, ge=1)
+    events_per_day: int = Field(20000, ge=0)
+    factors: int = Field(8, ge=1, le=256)
+    seed: int = 7
+
+
+class AirflowConfig(_Section):
+    api_url: str = "http://127.0.0.1:28080"
+    owner: str = "recsys"
+    retry_delay_s: int = Field(
+        30, ge=1, le=3600, description="First retry delay of every task (doubling, capped at 10 min)."
+    )
+
+
+class PipelineConfig(_Section):
+    profile: str
+    storage: StorageConfig
+    spark: SparkConfig = SparkConfig()
+    mlflow: MlflowConfig
+    ingest: IngestConfig = IngestConfig()
+    training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    drift: DriftConfig = DriftConfig()
+    world: WorldConfig = WorldConfig()
+    airflow: AirflowConfig = AirflowConfig()
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_name(cls, value: str) -> str:
+        if not value.isidentifier():
+            raise ValueError(f"profile name {value!r} is not an identifier")
+        return value
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError(f"environment override {name} has an empty key segment")
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment override {name} conflicts with another override")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment override {name}={raw!r} is not a YAML value: {exc}") from exc
+    return tree
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "<root>"
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> PipelineConfig:
+    """Load, merge and validate the pipeline configuration.
+
+    Args:
+        path: YAML file; default ``$RECSYS_CONFIG`` or ``include/config/pipeline.yaml``.
+        profile: profile name; default ``$RECSYS_PROFILE`` or ``local``.
+        environ: environment used for the profile and ``RECSYS__`` overrides (default os.environ).
+
+    Raises:
+        ConfigError: naming the file, the profile and every offending dotted key.
+    """
+    env = dict(os.environ if environ is None else environ)
+    cfg_path = Path(path or env.get("RECSYS_CONFIG") or DEFAULT_CONFIG_PATH)
+    profile = profile or env.get("RECSYS_PROFILE") or "local"
+    try:
+        raw = yaml.safe_load(cfg_path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {cfg_path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {cfg_path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict) or set(raw) - {"defaults", "profiles"}:
+        raise ConfigError(f"{cfg_path}: top level must hold only 'defaults' and 'profiles'")
+    profiles = raw.get("profiles") or {}
+    if profile not in profiles:
+        raise ConfigError(
+            f"{cfg_path}: unknown profile {profile!r} (RECSYS_PROFILE); known profiles: {', '.join(sorted(profiles))}"
+        )
+    merged = _deep_merge(raw.get("defaults") or {}, profiles[profile] or {})
+    merged = _deep_merge(merged, _env_overrides(env))
+    merged["profile"] = profile
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, f"{cfg_path}, profile {profile}")) from None
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str, profile: str, env_items: tuple[tuple[str, str], ...]) -> PipelineConfig:
+    return load_config(path, profile, dict(env_items))
+
+
+def get_config() -> PipelineConfig:
+    """The configuration for the current environment, cached per (file, profile, overrides)."""
+    env = os.environ
+    path = env.get("RECSYS_CONFIG") or str(DEFAULT_CONFIG_PATH)
+    profile = env.get("RECSYS_PROFILE") or "local"
+    items = tuple(sorted((k, v) for k, v in env.items() if k.startswith(ENV_PREFIX)))
+    return _cached(path, profile, items)
+
+
+def main() -> None:
+    """``python -m jobs.core.config [--profile P]``: print the resolved configuration as YAML."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--profile")
+    parser.add_argument("--get", help="print one dotted key, e.g. storage.root")
+    args = parser.parse_args()
+    try:
+        cfg = load_config(profile=args.profile)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    data = cfg.model_dump(mode="json")
+    if args.get:
+        for part in args.get.split("."):
+            data = data[part]
+        print(data if not isinstance(data, dict | list) else yaml.safe_dump(data))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

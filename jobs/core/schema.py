@@ -1,0 +1,55 @@
+"""The data contracts of the zones: column names, types and the value sets rules refer to.
+
+One place for each: the landing contract (what the upstream delivers; the simulator writes it),
+the curated schema (what ingest publishes and every reader relies on), the positive event
+types (what counts as an interaction for training, scoring exclusions and online metrics) and
+the model artifact's file name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+EVENT_TYPES = ("impression", "click", "play", "rating")
+POSITIVE_TYPES = ("click", "play", "rating")
+DEVICES = ("tv", "mobile", "web", "tablet")
+LANDING_COLUMNS = (
+    "event_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "ts",
+    "watch_seconds",
+    "rating",
+    "device",
+    "country",
+)
+REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "ts", "device", "country")
+OPTIONAL_COLUMNS = ("watch_seconds", "rating")
+CURATED_COLUMNS = LANDING_COLUMNS
+MAX_WATCH_SECONDS = 86_400.0
+# The model artifact every trainer of the MF family writes and scoring / drift read.
+MODEL_FILE = "recsys.npz"
+MODEL_ARRAYS = ("user_factors", "item_factors", "item_bias", "user_ids", "item_ids", "popularity", "seen_indptr")
+# The drift reference of a training window: written by the snapshot, logged with the model.
+REFERENCE_FILE = "reference_stats.json"
+REFERENCE_ARTIFACT = f"reference/{REFERENCE_FILE}"
+
+
+def curated_schema() -> pa.Schema:
+    """The curated Parquet schema (timestamps as UTC microseconds; every field nullable in the
+    file, as written since the first day, so that all days read as one dataset)."""
+    import pyarrow as pa
+
+    types = {"user_id": pa.int64(), "item_id": pa.int64(), "ts": pa.timestamp("us", tz="UTC")}
+    types |= {"watch_seconds": pa.float64(), "rating": pa.int32()}
+    return pa.schema([(c, types.get(c, pa.string())) for c in CURATED_COLUMNS])
+
+
+def schema_text(schema: pa.Schema) -> list[str]:
+    """``name:type`` per field, as manifests record a schema (Spark's SQL type names)."""
+    names = {"int64": "bigint", "int32": "int", "string": "string", "double": "double"}
+    return [f"{f.name}:{'timestamp' if str(f.type).startswith('timestamp') else names[str(f.type)]}" for f in schema]

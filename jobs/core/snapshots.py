@@ -1,0 +1,127 @@
+"""A published training snapshot, read and checked: what every trainer, the gate and infra
+validation see of it (``jobs.snapshot`` writes it).
+
+A snapshot folder holds ``train.parquet`` (user_idx, item_idx, weight), ``test.parquet``
+(user_idx, item_idx: the held-out day's new positive pairs), ``users.parquet`` /
+``items.parquet`` (dense index → id; items carry the window's popularity), the drift reference
+and the ``_SUCCESS`` manifest (day, window, row counts). ``load_snapshot`` raises
+``SnapshotError`` (a bad argument: exit 2) naming what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jobs.core import storage
+from jobs.core.cli import BadArgument
+
+
+class SnapshotError(BadArgument):
+    """The snapshot cannot be used (missing, unpublished, or a table or column is wrong)."""
+
+
+@dataclass
+class TrainData:
+    """A snapshot in memory: index arrays (int64), pair weights and the id maps."""
+
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    test_users: np.ndarray
+    test_items: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    popularity: np.ndarray
+    manifest: dict[str, Any] = field(default_factory=dict)
+    uri: str = ""
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def seen(self) -> Any:
+        """The training pairs as a ``jobs.core.model.CSR`` (users × items)."""
+        from jobs.core.model import CSR
+
+        return CSR.from_pairs(self.users, self.items, self.n_users, self.n_items)
+
+
+def _read_table(uri: str, name: str, columns: dict[str, str]):
+    import pyarrow.parquet as pq
+
+    path = f"{uri.rstrip('/')}/{name}"
+    try:
+        table = pq.read_table(path)
+    except (FileNotFoundError, OSError) as exc:
+        raise SnapshotError(f"snapshot {uri}: cannot read {name}: {exc}") from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise SnapshotError(
+            f"snapshot {uri}: {name} lacks column(s) {', '.join(missing)} (has {', '.join(table.column_names)})"
+        )
+    out = {}
+    for col, dtype in columns.items():
+        arr = table.column(col)
+        if arr.null_count:
+            raise SnapshotError(f"snapshot {uri}: {name}.{col} has {arr.null_count} null value(s)")
+        out[col] = arr.to_numpy().astype(dtype, copy=False)
+    return out
+
+
+def load_snapshot(uri: str) -> TrainData:
+    """Read and check a snapshot folder; raises SnapshotError naming what is wrong."""
+    uri = str(uri).rstrip("/")
+    local = "://" not in uri or uri.startswith("file://")
+    if local and not storage.local_path(uri).is_dir():
+        raise SnapshotError(f"snapshot folder not found: {uri}")
+    try:
+        manifest = storage.read_manifest(uri)
+    except OSError as exc:
+        raise SnapshotError(f"snapshot {uri}: cannot read its {storage.SUCCESS} manifest: {exc}") from None
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot {uri}: {storage.SUCCESS} is not JSON: {exc}") from None
+    if manifest is None:
+        raise SnapshotError(f"snapshot {uri} is not published: {storage.SUCCESS} manifest missing")
+    train = _read_table(uri, "train.parquet", {"user_idx": "int64", "item_idx": "int64", "weight": "float32"})
+    test = _read_table(uri, "test.parquet", {"user_idx": "int64", "item_idx": "int64"})
+    users = _read_table(uri, "users.parquet", {"user_idx": "int64", "user_id": "int64"})
+    items = _read_table(uri, "items.parquet", {"item_idx": "int64", "item_id": "int64", "popularity": "int64"})
+    if not len(train["user_idx"]):
+        raise SnapshotError(f"snapshot {uri}: the training set is empty (train.parquet has 0 rows)")
+    n_users, n_items = len(users["user_idx"]), len(items["item_idx"])
+    for name, idx, n in (("users", users["user_idx"], n_users), ("items", items["item_idx"], n_items)):
+        if not np.array_equal(np.sort(idx), np.arange(n)):
+            raise SnapshotError(f"snapshot {uri}: {name}.parquet indices are not 0..{n - 1}")
+    for name, table in (("train", train), ("test", test)):
+        for col, n in (("user_idx", n_users), ("item_idx", n_items)):
+            values = table[col]
+            if len(values) and (values.min() < 0 or values.max() >= n):
+                raise SnapshotError(f"snapshot {uri}: {name}.parquet {col} out of range 0..{n - 1}")
+    weights = train["weight"]
+    if not np.isfinite(weights).all() or (weights <= 0).any():
+        raise SnapshotError(f"snapshot {uri}: train.parquet weight must be finite and > 0")
+    user_ids = np.empty(n_users, np.int64)
+    user_ids[users["user_idx"]] = users["user_id"]
+    item_ids = np.empty(n_items, np.int64)
+    item_ids[items["item_idx"]] = items["item_id"]
+    popularity = np.empty(n_items, np.int64)
+    popularity[items["item_idx"]] = items["popularity"]
+    return TrainData(
+        users=train["user_idx"],
+        items=train["item_idx"],
+        weights=weights,
+        test_users=test["user_idx"],
+        test_items=test["item_idx"],
+        user_ids=user_ids,
+        item_ids=item_ids,
+        popularity=popularity,
+        manifest=manifest,
+        uri=uri,
+    )

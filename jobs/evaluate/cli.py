@@ -1,0 +1,30 @@
+"""``python -m jobs.evaluate gate|infra``: the two checks before a promotion."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from jobs.core.cli import run_job
+from jobs.core.config import PipelineConfig
+from jobs.evaluate import gate, infra
+
+
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+    return (gate.run if args.command == "gate" else infra.run)(cfg, args)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if "blessed" in result:
+        return f"gate: {result['reason']}"
+    return f"infra validation passed: {result['model_uri']} ({result['smoke_users']} users, k={result['k']})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    gate.add_arguments(sub.add_parser("gate", help="challenger vs champion, popularity and oracle on the held-out day"))
+    infra.add_arguments(
+        sub.add_parser("infra", help="load the registered model in a fresh process, score a smoke batch")
+    )
+    return run_job("evaluation", ap, run, argv, summary=_summary)

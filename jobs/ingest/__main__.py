@@ -1,0 +1,5 @@
+import sys
+
+from jobs.ingest.job import main
+
+sys.exit(main())

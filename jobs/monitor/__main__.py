@@ -1,0 +1,5 @@
+import sys
+
+from jobs.monitor.job import main
+
+sys.exit(main())

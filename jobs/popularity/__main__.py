@@ -1,0 +1,5 @@
+import sys
+
+from jobs.popularity.trainer import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""``python -m jobs.registry register|promote|rollback|show``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from jobs.core.cli import run_job
+from jobs.core.config import PipelineConfig
+from jobs.registry.aliases import promote, rollback, show
+from jobs.registry.register import register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m jobs.registry", description="Model registry operations (MLflow aliases)."
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("register", help="a run's model → new version, alias challenger, lineage tags")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--model-uri", help="logged model URI (default runs:/<run-id>/model)")
+    p.add_argument("--snapshot", help="the training snapshot (its manifest gives the window tags)")
+    p.add_argument("--tags", type=json.loads, default={}, help="JSON object of extra version tags")
+    p = sub.add_parser("promote", help="move champion to a version (compare-and-set)")
+    p.add_argument("--version", required=True)
+    p.add_argument("--expected-champion", default="")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--actor", default=os.environ.get("USER", "airflow"))
+    p = sub.add_parser("rollback", help="champion ← previous_champion (audited)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--actor", default=os.environ.get("USER", "airflow"))
+    sub.add_parser("show", help="the aliases")
+    for sp in sub.choices.values():
+        sp.add_argument("--model-name", help="registered model (default mlflow.model_name)")
+    return ap
+
+
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "register":
+        return register(cfg, args.run_id, args.tags, args.model_uri, args.model_name, args.snapshot)
+    if args.command == "promote":
+        return promote(cfg, args.version, args.expected_champion or None, args.reason, args.actor, args.model_name)
+    if args.command == "rollback":
+        return rollback(cfg, args.reason, args.actor, args.model_name)
+    return show(cfg, args.model_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("registry", build_parser(), run, argv, summary=lambda r: json.dumps(r, default=str, sort_keys=True))

@@ -1,0 +1,90 @@
+"""Registration: a trained run's model becomes a version with alias ``challenger`` and its lineage.
+
+The version's tags say where it came from and what the gate said, read from the sources of
+record rather than passed through the orchestrator: the snapshot manifest (``snapshot_uri``,
+``snapshot_day`` — the held-out day —, ``window_start``, ``window_end``: the first and last
+training day), the training run's gate tags (``decision`` = blessed / not_blessed,
+``decision_reason``, ``gate_champion_version``), the code version (``git_commit``), the
+registration time and the caller's context (``trigger_reason``, Airflow run and DAG ids, and any
+``--tags``). Idempotent per run: a retried registration returns the same version and only fills
+in tags that are missing (it never rewrites what happened since, e.g. ``decision=promoted``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.core import storage
+from jobs.core.cli import BadArgument
+from jobs.core.config import PipelineConfig
+from jobs.core.tracking import CHALLENGER, client, git_commit
+from jobs.registry.aliases import now_iso, registry_lock
+
+SNAPSHOT_FIELDS = {"snapshot_day": "day", "window_start": "window_start", "window_end": "window_end"}
+
+
+def lineage_tags(cl: Any, run_id: str, snapshot_uri: str | None) -> dict[str, str]:
+    """The tags a version gets from its snapshot's manifest and its run's gate decision."""
+    tags: dict[str, str] = {}
+    if snapshot_uri:
+        manifest = storage.read_manifest(snapshot_uri)
+        if manifest is None:
+            raise BadArgument(f"snapshot {snapshot_uri} is not published (no _SUCCESS manifest)")
+        tags["snapshot_uri"] = snapshot_uri
+        tags.update({tag: str(manifest[key]) for tag, key in SNAPSHOT_FIELDS.items() if manifest.get(key)})
+    run_tags = cl.get_run(run_id).data.tags
+    if "gate.decision" in run_tags:
+        tags["decision"] = run_tags["gate.decision"]
+        tags["decision_reason"] = run_tags.get("gate.reason", "")
+        tags["gate_champion_version"] = run_tags.get("gate.champion_version", "none")
+    return tags
+
+
+def register(
+    cfg: PipelineConfig,
+    run_id: str,
+    tags: dict[str, Any],
+    model_uri: str | None = None,
+    model_name: str | None = None,
+    snapshot_uri: str | None = None,
+) -> dict[str, Any]:
+    """Register the run's model as a new version (idempotent per run) with alias challenger.
+
+    Args:
+        tags: extra version tags (the caller's context).
+        model_uri: the logged model (MLflow 3 ``models:/m-<id>``); default ``runs:/<run_id>/model``.
+        model_name: the registered model (default ``mlflow.model_name``).
+        snapshot_uri: the training snapshot, whose manifest gives the window tags.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    cl = client(cfg)
+    name = model_name or cfg.mlflow.model_name
+    lineage = lineage_tags(cl, run_id, snapshot_uri)
+    with registry_lock(cfg):
+        try:
+            cl.create_registered_model(name)
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        existing = list(cl.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
+        if existing:
+            version = str(max(int(mv.version) for mv in existing))
+            kept = cl.get_model_version(name, version).tags
+        else:
+            mv = mlflow.register_model(model_uri or f"runs:/{run_id}/model", name, await_registration_for=120)
+            version = str(mv.version)
+            kept = {}
+        all_tags = {"git_commit": git_commit(), "registered_at": now_iso(), **lineage, **tags}
+        for key, value in all_tags.items():
+            if key not in kept:
+                cl.set_model_version_tag(name, version, key, str(value))
+        cl.set_registered_model_alias(name, CHALLENGER, version)
+    return {
+        "name": name,
+        "version": version,
+        "model_uri": f"models:/{name}/{version}",
+        "reused": bool(existing),
+        "tags": {**all_tags, **kept},
+    }

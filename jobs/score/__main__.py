@@ -1,0 +1,5 @@
+import sys
+
+from jobs.score.job import main
+
+sys.exit(main())

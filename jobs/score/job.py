@@ -1,0 +1,415 @@
+"""Batch scoring: top-K recommendations for every active user of a day, with one pinned model version.
+
+``python -m jobs.score --date D --model-version V [--k K] [--device auto|cpu|cuda] [--master M]
+[--result-file F]``
+
+What is scored
+  The **active users** of day D are the distinct users with at least one event (any type) in
+  the validated curated partition ``curated/events/dt=D``; recommendations computed after day
+  D are what those users are served on day D+1. A day that is missing, unpublished or failed
+  validation is refused with exit code 3 and nothing is written.
+
+Which model
+  Exactly the registered version ``--model-version`` of ``mlflow.model_name``, never an alias:
+  the DAG resolves ``champion`` once and passes the number, so a promotion while the run is
+  in flight cannot mix versions. The version's logged pyfunc artifact (the ``.npz`` of
+  ``jobs/model.py``) is downloaded once on the driver and shipped to the workers with
+  ``SparkContext.addFile`` (works the same on a cluster); every Python worker loads it ONCE
+  (a per-process cache keyed by the shipped file and the device) and reuses it for all the
+  partitions it scores. An unknown version is a bad argument (exit 2); a version without the
+  ``.npz`` (not a ``jobs.train`` model) exits 3.
+
+What is excluded
+  Items the user interacted with (positive events: click, play, rating — the snapshot's
+  definition) in the model's training window (the model's ``seen`` CSR) and in the validated
+  curated days after that window up to and including D (at most ``scoring.exclusion_days``
+  days ending at D). The window end comes from the version's ``data_window`` tag or the
+  training run's snapshot manifest; when neither exists every validated day of the lookback
+  feeds the exclusion (over-excluding is safe, recommending a seen item is not). The extra
+  items reach the workers as a per-user array column beside each active user.
+
+How
+  One Spark pass over D and the exclusion days groups the events by user: "active on D" and
+  the sorted set of excluded items (one small row per user, kept in memory). The driver
+  collects the sorted active user ids (one int64 each) and cuts them into contiguous
+  ``user_id`` ranges, one output file per range (about ``scoring.rows_per_file`` rows each,
+  at least one range per core for parallelism); the ranges are exact, so the same input gives
+  the same files. ``mapInArrow`` hands each worker its ranges sorted by ``user_id``; the
+  worker scores a range in matrix batches of ``scoring.batch_users`` users with
+  ``jobs.model.top_k`` (one matrix product + bias, seen items masked, ``torch.topk`` — no
+  per-user Python loop), writes it with pyarrow (deterministic bytes, as ``jobs/ingest.py``
+  does) into the staging folder (a local/shared path, as for ingest) and reports its counts. Users the model does not know (not
+  in the training snapshot) get the most popular items of the snapshot minus their own
+  post-window items, with the item's training pair count as score (as the pyfunc does).
+
+Ties
+  Equal scores rank by item id, smaller first (the item with the smaller ``item_id`` wins a
+  tie for the last slot too). ``torch.topk`` does not promise an order among equal values, so
+  the core takes K+1, re-orders equal-score runs by item id and, for the rare user whose K-th
+  and (K+1)-th scores are equal, re-ranks that user with a stable full sort.
+
+Device
+  ``scoring.device`` (``--device``): ``auto`` scores on CUDA when the worker's torch sees a
+  device, else on the CPU; ``cuda`` fails (in the worker, since drivers often have no GPU)
+  when there is none. On CPU each task uses ``cores / concurrent tasks`` torch threads.
+
+Output (the scoring/monitoring contract)
+  ``recommendations/dt=D/part-NNNNN.parquet``: ``user_id`` int64, ``rank`` int32 (1 = best),
+  ``item_id`` int64, ``score`` float32, ``model_version`` string, ``model_run_id`` string, one
+  row per (user, rank), ordered by (user_id, rank) within and across files; K =
+  ``scoring.k`` (``--k``), fewer rows only for a user with fewer than K eligible items.
+  Published atomically with a ``_SUCCESS`` manifest (day, model name/version/run id, k,
+  users, rows, source_days, seconds, ...); a rerun replaces the day with identical bytes.
+  The result JSON (``--result-file``) holds uri, day, model_version, model_run_id, users,
+  rows and seconds.
+
+Reuse: ``score_users(recommender, user_ids, extra_seen, k)`` is the scoring core as a pure
+function (no Spark, no MLflow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see jobs.train: spinning OpenMP threads on a loaded host
+
+import numpy as np
+
+from jobs.core import catalog, storage, tracking
+from jobs.core.cli import BadArgument, run_job
+from jobs.core.config import PipelineConfig
+from jobs.core.schema import POSITIVE_TYPES
+from jobs.core.timing import Stages
+from jobs.score.core import DEVICES, ScoreError
+from jobs.score.worker import _partition_scorer, output_schema
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+MIN_USERS_PER_TASK = 50_000
+
+
+WORKER_REPORT = "bucket int, users long, rows long, unknown long, device string, part int, pid long, loads int"
+
+
+_SHIPPED: dict[tuple[str, str], str] = {}  # (Spark app id, file name) → path shipped with addFile
+
+
+_SHIP_DIR: list[Path] = []
+
+
+def _ship_dir() -> Path:
+    if not _SHIP_DIR:
+        path = Path(tempfile.mkdtemp(prefix="recsys-score-"))
+        atexit.register(shutil.rmtree, path, True)
+        _SHIP_DIR.append(path)
+    return _SHIP_DIR[0]
+
+
+def ship_model(spark: SparkSession, info: tracking.ModelFiles) -> str:
+    """``addFile`` the model's npz under a name unique to (model, version, run); returns that name.
+
+    A Spark application refuses a second file of the same name from another path, so each
+    (application, name) is added once and its staged copy lives as long as this process.
+    """
+    sc = spark.sparkContext
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"recsys-{info.name}-v{info.version}-{info.run_id[:12]}.npz")
+    key = (sc.applicationId, name)
+    if key not in _SHIPPED:
+        staged = _ship_dir() / name
+        if not staged.exists():
+            shutil.copyfile(info.artifact, staged)
+        sc.addFile(str(staged))
+        _SHIPPED[key] = str(staged)
+    return name
+
+
+def exclusion_days(cfg: PipelineConfig, day: date, window_end: str | None) -> tuple[list[str], list[str]]:
+    """(validated days feeding the exclusion, skipped days) in ``(window_end, day]`` ∩ the lookback."""
+    first = day - timedelta(days=cfg.scoring.exclusion_days - 1)
+    if window_end:
+        first = max(first, date.fromisoformat(window_end) + timedelta(days=1))
+    days, skipped = [], []
+    current = first
+    while current <= day:
+        d = current.isoformat()
+        (days if catalog.is_validated(cfg, d) else skipped).append(d)
+        current += timedelta(days=1)
+    return days, skipped
+
+
+def plan_buckets(user_ids: np.ndarray, k: int, rows_per_file: int, parallelism: int) -> np.ndarray:
+    """Lower user-id bounds of buckets 1..n-1 (bucket 0 starts at the smallest id).
+
+    n = max(files needed for ``rows_per_file``, one per core up to one per
+    ``MIN_USERS_PER_TASK`` users), rounded up to whole waves of ``parallelism`` tasks (3 equal
+    tasks on 2 cores take as long as 4); buckets hold equal numbers of users.
+    """
+    n_users = len(user_ids)
+    if n_users == 0:
+        return np.zeros(0, dtype=np.int64)
+    by_rows = -(-n_users * k // rows_per_file)
+    by_cores = min(parallelism, -(-n_users // MIN_USERS_PER_TASK))
+    n = max(1, by_rows, by_cores)
+    if n > 1 and parallelism > 1:
+        n = min(-(-n // parallelism) * parallelism, n_users)
+    per = -(-n_users // n)
+    return np.asarray(user_ids[per::per], dtype=np.int64)
+
+
+def spread_buckets(spark: SparkSession, keyed: Any, n_buckets: int) -> Any:
+    """``keyed`` (with an int ``bucket`` column 0..n-1) with bucket ``b`` in partition ``b``, exactly.
+
+    ``repartition(n, col)`` places a row in partition ``pmod(hash(col), n)`` (Spark's Murmur3
+    hash with seed 42, which ``F.hash`` also computes). For each bucket one tiny Spark query
+    finds a small integer key that hashes to that bucket's partition, and the rows are
+    repartitioned by that key: no sampling pass and no two buckets sharing a task, which
+    ``repartitionByRange`` on a handful of bucket values does not guarantee. Falls back to
+    ``repartitionByRange`` if a key is missing (not seen in practice).
+    """
+    from pyspark.sql import functions as F
+
+    if n_buckets == 1:
+        return keyed.coalesce(1)
+    found = (
+        spark.range(0, 64 * n_buckets)
+        .select("id", F.expr(f"pmod(hash(id), {n_buckets})").alias("partition"))
+        .groupBy("partition")
+        .agg(F.min("id").alias("key"))
+        .collect()
+    )
+    keys = {int(r["partition"]): int(r["key"]) for r in found}
+    if len(keys) < n_buckets:
+        return keyed.repartitionByRange(n_buckets, "bucket")
+    key = F.element_at(F.array(*[F.lit(keys[b]).cast("long") for b in range(n_buckets)]), F.col("bucket") + 1)
+    return keyed.withColumn("_key", key).repartition(n_buckets, "_key").drop("_key")
+
+
+def _arguments(cfg: PipelineConfig, k: int | None, device: str | None) -> tuple[int, str]:
+    k = int(k or cfg.scoring.k)
+    if k < 1:
+        raise BadArgument(f"k must be at least 1, got {k}")
+    device = device or cfg.scoring.device
+    if device not in DEVICES:
+        raise BadArgument(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    return k, device
+
+
+def active_users(spark: SparkSession, cfg: PipelineConfig, day: str, excl_days: list[str]) -> Any:
+    """One pass over D and the exclusion days: per user active on D, the sorted positive items of
+    the exclusion days (``user_id``, ``extra_items``); persisted, the caller unpersists it."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    day_of_file = F.regexp_extract(F.col("_metadata.file_path"), r"dt=(\d{4}-\d{2}-\d{2})", 1)
+    excluded_item = F.when(
+        F.col("event_type").isin(*POSITIVE_TYPES) & day_of_file.isin(*excl_days), F.col("item_id").cast("long")
+    )
+    return (
+        spark.read.parquet(*catalog.curated_files(cfg, sorted({day, *excl_days})))
+        .groupBy(F.col("user_id").cast("long").alias("user_id"))
+        .agg(
+            F.max((day_of_file == F.lit(day)).cast("int")).alias("active"),
+            F.array_sort(F.collect_set(excluded_item)).alias("extra_items"),
+        )
+        .where(F.col("active") == 1)
+        .select("user_id", "extra_items")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+
+
+def _score_buckets(spark: SparkSession, per_user: Any, user_ids: np.ndarray, scorer_args: dict[str, Any]) -> list:
+    """Score the user ranges in Spark (one range per partition); one report row per range written."""
+    from pyspark.sql import functions as F
+
+    if not len(user_ids):
+        return []
+    parallelism = spark.sparkContext.defaultParallelism
+    bounds = plan_buckets(user_ids, scorer_args["k"], scorer_args["rows_per_file"], parallelism)
+    n_buckets = len(bounds) + 1
+    bucket = F.lit(0)
+    for b in bounds.tolist():
+        bucket = bucket + F.when(F.col("user_id") >= F.lit(b), 1).otherwise(0)
+    keyed = per_user.select(bucket.cast("int").alias("bucket"), "user_id", "extra_items")
+    # One user range (bucket) per partition, its users sorted: each task writes whole, ordered files.
+    spread = spread_buckets(spark, keyed, n_buckets)
+    executor_cores = int(spark.conf.get("spark.executor.cores", "0") or 0) or parallelism
+    threads = max(1, min(executor_cores, parallelism // n_buckets))
+    scorer = _partition_scorer(
+        scorer_args["shipped"],
+        scorer_args["version"],
+        scorer_args["run_id"],
+        scorer_args["k"],
+        scorer_args["batch_users"],
+        scorer_args["device"],
+        threads,
+        scorer_args["target"],
+    )
+    return (
+        spread.sortWithinPartitions("bucket", "user_id")
+        .mapInArrow(scorer, WORKER_REPORT)
+        .toArrow()
+        .sort_by("bucket")
+        .to_pylist()
+    )
+
+
+def score_day(
+    cfg: PipelineConfig,
+    spark: SparkSession,
+    day: date | str,
+    version: str,
+    k: int | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Score the active users of ``day`` with model ``version`` and publish the partition."""
+    started = time.perf_counter()
+    k, device = _arguments(cfg, k, device)
+    d = catalog.require_validated(cfg, day, "scored")
+    stages = Stages(started)
+    with tempfile.TemporaryDirectory(prefix="recsys-score-dl-") as tmp:
+        info = tracking.fetch_model(cfg, version, Path(tmp))
+        print(
+            f"scoring dt={d} with {info.name} version {info.version} (run {info.run_id}); "
+            f"training window ends {info.window_end or 'unknown'}",
+            flush=True,
+        )
+        shipped = ship_model(spark, info)
+    stages.mark("model")
+    excl_days, skipped = exclusion_days(cfg, date.fromisoformat(d), info.window_end)
+    if not info.window_end:
+        print(
+            f"warning: no training window recorded for version {version}: excluding the items of every "
+            f"validated day of the last {cfg.scoring.exclusion_days} days",
+            flush=True,
+        )
+    per_user = active_users(spark, cfg, d, excl_days)
+    part = catalog.partition(cfg, "recommendations", d)
+    try:
+        user_ids = np.sort(per_user.select("user_id").toArrow().column("user_id").to_numpy())
+        stages.mark("active_users")
+        with storage.staged_partition(part) as staging:
+            counts = _score_buckets(
+                spark,
+                per_user,
+                user_ids,
+                {
+                    "shipped": shipped,
+                    "version": info.version,
+                    "run_id": info.run_id,
+                    "k": k,
+                    "batch_users": cfg.scoring.batch_users,
+                    "rows_per_file": cfg.scoring.rows_per_file,
+                    "device": device,
+                    "target": str(staging),
+                },
+            )
+            stages.mark("score_and_write")
+            manifest = _publish(staging, part, counts, len(user_ids), info, d, k, excl_days, skipped, stages)
+    finally:
+        per_user.unpersist()
+    print(f"dt={d}: stage seconds {json.dumps(stages.seconds)}", flush=True)
+    return {
+        "uri": part,
+        **{key: manifest[key] for key in ("day", "model_name", "model_version", "model_run_id", "k", "users", "rows")},
+        "unknown_users": manifest["unknown_users"],
+        "source_days": manifest["source_days"],
+        "files": manifest["files"],
+        "device": manifest["device"],
+        # how the work spread: Spark partitions, Python worker processes, model loads (≤ one per process)
+        "partitions": len({r["part"] for r in counts}),
+        "worker_processes": len({r["pid"] for r in counts}),
+        "model_loads": sum(r["loads"] for r in counts),
+        "stages": stages.seconds,
+        "seconds": manifest["seconds"],
+    }
+
+
+def _publish(
+    staging: Path,
+    part: str,
+    counts: list[dict[str, Any]],
+    n_users: int,
+    info: tracking.ModelFiles,
+    d: str,
+    k: int,
+    excl_days: list[str],
+    skipped: list[str],
+    stages: Stages,
+) -> dict[str, Any]:
+    """Name the staged files, check every active user was scored, write the manifest, publish."""
+    files = []
+    for row in counts:
+        name = f"part-{row['bucket']:05d}.parquet"
+        (staging / f".part-{row['bucket']:05d}.parquet").rename(staging / name)
+        files.append(name)
+    users = sum(r["users"] for r in counts)
+    if users != n_users:
+        raise ScoreError(f"scored {users} users but dt={d} has {n_users} active users")
+    manifest = {
+        "day": d,
+        "model_name": info.name,
+        "model_version": info.version,
+        "model_run_id": info.run_id,
+        "k": k,
+        "users": users,
+        "unknown_users": sum(r["unknown"] for r in counts),
+        "rows": sum(r["rows"] for r in counts),
+        "files": files,
+        "source_days": sorted({d, *excl_days}),
+        "exclusion_days": excl_days,
+        "skipped_days": skipped,
+        "training_window_end": info.window_end,
+        "device": sorted({r["device"] for r in counts}),
+        "columns": [f"{f.name}:{f.type}" for f in output_schema()],
+        "stages": stages.seconds,
+        "seconds": stages.total(),
+    }
+    storage.publish(staging, part, manifest)
+    return manifest
+
+
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from jobs.core.spark import get_spark
+
+    if not re.fullmatch(r"[1-9][0-9]*", args.model_version):
+        raise BadArgument(f"--model-version must be a registered version number, got {args.model_version!r}")
+    if args.k is not None and args.k < 1:
+        raise BadArgument("--k must be at least 1")
+    catalog.require_validated(cfg, args.day, "scored")  # before Spark: a refused day costs nothing
+    spark = get_spark(cfg, "score", args.master or None)
+    try:
+        return score_day(cfg, spark, args.day, args.model_version, args.k, args.device)
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.score", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--day", required=True, type=date.fromisoformat, help="curated day D (YYYY-MM-DD)")
+    ap.add_argument("--model-version", required=True, help="registered version of mlflow.model_name (not an alias)")
+    ap.add_argument("--k", type=int, help="recommendations per user (default scoring.k)")
+    ap.add_argument("--device", choices=DEVICES, help="default scoring.device")
+    ap.add_argument("--master", help="Spark master override")
+    return run_job(
+        "scoring",
+        ap,
+        run,
+        argv,
+        summary=lambda r: (
+            f"dt={r['day']}: {r['rows']} recommendations for {r['users']} users ({r['unknown_users']} unknown to "
+            f"the model) with {r['model_name']} version {r['model_version']} on {','.join(r['device'])} "
+            f"in {r['seconds']}s → {r['uri']}"
+        ),
+    )

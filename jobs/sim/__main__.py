@@ -1,0 +1,5 @@
+import sys
+
+from jobs.sim.cli import main
+
+sys.exit(main())

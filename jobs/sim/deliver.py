@@ -1,0 +1,206 @@
+"""Delivering the world's days as an upstream system would: shards of JSON lines or CSV, with
+the scenario's corruptions, one atomically replaced landing folder per day (``_SUCCESS`` last),
+and the ground truth beside it (``ground_truth/dt=D/truth.npz``, read by ``jobs.core.catalog``).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from jobs.core import storage
+from jobs.sim.world import (
+    ROW_CORRUPTIONS,
+    Scenario,
+    WorldParams,
+    WorldState,
+    _rng,
+    generate_day,
+)
+
+
+def _corrupt_frame(frame: pd.DataFrame, sc: Scenario, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+    """Apply a row/column corruption; returns the frame and the number of rows affected."""
+    n = len(frame)
+    k = round(n * float(sc.strength or 0)) if sc.strength is not None else 0
+    rows = np.sort(rng.choice(n, min(k, n), replace=False)) if k else np.zeros(0, dtype=np.int64)
+    frame = frame.copy()
+    if sc.kind == "null_required":
+        cols = rng.choice(["user_id", "item_id", "event_type", "ts", "event_id"], len(rows))
+        for col in np.unique(cols):
+            target = rows[cols == col]
+            if frame[col].dtype == np.int64:
+                frame[col] = frame[col].astype("Int64")
+            frame.loc[frame.index[target], col] = None
+        return frame, len(rows)
+    if sc.kind == "wrong_types":
+        frame["watch_seconds"] = frame["watch_seconds"].astype(object)
+        frame["user_id"] = frame["user_id"].astype(object)
+        half = len(rows) // 2
+        frame.loc[frame.index[rows[:half]], "watch_seconds"] = "n/a"
+        frame.loc[frame.index[rows[half:]], "user_id"] = "user-" + frame["user_id"].iloc[rows[half:]].astype(str)
+        return frame, len(rows)
+    if sc.kind == "future_timestamps":
+        shifted = pd.to_datetime(frame["ts"].iloc[rows]) + pd.Timedelta(days=3)
+        frame.loc[frame.index[rows], "ts"] = shifted.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+        return frame, len(rows)
+    if sc.kind == "unknown_event_type":
+        frame.loc[frame.index[rows], "event_type"] = rng.choice(["purchase", "PLAY?", "share"], len(rows))
+        return frame, len(rows)
+    if sc.kind == "renamed_column":
+        return frame.rename(columns={"user_id": "userId"}), n
+    if sc.kind == "dropped_column":
+        return frame.drop(columns=["device"]), n
+    return frame, 0
+
+
+def _json_lines(table: pa.Table) -> bytes:
+    """JSON lines from a clean table, built column-wise by Arrow kernels (no per-row Python)."""
+    pieces: list[Any] = []
+    for idx, name in enumerate(table.column_names):
+        col = table.column(name)
+        if pa.types.is_string(col.type):
+            text = pc.binary_join_element_wise('"', col, '"', "")
+        else:
+            text = pc.cast(col, pa.string())
+        text = pc.fill_null(text, "null")
+        pieces.append(("{" if idx == 0 else ",") + f'"{name}":')
+        pieces.append(text)
+    pieces.append("}\n")
+    line = pc.binary_join_element_wise(*pieces, "").combine_chunks()
+    offsets = np.frombuffer(line.buffers()[1], dtype=np.int32, count=len(line) + 1, offset=line.offset * 4)
+    return line.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+
+
+def _serialise(data: pa.Table | pd.DataFrame, fmt: str) -> bytes:
+    if len(data) == 0:
+        return b""
+    if isinstance(data, pd.DataFrame):  # corrupted days: mixed types, small
+        if fmt == "csv":
+            return data.to_csv(index=False, lineterminator="\n").encode()
+        return data.to_json(orient="records", lines=True, force_ascii=True).encode()
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(data, sink, pacsv.WriteOptions(quoting_style="needed"))
+        return sink.getvalue().to_pybytes()
+    return _json_lines(data)
+
+
+def _malform(payload: bytes, fraction: float, rng: np.random.Generator, fmt: str) -> tuple[bytes, int]:
+    lines = payload.split(b"\n")
+    header = 1 if fmt == "csv" else 0
+    body = [i for i in range(header, len(lines)) if lines[i]]
+    k = round(len(body) * fraction)
+    picked = rng.choice(body, k, replace=False) if k else []
+    for i in picked:
+        line = lines[i]
+        cut = int(rng.integers(1, max(2, len(line) // 2)))
+        lines[i] = line[:cut] + (b"\x00garbage{" if fmt == "jsonl" else b',"unterminated')
+    return b"\n".join(lines), k
+
+
+def write_day(
+    p: WorldParams, day: date, landing: str, truth: str, fmt: str = "jsonl", rows_per_file: int = 1_000_000
+) -> dict[str, Any]:
+    """Generate, corrupt and atomically publish one landing day; returns its manifest."""
+    started = time.perf_counter()
+    table, state = generate_day(p, day)
+    corruptions = [s for s in p.scenarios if s.category == "corruption" and s.day == day]
+    manifest: dict[str, Any] = {
+        "day": day.isoformat(),
+        "format": fmt,
+        "clean_rows": len(table),
+        "duplicates": int(len(table) - pc.count_distinct(table.column("event_id")).as_py()),
+        "corruptions": {},
+    }
+    rng = _rng(p.seed, 3, day.toordinal())
+    frame: pa.Table | pd.DataFrame = table
+    for sc in corruptions:
+        if sc.kind in ROW_CORRUPTIONS:
+            df = frame.to_pandas() if isinstance(frame, pa.Table) else frame
+            frame, affected = _corrupt_frame(df, sc, rng)
+            manifest["corruptions"][sc.kind] = affected
+    kinds = {s.kind for s in corruptions}
+    _write_truth(p, day, state, truth)
+    final = f"{landing}/dt={day.isoformat()}"
+    if "missing_day" in kinds:
+        final_path = storage.local_path(final)
+        if final_path.exists():
+            import shutil
+
+            shutil.rmtree(final_path)
+        manifest["files"] = []
+        manifest["corruptions"]["missing_day"] = len(frame)
+        return manifest
+    if "empty_day" in kinds:
+        manifest["corruptions"]["empty_day"] = len(frame)
+        frame = frame.slice(0, 0) if isinstance(frame, pa.Table) else frame.iloc[0:0]
+    files: list[str] = []
+    with storage.staged_partition(final) as staging:
+        for part, start in enumerate(range(0, max(len(frame), 1), rows_per_file)):
+            chunk = (
+                frame.slice(start, rows_per_file)
+                if isinstance(frame, pa.Table)
+                else frame.iloc[start : start + rows_per_file]
+            )
+            payload = _serialise(chunk, fmt)
+            if "malformed_lines" in kinds:
+                share = next(s.strength for s in corruptions if s.kind == "malformed_lines") or 0.0
+                payload, bad = _malform(payload, float(share), rng, fmt)
+                manifest["corruptions"]["malformed_lines"] = manifest["corruptions"].get("malformed_lines", 0) + bad
+            name = f"part-{part:05d}.{fmt}"
+            (staging / name).write_bytes(payload)
+            files.append(name)
+        if "empty_file" in kinds:
+            name = f"part-{len(files):05d}.{fmt}"
+            (staging / name).write_bytes(b"")
+            files.append(name)
+            manifest["corruptions"]["empty_file"] = 0
+        manifest["files"] = files
+        manifest["rows_written"] = len(frame)
+        # The published marker holds only deterministic fields (same arguments, same bytes);
+        # the timing is returned to the caller only.
+        storage.publish(staging, final, manifest)
+    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    return manifest
+
+
+def _write_truth(p: WorldParams, day: date, state: WorldState, truth: str) -> None:
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        user_factors=state.user_factors,
+        item_factors=state.item_factors,
+        item_bias=state.item_bias,
+        beta=np.array(p.beta),
+    )
+    storage.write_bytes_atomic(f"{truth}/dt={day.isoformat()}/truth.npz", buffer.getvalue())
+
+
+def generate(
+    p: WorldParams,
+    start: date,
+    days: int,
+    landing: str,
+    truth: str,
+    fmt: str = "jsonl",
+    rows_per_file: int = 1_000_000,
+) -> list[dict[str, Any]]:
+    """Write ``days`` landing days from ``start``; returns the per-day manifests."""
+    manifests = [write_day(p, start + timedelta(days=i), landing, truth, fmt, rows_per_file) for i in range(days)]
+    log = {
+        "params": {k: v for k, v in asdict(p).items() if k != "scenarios"},
+        "scenarios": [s.to_json() for s in p.scenarios],
+        "format": fmt,
+    }
+    storage.write_json_atomic(storage.local_path(truth) / "scenarios.json", log)
+    return manifests

@@ -1,0 +1,5 @@
+import sys
+
+from jobs.snapshot.job import main
+
+sys.exit(main())

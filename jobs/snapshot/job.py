@@ -1,0 +1,165 @@
+"""Training snapshot: a time-based train/test split of validated curated days (Spark).
+
+``python -m jobs.snapshot --day D [--window-days N]``
+
+* train = positive interactions (``click``, ``play``, ``rating``) of the validated days
+  ``[D - N, D - 1]``, one row per (user, item) with ``weight`` = number of positive events;
+* test = positive pairs of day ``D`` not already in train, for users and items known in train
+  (the held-out day the evaluation gate ranks);
+* ``users.parquet`` / ``items.parquet`` map dense indices to ids (``items`` carries the train
+  popularity used by the baseline);
+* ``reference_stats.json``: the drift reference of the window (``jobs.core.reference``:
+  feature bins, sketches and counts of the train days' curated events, the model's known ids,
+  the unseen shares of day D), read from the same curated files with pyarrow; the trainer
+  logs it with the model so the monitor never recomputes it from raw history.
+
+The snapshot lives at ``training/snapshots/dt=D_w=N/`` and is published atomically: the same
+(day, window) over the same curated data gives the same files, so a retried task reuses it.
+Days that are missing or failed validation are skipped and listed in the manifest; fewer than
+one train day, or an unvalidated day D, fail with exit code 3.
+
+Collecting the split to the driver is deliberate: the trainer reads the whole set anyway
+(one node, one or several GPUs), so the snapshot is bounded by what a trainer can hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import date, timedelta
+from typing import Any
+
+from jobs.core import catalog, storage
+from jobs.core.cli import BadInput, run_job
+from jobs.core.config import PipelineConfig
+from jobs.core.schema import POSITIVE_TYPES, REFERENCE_FILE
+
+
+class SnapshotError(BadInput):
+    """Not enough validated data for the requested window."""
+
+
+def reference_stats(cfg: PipelineConfig, train_days: list[str], day: date, users: Any, items: Any) -> str:
+    """The drift reference (JSON text) of the train days, with day D's unseen shares as baseline."""
+    from jobs.core.reference import compute_reference, dumps_reference, read_curated
+
+    reference = compute_reference(
+        ((d, read_curated(catalog.curated_files(cfg, [d]))) for d in train_days),
+        known_users=users.column("user_id").to_numpy(),
+        known_items=items.column("item_id").to_numpy(),
+        holdout=(day.isoformat(), read_curated(catalog.curated_files(cfg, [day.isoformat()]))),
+    )
+    return dumps_reference(reference)
+
+
+def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> dict[str, Any]:
+    """Build (or rebuild) the snapshot for ``day``; returns its manifest plus ``uri``."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    wanted = [(day - timedelta(days=k)).isoformat() for k in range(window_days, 0, -1)]
+    train_days = [d for d in wanted if catalog.is_validated(cfg, d)]
+    skipped = sorted(set(wanted) - set(train_days))
+    if not train_days:
+        raise SnapshotError(f"no validated curated day in the window {wanted[0]} … {wanted[-1]}")
+    if not catalog.is_validated(cfg, day):
+        raise SnapshotError(f"the evaluation day dt={day.isoformat()} is not a validated curated partition")
+
+    def positives(days: list[str]):
+        return (
+            spark.read.parquet(*catalog.curated_files(cfg, days))
+            .where(F.col("event_type").isin(*POSITIVE_TYPES))
+            .select("user_id", "item_id")
+        )
+
+    train = positives(train_days).groupBy("user_id", "item_id").agg(F.count(F.lit(1)).cast("float").alias("weight"))
+    train = train.persist()
+    users = (
+        train.select("user_id")
+        .distinct()
+        .withColumn("user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int"))
+    )
+    items = (
+        train.groupBy("item_id")
+        .agg(F.count(F.lit(1)).alias("popularity"))
+        .withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
+    )
+    train_idx = (
+        train.join(users, "user_id")
+        .join(items.select("item_id", "item_idx"), "item_id")
+        .select("user_idx", "item_idx", "weight")
+        .orderBy("user_idx", "item_idx")
+    )
+    test_idx = (
+        positives([day.isoformat()])
+        .distinct()
+        .join(users, "user_id")
+        .join(items.select("item_id", "item_idx"), "item_id")
+        .select("user_idx", "item_idx")
+        .join(train_idx.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti")
+        .orderBy("user_idx", "item_idx")
+    )
+    tables = {
+        "train": train_idx.toArrow(),
+        "test": test_idx.toArrow(),
+        "users": users.select("user_idx", "user_id").orderBy("user_idx").toArrow(),
+        "items": items.select("item_idx", "item_id", "popularity").orderBy("item_idx").toArrow(),
+    }
+    train.unpersist()
+    if tables["train"].num_rows == 0:
+        raise SnapshotError(f"the window {train_days[0]} … {train_days[-1]} holds no positive interaction")
+    uri = catalog.snapshot_uri(cfg, day, window_days)
+    manifest = {
+        "day": day.isoformat(),
+        "window_days": window_days,
+        "window_start": train_days[0],
+        "window_end": train_days[-1],
+        "train_days": train_days,
+        "skipped_days": skipped,
+        "n_users": tables["users"].num_rows,
+        "n_items": tables["items"].num_rows,
+        "train_rows": tables["train"].num_rows,
+        "test_rows": tables["test"].num_rows,
+        "test_users": len(set(tables["test"].column("user_idx").to_pylist())),
+        "positive_types": list(POSITIVE_TYPES),
+        "reference_stats": REFERENCE_FILE,
+    }
+    reference = reference_stats(cfg, train_days, day, tables["users"], tables["items"])
+    with storage.staged_partition(uri) as staging:
+        for name, table in tables.items():
+            pq.write_table(table, staging / f"{name}.parquet", compression="snappy")
+        (staging / REFERENCE_FILE).write_text(reference)
+        storage.publish(staging, uri, manifest)
+    return {**manifest, "uri": uri, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from jobs.core.spark import get_spark
+
+    window = args.window_days or cfg.training.window_days
+    spark = get_spark(cfg, "snapshot", args.master or None)
+    try:
+        return build_snapshot(cfg, spark, args.day, window)
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.snapshot", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--day", required=True, type=date.fromisoformat, help="held-out (evaluation) day D")
+    ap.add_argument(
+        "--window-days", type=int, choices=range(1, 366), metavar="N", help="train days before D (default: config)"
+    )
+    ap.add_argument("--master", help="Spark master override")
+    return run_job(
+        "snapshot",
+        ap,
+        run,
+        argv,
+        summary=lambda r: (
+            f"snapshot {r['uri']}: {r['train_rows']} train pairs over {len(r['train_days'])} days, "
+            f"{r['test_rows']} test pairs ({r['n_users']} users, {r['n_items']} items)"
+        ),
+    )

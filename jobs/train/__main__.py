@@ -1,0 +1,5 @@
+import sys
+
+from jobs.train.cli import main
+
+sys.exit(main())

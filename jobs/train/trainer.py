@@ -1,0 +1,251 @@
+"""The training loop: hyper-parameters, devices and distribution, one epoch, resumable state.
+
+See ``jobs.train`` for the sampling, DDP and resume contracts this implements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from jobs.core.cli import BadArgument
+from jobs.core.snapshots import TrainData
+
+
+@dataclass(frozen=True)
+class Hparams:
+    epochs: int = 10
+    batch_size: int = 4096
+    factors: int = 64
+    lr: float = 0.05
+    weight_decay: float = 1e-5
+    seed: int = 42
+    negatives: int = 4
+    init_std: float = 0.01
+    optimizer: str = "adam"
+    loss: str = "bpr"
+    use_weights: bool = True
+    max_seconds_per_epoch: float | None = None
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What a checkpoint must share to be resumed (not epochs, not the time bound)."""
+        out = asdict(self)
+        out.pop("epochs")
+        out.pop("max_seconds_per_epoch")
+        return out
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(name: str, local_rank: int = 0):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise BadArgument("--device cuda requested but no CUDA device is available")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device_name: str) -> DistContext:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank, world, local_rank, device)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    digest = hashlib.sha256(f"recsys-train:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class Trainer:
+    """Model, optimizer and data on one device; ``run_epoch`` is one pass over the positives."""
+
+    def __init__(self, data: TrainData, hp: Hparams, ctx: DistContext | None = None) -> None:
+        import torch
+
+        from jobs.train.model import build_model
+
+        self.data, self.hp = data, hp
+        self.ctx = ctx or DistContext(device=torch.device("cpu"))
+        dev = self.ctx.device
+        self.amp = dev.type == "cuda"
+        self.module = build_model(data.n_users, data.n_items, hp.factors, hp.seed, hp.init_std, hp.loss).to(dev)
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.model = DDP(self.module, device_ids=ids, broadcast_buffers=False)
+        else:
+            self.model = self.module
+        opt_class = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[hp.optimizer]
+        self.optimizer = opt_class(self.module.parameters(), lr=hp.lr, fused=True)
+        self.users = torch.as_tensor(data.users, dtype=torch.int64, device=dev)
+        self.items = torch.as_tensor(data.items, dtype=torch.int64, device=dev)
+        w = data.weights.astype(np.float64) if hp.use_weights else np.ones(len(data.users))
+        self.weights = torch.as_tensor(w / w.mean(), dtype=torch.float32, device=dev)
+        self.n = len(data.users)
+
+    def epoch_plan(self, epoch: int):
+        """(permutation, negatives) of an epoch: the same on every rank, from ``(seed, epoch)`` only."""
+        import torch
+
+        dev = self.ctx.device
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(_epoch_seed(self.hp.seed, epoch))
+        perm = torch.randperm(self.n, generator=gen, device=dev)
+        neg = torch.randint(0, self.data.n_items, (self.n, self.hp.negatives), generator=gen, device=dev)
+        return perm, neg
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch (1-based ``epoch``); returns loss, seconds, samples, samples/s, cut."""
+        import torch
+        import torch.distributed as dist
+
+        hp, ctx = self.hp, self.ctx
+        self.model.train()
+        started = time.perf_counter()
+        perm, neg = self.epoch_plan(epoch)
+        # Permute once per epoch: every batch is then a slice (a view), not a gather.
+        users, items, weights = self.users[perm], self.items[perm], self.weights[perm]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        processed = 0
+        cut = False
+        for start in range(0, self.n, hp.batch_size):
+            end = min(start + hp.batch_size, self.n)
+            part = slice(start + ctx.rank, end, ctx.world)
+            u, i, w, j = users[part], items[part], weights[part], neg[part]
+            with amp:
+                per_sample = self.model(u, i, j, hp.weight_decay)
+            weighted = per_sample * w
+            loss = weighted.sum() * (ctx.world / (end - start))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += weighted.detach().sum()
+            processed = end
+            if hp.max_seconds_per_epoch is not None and end < self.n:
+                over = time.perf_counter() - started > hp.max_seconds_per_epoch
+                if ctx.distributed:  # every rank must stop after the same step
+                    flag = torch.tensor(float(over), device=ctx.device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    over = bool(flag.item())
+                if over:
+                    cut = True
+                    break
+        if ctx.distributed:
+            dist.all_reduce(loss_sum)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        seconds = time.perf_counter() - started
+        return {
+            "epoch": epoch,
+            "loss": float(loss_sum.item() / max(processed, 1)),
+            "seconds": seconds,
+            "samples": processed,
+            "samples_per_s": processed / max(seconds, 1e-9),
+            "cut": cut,
+        }
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        import torch
+
+        np_state = np.random.get_state()
+        rng = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "pos": int(np_state[2]),
+                "has_gauss": int(np_state[3]),
+                "cached_gaussian": float(np_state[4]),
+            },
+            "python": _python_rng_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        import torch
+
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        npst = rng["numpy"]
+        np.random.set_state(
+            ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+        )
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self, k: int) -> dict[str, float]:
+        """recall/NDCG@k of the model and of the popularity baseline on the snapshot's test pairs."""
+        return evaluate_arrays(self.module.arrays(), self.data, k, device=self.ctx.device)
+
+
+def _python_rng_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def evaluate_arrays(arrays: dict[str, np.ndarray], data: TrainData, k: int, device: Any = None) -> dict[str, float]:
+    """Test-set metrics of factor arrays (and the popularity baseline) with seen items excluded."""
+    import torch
+
+    from jobs.core.model import top_k
+    from jobs.core.ranking import evaluate_ranking, popularity_top_k
+
+    seen = data.seen()
+    test_users = np.unique(data.test_users)
+    dev = device or torch.device("cpu")
+    p = torch.as_tensor(arrays["user_factors"], device=dev)
+    ranked, _ = top_k(p, arrays["item_factors"], arrays.get("item_bias"), test_users, k, seen)
+    pairs = (data.test_users, data.test_items)
+    model = evaluate_ranking(ranked, pairs, users=test_users, k=k)
+    pop = evaluate_ranking(popularity_top_k(data.popularity, test_users, k, seen), pairs, users=test_users, k=k)
+    return {
+        f"recall_at_{k}": model["recall"],
+        f"ndcg_at_{k}": model["ndcg"],
+        f"pop_recall_at_{k}": pop["recall"],
+        f"pop_ndcg_at_{k}": pop["ndcg"],
+        "test_users": float(model["users"]),
+        "test_pairs": float(len(data.test_users)),
+    }

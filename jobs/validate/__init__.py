@@ -1,0 +1,1 @@
+"""Great Expectations validation of a curated day (``python -m jobs.validate``)."""

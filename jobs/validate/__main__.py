@@ -1,0 +1,5 @@
+import sys
+
+from jobs.validate.job import main
+
+sys.exit(main())
