@@ -178,7 +178,8 @@ def register_model(arrays: dict[str, np.ndarray], env: dict[str, str], artifacts
         run_id = tracker.start(None, "bench-score")
         info = tracker.log_model({k: arrays[k] for k in ("user_factors", "item_factors", "item_bias")}, data, 20)
         mlflow.end_run()
-        return register(cfg, run_id, {"data_window": window}, info.model_uri)["version"]
+        start, end = window.split("..")
+        return register(cfg, run_id, {"window_start": start, "window_end": end}, info.model_uri)["version"]
     finally:
         for key, value in old.items():
             if value is None:

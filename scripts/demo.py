@@ -1,7 +1,7 @@
 """`make demo`: the whole loop on a generated world, through the real scheduler, with a timeline.
 
 1. Generate ``train_days + served_days`` days of events; the world's tastes shift on day
-   ``drift_day`` (``jobs.generate --drift``), which is what the monitor must notice.
+   ``drift_day`` (``jobs.sim --drift``), which is what the monitor must notice.
 2. Start the local stack (Airflow api-server, scheduler, dag-processor, triggerer; MLflow).
 3. Backfill ``recsys_ingest`` over the first ``train_days`` days (REST ``POST /backfills``).
    ``recsys_score`` and ``recsys_monitor`` are unpaused already: their asset-triggered runs skip
@@ -230,12 +230,12 @@ class Loop:
                         raise RuntimeError(f"{dag_id} run {run['dag_run_id']} failed while serving {day}")
 
         self.ingest(day, day)
-        recs = self.cfg.storage.partition("recommendations", day)
-        report = Path(self.cfg.storage.zone("reports")) / "drift" / f"dt={day}" / "report.json"
-        from jobs.core import storage
+        from jobs.core import catalog, storage
 
-        _wait(f"recommendations dt={day}", lambda: no_new_failure() or storage.read_manifest(recs), self.timeout)
-        _wait(f"drift report dt={day}", lambda: no_new_failure() or report.exists(), self.timeout)
+        report = catalog.report_json(self.cfg, "drift", day)
+        recs = lambda: catalog.manifest(self.cfg, "recommendations", day)  # noqa: E731
+        _wait(f"recommendations dt={day}", lambda: no_new_failure() or recs(), self.timeout)
+        _wait(f"drift report dt={day}", lambda: no_new_failure() or storage.read_text(report), self.timeout)
         _wait("monitor runs", lambda: _settled(self.api, ("recsys_score", "recsys_monitor")), self.timeout)
         for run in self.api.runs("recsys_train"):
             if run["dag_run_id"] in self.train_runs_seen:
@@ -267,16 +267,16 @@ class Loop:
     # -- report -----------------------------------------------------------------------------
 
     def timeline(self) -> list[dict[str, Any]]:
-        from jobs.core import storage
+        from jobs.core import catalog, storage
         from jobs.registry.aliases import show
 
         rows = []
         for n in range(1, self.world.days + 1):
             day = self.world.day(n)
-            curated = storage.read_manifest(self.cfg.storage.partition("curated", day)) or {}
-            recs = storage.read_manifest(self.cfg.storage.partition("recommendations", day)) or {}
-            path = Path(self.cfg.storage.zone("reports")) / "drift" / f"dt={day}" / "report.json"
-            report = json.loads(path.read_text()) if path.exists() else None
+            curated = catalog.manifest(self.cfg, "curated", day) or {}
+            recs = catalog.manifest(self.cfg, "recommendations", day) or {}
+            text = storage.read_text(catalog.report_json(self.cfg, "drift", day))
+            report = json.loads(text) if text else None
             data = (report or {}).get("data_drift", {})
             perf = (report or {}).get("performance", {})
             rows.append(
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-days", type=int, default=8)
     ap.add_argument("--served-days", type=int, default=5)
     ap.add_argument("--drift-day", type=int, default=10, help="1-based day on which the drift starts")
-    ap.add_argument("--drift", default="catalog_launch", help="a jobs.generate drift kind")
+    ap.add_argument("--drift", default="catalog_launch", help="a jobs.sim drift kind")
     ap.add_argument("--drift-strength", type=float)
     ap.add_argument("--start", type=date.fromisoformat, help="first day (default: world.start_date)")
     ap.add_argument("--users", type=int)

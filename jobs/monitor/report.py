@@ -146,7 +146,7 @@ def plots_for(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             png = share_png(name, f) if f["kind"] == "share" else overlay_png(name, f)
             out.append((f"{name} — {caption}", png))
     pred = report["prediction_drift"]
-    if pred.get("available") and pred.get("score", {}).get("psi") is not None:
+    if pred.get("available") and (pred.get("score") or {}).get("psi") is not None:
         out.append(
             (
                 f"served scores vs reference day {pred['reference_day']}",

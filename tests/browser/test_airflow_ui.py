@@ -36,7 +36,7 @@ def curated_days(live_stack, spark) -> list[str]:
     """Three validated curated days (generated, ingested and validated in this process)."""
     cfg = get_config()
     days = [FIRST_DAY + timedelta(days=i) for i in range(N_DAYS)]
-    if not all(is_validated(cfg.storage.partition("curated", d)) for d in days):
+    if not all(is_validated(cfg, d) for d in days):
         gen.generate(TINY_WORLD, FIRST_DAY, N_DAYS, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
         for day in days:
             ingest_day(cfg, spark, day)

@@ -169,7 +169,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     tags = client(get_config()).get_model_version("recsys-popularity", registered["version"]).tags
     assert tags["decision"] == "not_blessed"
     assert tags["airflow_dag_id"] == "recsys_popularity"
-    assert tags["data_window"] == "2026-01-01..2026-01-02"
+    assert (tags["window_start"], tags["window_end"]) == ("2026-01-01", "2026-01-02")
     assert xcom(first, "train")["metrics"][f"ndcg_at_{k}"] > 0
 
     # 2. A gate that accepts a tie (gate.min_lift_over_popularity=1.0, set for the job

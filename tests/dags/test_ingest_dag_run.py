@@ -23,7 +23,7 @@ def test_dag_test_ingests_validates_and_emits_the_asset(airflow_db, cfg):
     assert str(run.state) == "success", task_states(run)
     part = cfg.storage.partition("curated", "2026-01-01")
     assert storage.read_manifest(part)["rows"] > 1900
-    assert is_validated(part)
+    assert is_validated(cfg, "2026-01-01")
     assert (
         storage.local_path(cfg.storage.partition("reports", "2026-01-01").replace("/reports/", "/reports/validation/"))
         .joinpath("report.html")
@@ -59,7 +59,7 @@ def test_failed_validation_stops_the_day_and_emits_no_asset(airflow_db, cfg, mon
     assert states["validate"] == "failed"
     assert states["publish_curated_event"] == "upstream_failed"
     part = cfg.storage.partition("curated", "2026-01-02")
-    assert not is_validated(part)
+    assert not is_validated(cfg, "2026-01-02")
 
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session

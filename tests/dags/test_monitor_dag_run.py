@@ -123,6 +123,7 @@ def serve(cfg, rec, tables: dict, day: date, version: str, run_id: str, window_e
                 "k": K,
                 "users": len(users),
                 "rows": n,
+                "files": ["part-00000.parquet"],
                 "source_days": [d.isoformat() for d in source],
                 "seconds": 0.1,
             },
@@ -217,7 +218,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     cl = client(cfg)
     logged = Path(cl.download_artifacts(trained["run_id"], "reference/reference_stats.json", str(tmp_path)))
     assert logged.read_text() == reference_file.read_text()  # the trainer logged the snapshot's reference
-    version = register(cfg, trained["run_id"], {"data_window": "2026-01-01..2026-01-04"}, trained["model_uri"])[
+    version = register(cfg, trained["run_id"], {"window_start": "2026-01-01", "window_end": "2026-01-04"}, trained["model_uri"])[
         "version"
     ]
     promote(cfg, version, None, "first model", "pytest")

@@ -47,7 +47,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert aliases[CHAMPION] == registered["version"]
     tags = client(get_config()).get_model_version(get_config().mlflow.model_name, registered["version"]).tags
     assert tags["decision"] == "promoted"
-    assert tags["data_window"] == "2026-01-01..2026-01-04"
+    assert (tags["window_start"], tags["window_end"]) == ("2026-01-01", "2026-01-04")
     assert tags["airflow_run_id"] == run.run_id
     train = xcom(run, "train")
     assert train["run_id"] and train["model_uri"]

@@ -42,7 +42,7 @@ def test_backfill_three_days_then_reprocess_is_identical(admin_client, stack):
     for day in DAYS:
         part = cfg.storage.partition("curated", day)
         assert storage.read_manifest(part)["rows"] > 2800
-        assert is_validated(part)
+        assert is_validated(cfg, day)
     first = _checksums(cfg)
     events = admin_client.request("GET", "/assets/events", params={"limit": 100}).json()["asset_events"]
     curated = [e for e in events if e["extra"].get("day") in DAYS]

@@ -178,7 +178,7 @@ def test_local_executor_on_postgres_runs_ingest_and_mlflow_uses_postgres(pg):
     run_id, run = pg.ingest(LOCAL_DAY)
     assert run["state"] == "success", pg.api().call("GET", f"/dags/recsys_ingest/dagRuns/{run_id}/taskInstances")
     part = pg.storage.partition("curated", LOCAL_DAY)
-    assert storage.read_manifest(part)["rows"] > 1400 and is_validated(part)
+    assert storage.read_manifest(part)["rows"] > 1400 and is_validated(pg, LOCAL_DAY)
     # The run, its task instances and the asset event live in Postgres.
     rows = _query(dbs["airflow"], "SELECT task_id, state FROM task_instance WHERE run_id = %s", (run_id,))
     assert dict(rows) == dict.fromkeys(INGEST_TASKS, "success")
@@ -226,7 +226,7 @@ def test_celery_executor_with_redis_runs_ingest_on_the_worker(pg):
         INGEST_TASKS, ("success", stack.celery_queue)
     )
     part = pg.storage.partition("curated", CELERY_DAY)
-    assert storage.read_manifest(part)["rows"] > 1400 and is_validated(part)
+    assert storage.read_manifest(part)["rows"] > 1400 and is_validated(pg, CELERY_DAY)
     # Each task went through Redis to the Celery worker: the worker log names it, and every
     # broker/result key of this stack is under its own prefix.
     worker_log = (pg.state / "logs" / "celery-worker.log").read_text(errors="replace")

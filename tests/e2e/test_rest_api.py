@@ -103,7 +103,7 @@ def test_readme_curl_examples_token_backfill_trigger_poll_asset_event(curl_run, 
     for day in DAYS:
         part = cfg.storage.partition("curated", day)
         assert storage.read_manifest(part)["rows"] > 2800
-        assert is_validated(part)
+        assert is_validated(cfg, day)
 
     # Trigger: the run carries the conf; the poll loop printed its way to the final state.
     run = admin_client.call("GET", f"/dags/recsys_train/dagRuns/{curl_run['RUN_ID']}")

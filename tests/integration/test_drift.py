@@ -289,8 +289,8 @@ def log_model(cfg, model: OracleModel, holdout: pa.Table, snapshot_dir: Path | N
     metrics = evaluate_arrays(model.arrays(), data, K)
     info = tracker.log_model(model.arrays(), data, K)
     tracker.finish(metrics, {"run_id": run_id})
-    version = register(cfg, run_id, {"data_window": "test"}, model_uri=info.model_uri)["version"]
-    current = __import__("jobs.registry", fromlist=["show"]).show(cfg)["champion"]
+    version = register(cfg, run_id, {}, model_uri=info.model_uri)["version"]
+    current = __import__("jobs.registry.aliases", fromlist=["show"]).show(cfg)["champion"]
     promote(cfg, version, current, "test", "pytest")
     return version, run_id, metrics[f"recall_at_{K}"]
 
@@ -315,6 +315,7 @@ def write_recs(cfg, day: date, recs: pa.Table, version: str, run_id: str, source
                 "k": K,
                 "users": len(np.unique(recs.column("user_id").to_numpy())),
                 "rows": n,
+                "files": ["part-00000.parquet"],
                 "source_days": source_days,
                 "seconds": 0.1,
             },
@@ -383,7 +384,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     page = Path(result["report_html"]).read_text()
     assert page.count('<img src="data:image/png;base64,') >= 3  # 2 closest features + trend
     assert "no retrain" in page
-    assert storage.read_manifest(result["report_html"])["files"] == ["report.json", "report.html"]
+    assert storage.read_manifest(str(Path(result["report_html"]).parent))["files"] == ["report.json", "report.html"]
 
     cl = _mlflow_client(cfg)
     run = cl.get_run(result["run_id"])
@@ -443,5 +444,5 @@ def test_missing_reference_or_previous_recs_degrade_and_bad_input_is_refused(mlf
     other = run_module("jobs.monitor", "--day", day.isoformat(), "--model-version", str(int(version) + 1))
     assert other.returncode == 2 and f"were served by model version {version}" in other.stderr
     bad = run_module("jobs.monitor", "--day", "2026-13-01")
-    assert bad.returncode == 2 and "--day" in bad.stderr
+    assert bad.returncode == 2 and "2026-13-01 is not a calendar day" in bad.stderr
     assert not storage.local_path(catalog.report_dir(cfg, "drift", "2026-02-01")).exists()

@@ -32,14 +32,14 @@ def _register(items: list[int], tags: dict | None = None) -> dict:
 
 def test_register_is_idempotent_per_run_and_sets_challenger(mlflow_env, data_root):
     cfg = get_config()
-    first = _register([1, 2, 3], {"data_window": "2026-01-01..2026-01-06"})
-    again = register(cfg, first["run_id"], {"data_window": "2026-01-01..2026-01-06"}, first["logged"])
+    first = _register([1, 2, 3], {"window_start": "2026-01-01", "window_end": "2026-01-06"})
+    again = register(cfg, first["run_id"], {"window_start": "2026-01-01", "window_end": "2026-01-06"}, first["logged"])
     assert first["version"] == again["version"] == "1"
     assert again["reused"] is True
     cl = client(cfg)
     assert alias_version(cl, cfg.mlflow.model_name, CHALLENGER) == "1"
     tags = cl.get_model_version(cfg.mlflow.model_name, "1").tags
-    assert tags["data_window"] == "2026-01-01..2026-01-06"
+    assert (tags["window_start"], tags["window_end"]) == ("2026-01-01", "2026-01-06")
     assert len(tags["git_commit"]) in (7, 40) or tags["git_commit"] == "unknown"
     assert alias_version(cl, cfg.mlflow.model_name, CHAMPION) is None
 

@@ -7,7 +7,7 @@ smaller item id, also for the last slot) is exercised on many users. The referen
 this file is a plain Python sort per user, independent of the torch code under test.
 
 Days (curated partitions written in the ingest layout, with their ``_VALIDATION`` marker):
-2026-01-01..03 = the model's training window (version tag ``data_window``), 01-04 validated
+2026-01-01..03 = the model's training window (version tags ``window_start``/``window_end``), 01-04 validated
 (its positives must be excluded), 01-05 published but FAILED validation (ignored), 01-06 = D.
 """
 
@@ -286,7 +286,7 @@ def log_and_register(cfg, arrays: dict[str, np.ndarray], promote_it: bool) -> di
         {k: arrays[k] for k in ("user_factors", "item_factors", "item_bias")}, data, int(arrays["default_k"])
     )
     mlflow.end_run()
-    reg = register(cfg, run_id, {"data_window": f"{WINDOW[0]}..{WINDOW[1]}"}, info.model_uri)
+    reg = register(cfg, run_id, {"window_start": WINDOW[0], "window_end": WINDOW[1]}, info.model_uri)
     if promote_it:
         from jobs.core.tracking import CHAMPION, alias_version, client
 
@@ -374,8 +374,8 @@ def test_scores_every_active_user_excluding_seen_items_with_k_ties_and_unknown_u
 @pytest.mark.integration
 def test_pinned_version_is_used_not_the_champion_and_a_rerun_is_byte_identical(mlflow_env, cfg, spark):
     from jobs.core.tracking import CHAMPION, alias_version, client
-    from jobs.score import ScoreArgumentError
-    from jobs.score.core import ScoreError
+    from jobs.core.cli import BadArgument
+    from jobs.core.cli import BadInput
     from jobs.score.job import score_day
 
     arrays_v1, arrays_v2 = make_arrays(seed=21), make_arrays(seed=22)
@@ -406,11 +406,11 @@ def test_pinned_version_is_used_not_the_champion_and_a_rerun_is_byte_identical(m
     assert table.num_rows == manifest["rows"] <= 2 * len(world.active)
     assert [p.name for p in part.parent.iterdir()] == [part.name]  # no staging/trash leftovers
 
-    with pytest.raises(ScoreArgumentError, match="has no version '99'"):
+    with pytest.raises(BadArgument, match="has no version '99'"):
         score_day(cfg, spark, D, "99")
-    with pytest.raises(ScoreError, match=r"dt=2026-01-05 did not pass validation"):
+    with pytest.raises(BadInput, match=r"dt=2026-01-05 did not pass validation"):
         score_day(cfg, spark, date(2026, 1, 5), v1["version"])
-    with pytest.raises(ScoreError, match=r"dt=2026-02-01 is not published"):
+    with pytest.raises(BadInput, match=r"dt=2026-02-01 is not published"):
         score_day(cfg, spark, date(2026, 2, 1), v1["version"])
 
 

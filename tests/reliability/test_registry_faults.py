@@ -218,7 +218,7 @@ def test_registration_interrupted_at_every_request_registers_once(setup, trackin
     cl = client(direct)
     started = time.monotonic()
     run_id, uri = models[3]
-    tags = {"decision": "blessed", "data_window": "2026-06-01..2026-06-03"}
+    tags = {"decision": "blessed", "window_start": "2026-06-01", "window_end": "2026-06-03"}
     ref = f"{tracking}-ref"
     n = _requests(proxy, lambda: register(proxied, run_id, tags, uri, ref))
     reference = normalised(registry_state(cl, ref))
