@@ -96,7 +96,9 @@ def test_cluster_profile_pod_runs_the_pipelines_trainer(monkeypatch):
 
     for dag_id in ("recsys_train", "recsys_popularity"):
         op = bag.dags[dag_id].get_task("train")
-        op.arguments = op.render_template(op.arguments, {"ti": SnapshotXCom(), "run_id": "r1", "dag": op.dag, "params": op.dag.params})
+        op.arguments = op.render_template(
+            op.arguments, {"ti": SnapshotXCom(), "run_id": "r1", "dag": op.dag, "params": op.dag.params}
+        )
         manifest = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
         manifest.update(apiVersion="v1", kind="Pod")
         kubernetes_validate.validate(manifest, "1.33", strict=True)

@@ -58,7 +58,7 @@ def test_failed_validation_stops_the_day_and_emits_no_asset(airflow_db, cfg, mon
     assert states["ingest"] == "success"
     assert states["validate"] == "failed"
     assert states["publish_curated_event"] == "upstream_failed"
-    part = cfg.storage.partition("curated", "2026-01-02")
+    cfg.storage.partition("curated", "2026-01-02")
     assert not is_validated(cfg, "2026-01-02")
 
     from airflow.models.asset import AssetEvent

@@ -218,9 +218,9 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     cl = client(cfg)
     logged = Path(cl.download_artifacts(trained["run_id"], "reference/reference_stats.json", str(tmp_path)))
     assert logged.read_text() == reference_file.read_text()  # the trainer logged the snapshot's reference
-    version = register(cfg, trained["run_id"], {"window_start": "2026-01-01", "window_end": "2026-01-04"}, trained["model_uri"])[
-        "version"
-    ]
+    version = register(
+        cfg, trained["run_id"], {"window_start": "2026-01-01", "window_end": "2026-01-04"}, trained["model_uri"]
+    )["version"]
     promote(cfg, version, None, "first model", "pytest")
     import mlflow
 

@@ -373,9 +373,8 @@ def test_scores_every_active_user_excluding_seen_items_with_k_ties_and_unknown_u
 
 @pytest.mark.integration
 def test_pinned_version_is_used_not_the_champion_and_a_rerun_is_byte_identical(mlflow_env, cfg, spark):
+    from jobs.core.cli import BadArgument, BadInput
     from jobs.core.tracking import CHAMPION, alias_version, client
-    from jobs.core.cli import BadArgument
-    from jobs.core.cli import BadInput
     from jobs.score.job import score_day
 
     arrays_v1, arrays_v2 = make_arrays(seed=21), make_arrays(seed=22)

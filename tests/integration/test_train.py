@@ -267,7 +267,7 @@ def final_params(ckpt_dir: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def reference(snapshot, mlflow_server, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("reference")
-    proc = run_train(snapshot, mlflow_server, tmp / "ckpt", tmp / "result.json", "--run-name", "reference")
+    run_train(snapshot, mlflow_server, tmp / "ckpt", tmp / "result.json", "--run-name", "reference")
     result = json.loads((tmp / "result.json").read_text())
     return {"result": result, "ckpt": tmp / "ckpt", "params": final_params(tmp / "ckpt")}
 
@@ -381,7 +381,12 @@ def test_logged_pyfunc_serves_unseen_top_k_without_the_repository(snapshot, mlfl
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["modules"] == ["jobs", "jobs.core", "jobs.core.ids", "jobs.core.model"]  # loaded from the model's own code folder
+    assert out["modules"] == [
+        "jobs",
+        "jobs.core",
+        "jobs.core.ids",
+        "jobs.core.model",
+    ]  # loaded from the model's own code folder
     rows = {row["user_id"]: row for row in out["with_k"]}
     assert set(rows) == {*known, unknown}
     for uid in known:
