@@ -47,10 +47,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts import spark_service
+
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
 CELERY_WORKER = "celery-worker"
-ALL_COMPONENTS = (*COMPONENTS, CELERY_WORKER)
+ALL_COMPONENTS = (*COMPONENTS, CELERY_WORKER, spark_service.MASTER, *spark_service.WORKERS, spark_service.CONNECT)
+SPARK_CLUSTERS = ("local", "standalone")
 USERS = {"admin": "admin", "viewer": "viewer", "operator": "op"}
 DBS = ("sqlite", "postgres")
 EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
@@ -66,8 +70,16 @@ class Stack:
     mlflow_port: int
     db: str = "sqlite"
     executor: str = "local"
+    connect_port: int = 15002
+    spark_ui_port: int = 14040
+    spark_cluster: str = "local"
+    spark_master_port: int = 17077
 
     def __post_init__(self) -> None:
+        if self.spark_cluster not in SPARK_CLUSTERS:
+            raise ValueError(
+                f"RECSYS_SPARK_CLUSTER={self.spark_cluster!r}: expected one of {', '.join(SPARK_CLUSTERS)}"
+            )
         if self.db not in DBS:
             raise ValueError(f"RECSYS_DB={self.db!r}: expected one of {', '.join(DBS)}")
         if self.executor not in EXECUTORS:
@@ -84,12 +96,22 @@ class Stack:
             int(os.environ.get("RECSYS_MLFLOW_PORT", "25000")),
             os.environ.get("RECSYS_DB", "sqlite").lower(),
             os.environ.get("RECSYS_EXECUTOR", "local").lower(),
+            int(os.environ.get("RECSYS_SPARK_CONNECT_PORT", "15002")),
+            int(os.environ.get("RECSYS_SPARK_UI_PORT", "14040")),
+            os.environ.get("RECSYS_SPARK_CLUSTER", "local").lower(),
+            int(os.environ.get("RECSYS_SPARK_MASTER_PORT", "17077")),
         )
 
     @property
     def components(self) -> tuple[str, ...]:
-        """The components ``up`` starts for this shape (a Celery worker only with Celery)."""
-        return (*COMPONENTS, CELERY_WORKER) if self.executor == "celery" else COMPONENTS
+        """The components ``up`` starts for this shape, in start order (Spark first; a Celery
+        worker only with Celery)."""
+        airflow = (*COMPONENTS, CELERY_WORKER) if self.executor == "celery" else COMPONENTS
+        return (*spark_service.components(self.spark_cluster), *airflow)
+
+    @property
+    def spark_remote(self) -> str:
+        return f"sc://127.0.0.1:{self.connect_port}"
 
     @property
     def instance(self) -> str:
@@ -210,6 +232,7 @@ class Stack:
             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")]),
             "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "RECSYS__MLFLOW__TRACKING_URI": self.mlflow_url,
+            "RECSYS__SPARK__REMOTE": self.spark_remote,
             "RECSYS__AIRFLOW__API_URL": self.airflow_url,
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             # MLflow 3 server's background job runner (GenAI jobs: ~8 huey processes) is unused here.
@@ -275,10 +298,20 @@ class Stack:
             path.chmod(0o600)
         return current
 
+    def spark_commands(self) -> dict[str, list[str]]:
+        from jobs.core.config import load_config
+
+        spark = load_config(environ=self.full_env()).spark
+        ports = {"connect": self.connect_port, "ui": self.spark_ui_port, "master": self.spark_master_port}
+        return spark_service.commands(
+            self.spark_cluster, spark.master, ports, spark.server_memory, dict(spark.server_conf), self.state
+        )
+
     def commands(self) -> dict[str, list[str]]:
         airflow = [_airflow_bin()]
         mlflow_dir = self.state / "mlflow"
         return {
+            **self.spark_commands(),
             "mlflow": [
                 str(Path(sys.executable).parent / "mlflow"),
                 "server",
@@ -497,52 +530,79 @@ def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
 
 def _start(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> int:
     log = open(stack.state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    cwd = REPO
+    if name.startswith("spark-"):  # the Spark JVMs see neither the repository nor its environment
+        env, cwd = spark_service.env(stack.state), stack.state / "spark"
+        for sub in ("scratch", "work", name):
+            (cwd / sub).mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
     stack.pid_file(name).write_text(str(proc.pid))
     return proc.pid
 
 
+def _ports(stack: Stack) -> dict[str, tuple[int, str]]:
+    """The loopback port each component listens on, and the variable that moves it."""
+    return {
+        "mlflow": (stack.mlflow_port, "RECSYS_MLFLOW_PORT"),
+        "api-server": (stack.airflow_port, "RECSYS_AIRFLOW_PORT"),
+        spark_service.CONNECT: (stack.connect_port, "RECSYS_SPARK_CONNECT_PORT"),
+        spark_service.MASTER: (stack.spark_master_port, "RECSYS_SPARK_MASTER_PORT"),
+    }
+
+
+def _healthy(stack: Stack, only: tuple[str, ...]) -> bool:
+    if "mlflow" in only and not mlflow_healthy(stack):
+        return False
+    if spark_service.CONNECT in only and not (
+        port_open(stack.connect_port) and spark_service.health(stack.spark_ui_port, stack.spark_cluster)["healthy"]
+    ):
+        return False
+    if not any(n in COMPONENTS[1:] or n == CELERY_WORKER for n in only):
+        return True
+    health = airflow_health(stack)
+    return all(health.get(key) == "healthy" for key in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+
+
 def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] | None = None) -> None:
     """Start the components in ``only`` (default: all of this shape) not running yet; wait until healthy."""
-    only = stack.components if only is None else only
+    only = tuple(n for n in stack.components if n in (stack.components if only is None else only))
     init(stack)
     env = stack.full_env()
     running = stack.running()
-    for name, cmd in stack.commands().items():
-        if name in running or name not in only or name not in stack.components:
+    commands = stack.commands()
+    for name in only:
+        if name in running:
             continue
-        port = {"mlflow": stack.mlflow_port, "api-server": stack.airflow_port}.get(name)
+        port, variable = _ports(stack).get(name, (None, ""))
         if port and port_open(port):
-            raise SystemExit(
-                f"port {port} on 127.0.0.1 is taken by another process; set RECSYS_{'MLFLOW' if name == 'mlflow' else 'AIRFLOW'}_PORT"
-            )
-        _start(stack, name, cmd, env)
+            raise SystemExit(f"port {port} on 127.0.0.1 is taken by another process; set {variable}")
+        _start(stack, name, commands[name], env)
+        if name == spark_service.MASTER:  # workers and the server register with it
+            _wait_port(stack, name, stack.spark_master_port, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        health = airflow_health(stack)
         dead = [n for n in only if n not in stack.running()]
         if dead:
             down(stack)
             logs = "\n".join(f"  {stack.state / 'logs' / (n + '.log')}" for n in dead)
             raise SystemExit(f"component(s) exited during start-up: {', '.join(dead)}; see\n{logs}")
-        airflow_needed = any(n != "mlflow" for n in only)
-        if (mlflow_healthy(stack) or "mlflow" not in only) and (
-            not airflow_needed
-            or (
-                health.get("metadatabase") == "healthy"
-                and health.get("scheduler") == "healthy"
-                and health.get("triggerer") == "healthy"
-                and health.get("dag_processor") == "healthy"
-            )
-        ):
-            if airflow_needed:
+        if _healthy(stack, only):
+            if set(only) - {"mlflow", *spark_service.components(stack.spark_cluster)}:
                 status(stack)
             return
         time.sleep(1.0)
     status(stack)
     raise SystemExit(f"stack not healthy after {timeout:.0f}s; logs under {stack.state / 'logs'}")
+
+
+def _wait_port(stack: Stack, name: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if name not in stack.running() or time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not open port {port}; see {stack.state / 'logs' / (name + '.log')}")
+        time.sleep(0.3)
 
 
 def down(stack: Stack, grace: float = 20.0) -> None:
@@ -588,6 +648,20 @@ def status(stack: Stack) -> int:
     health = airflow_health(stack)
     print(f"Airflow UI/API: {stack.airflow_url}  health: {health or 'unreachable'}")
     print(f"MLflow UI     : {stack.mlflow_url}  {'healthy' if mlflow_healthy(stack) else 'unreachable'}")
+    spark = spark_service.health(stack.spark_ui_port, stack.spark_cluster)
+    print(
+        f"Spark Connect : {stack.spark_remote}  {'healthy' if spark['healthy'] else 'unreachable'}"
+        + (
+            f" (app {spark['app_id']}, executors {spark['executors'] or 'in the driver'})"
+            if spark.get("app_id")
+            else ""
+        )
+        + f"; UI http://127.0.0.1:{stack.spark_ui_port}"
+    )
+    if stack.spark_cluster == "standalone":
+        print(
+            f"Spark master  : spark://127.0.0.1:{stack.spark_master_port}  UI http://127.0.0.1:{stack.spark_master_port + 1000}"
+        )
     if creds:
         print("Airflow users : " + ", ".join(f"{u} / {p} ({USERS[u]})" for u, p in creds.items() if u in USERS))
     return 0 if all(name in running for name in stack.components) else 1

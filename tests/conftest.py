@@ -27,8 +27,8 @@ def _free_port() -> int:
 
 _STATE = Path(tempfile.mkdtemp(prefix="recsys-test-"))
 os.environ["RECSYS_STATE_DIR"] = str(_STATE)
-os.environ.setdefault("RECSYS_AIRFLOW_PORT", str(_free_port()))
-os.environ.setdefault("RECSYS_MLFLOW_PORT", str(_free_port()))
+for _port in ("AIRFLOW", "MLFLOW", "SPARK_CONNECT", "SPARK_UI"):
+    os.environ.setdefault(f"RECSYS_{_port}_PORT", str(_free_port()))
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["PYSPARK_PYTHON"] = sys.executable
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
@@ -84,12 +84,25 @@ def cfg(data_root):
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """One local SparkSession for the whole test session (JVM start costs ~20 s)."""
-    from jobs.core.config import get_config
-    from jobs.core.spark import get_spark
+def spark_server(stack: Stack) -> str:
+    """The session's Spark Connect server (local[2], on loopback): the one JVM of the suite's jobs.
 
-    session = get_spark(get_config(), "tests", master="local[2]")
+    Jobs run by tests — in-process or as ``python -m jobs.X`` — reach it through
+    ``RECSYS__SPARK__REMOTE`` (set from the stack above), as tasks of the live stack do.
+    """
+    from scripts.stack import up
+
+    up(stack, only=("spark-connect",))
+    return stack.spark_remote
+
+
+@pytest.fixture(scope="session")
+def spark(spark_server: str):
+    """A Spark Connect session (with the jobs package as an artifact) shared by in-process tests."""
+    from jobs.core.config import get_config
+    from jobs.core.spark import connect
+
+    session = connect(get_config(), "tests")
     yield session
     session.stop()
 

@@ -74,12 +74,28 @@ class StorageConfig(_Section):
 
 
 class SparkConfig(_Section):
-    master: str = "local[*]"
+    """Spark as a service: every job is a Spark Connect client of ``remote``.
+
+    ``master``, ``server_memory`` and ``server_conf`` describe the Connect server that the
+    local stack (and the loopback cluster rehearsal) runs; a cluster runs its own server and
+    only ``remote`` matters there. ``conf`` holds the SQL confs each job's session sets.
+    """
+
+    remote: str = Field("sc://127.0.0.1:15002", description="Spark Connect endpoint, sc://host:port")
+    master: str = "local[2]"
     app_name: str = "recsys"
-    driver_memory: str = "2g"
+    server_memory: str = "3g"
     shuffle_partitions: int = Field(4, ge=1, le=100_000)
-    submit: Literal["python", "spark-submit"] = "python"
+    connect_retries: int = Field(3, ge=0, le=30)
     conf: dict[str, str] = Field(default_factory=dict)
+    server_conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, value: str) -> str:
+        if not value.startswith("sc://") or len(value) <= len("sc://"):
+            raise ValueError(f"{value!r} is not a Spark Connect endpoint (sc://host:port)")
+        return value
 
 
 class MlflowConfig(_Section):

@@ -1,50 +1,175 @@
-"""One way to build a SparkSession from the pipeline config.
+"""Every job is a thin Spark Connect client: one long-running Spark server, no JVM in the job.
 
-Under ``spark-submit`` (the cluster profile) the master and resources come from the submit
-command line and this builder only adds the pipeline's ``spark.conf`` entries; under plain
-``python -m jobs.<job>`` (the local profile) it sets the master from the config.
+``spark_session(cfg, app)`` opens a session on ``spark.remote`` (``sc://host:port``; the local
+stack runs the server on loopback, a cluster runs it next to its Spark master) and ships the
+code that runs in Spark's Python workers as a session artifact: the ``jobs`` package zipped
+(``addArtifacts(..., pyfile=True)``), so a server on another host runs exactly the code of the
+job that asked, and two jobs with different code never see each other's. Sessions are
+isolated (artifacts, SQL confs, temporary views); the session's SQL confs come from
+``spark.conf``.
+
+Failures of the endpoint itself — refused connection, a server killed mid-job, a stopped
+context — become ``SparkUnavailable`` (retryable, exit 1) with a message naming the endpoint;
+the client retries a few times first (``spark.connect_retries``, short back-off) instead of
+pyspark's default of about ten minutes.
+
+A job started by the orchestrator gets its session id from ``RECSYS_SPARK_SESSION_ID``, so the
+launcher can attach to the session of a job it kills and interrupt what it was running (a
+killed client does not stop its server-side work by itself).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
-import sys
-from typing import TYPE_CHECKING
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from jobs.core.config import PipelineConfig
+from jobs.core.cli import Retryable
+from jobs.core.config import REPO_ROOT, PipelineConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+SESSION_ENV = "RECSYS_SPARK_SESSION_ID"
+_UNAVAILABLE = (
+    "UNAVAILABLE",
+    "failed to connect",
+    "Connection refused",
+    "stopped SparkContext",
+    "Socket closed",
+    "RETRIES_EXCEEDED",
+    "DEADLINE_EXCEEDED",
+)
+_ARCHIVE: list[Path] = []
 
-def get_spark(cfg: PipelineConfig, app: str, master: str | None = None) -> SparkSession:
-    """Return the active session or build one for ``app``.
 
-    Args:
-        cfg: pipeline configuration (``spark`` section).
-        app: suffix for the application name shown in the Spark UI / history server.
-        master: override of ``cfg.spark.master`` (tests use ``local-cluster[...]``).
-    """
+class SparkUnavailable(Retryable):
+    """The Spark Connect endpoint cannot be reached or died under the job (retryable)."""
+
+
+def jobs_archive() -> Path:
+    """The ``jobs`` package as a zip, built once per process; its name carries a content hash."""
+    if _ARCHIVE:
+        return _ARCHIVE[0]
+    root = REPO_ROOT / "jobs"
+    files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    folder = Path(tempfile.mkdtemp(prefix="recsys-artifacts-"))
+    archive = folder / f"recsys_jobs_{digest.hexdigest()[:16]}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            zf.write(path, path.relative_to(REPO_ROOT).as_posix())
+    _ARCHIVE.append(archive)
+    return archive
+
+
+def session_url(cfg: PipelineConfig, session_id: str) -> str:
+    """The connection string of one session on the configured endpoint."""
+    return f"{cfg.spark.remote.rstrip('/')}/;session_id={session_id};user_id=recsys"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` says the endpoint is gone (not that the job's own code failed)."""
+    if type(exc).__name__ == "PythonException":  # an error in our own code on a worker
+        return False
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _UNAVAILABLE) and (
+        type(exc).__module__.startswith(("pyspark", "grpc")) or isinstance(exc, ConnectionError)
+    )
+
+
+def unavailable(cfg: PipelineConfig, exc: BaseException) -> SparkUnavailable:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return SparkUnavailable(f"Spark Connect server {cfg.spark.remote} unavailable: {first[:500]}")
+
+
+def connect(cfg: PipelineConfig, app: str, session_id: str | None = None) -> SparkSession:
+    """A new session on ``spark.remote`` with the job's code and SQL confs (see the module docstring)."""
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    session_id = session_id or os.environ.get(SESSION_ENV) or str(uuid.uuid4())
+    try:
+        spark = SparkSession.builder.remote(session_url(cfg, session_id)).create()
+        spark.client.set_retry_policies(
+            [DefaultPolicy(max_retries=cfg.spark.connect_retries, initial_backoff=200, max_backoff=2000)]
+        )
+        conf = {"spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions), **cfg.spark.conf}
+        conf.setdefault("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        for key, value in conf.items():
+            spark.conf.set(key, value)
+        spark.addTag(f"{cfg.spark.app_name}-{app}")
+        spark.addArtifacts(str(jobs_archive()), pyfile=True)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise unavailable(cfg, exc) from None
+        raise
+    return spark
+
+
+@contextlib.contextmanager
+def spark_session(cfg: PipelineConfig, app: str, session_id: str | None = None) -> Iterator[SparkSession]:
+    """``connect`` for the length of a block; endpoint failures inside it become ``SparkUnavailable``."""
+    spark = connect(cfg, app, session_id)
+    try:
+        yield spark
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise unavailable(cfg, exc) from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            spark.stop()
+
+
+def interrupt(cfg: PipelineConfig, session_id: str) -> list[str]:
+    """Attach to a session and interrupt everything it runs (a killed client's leftovers)."""
     from pyspark.sql import SparkSession
 
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
-    builder = SparkSession.builder.appName(f"{cfg.spark.app_name}-{app}")
-    submitted = "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("RECSYS_SPARK_SUBMITTED") == "1"
-    if not submitted:
-        # Local masters run Python workers on this machine: use this interpreter (its venv).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.master(master or cfg.spark.master).config("spark.driver.memory", cfg.spark.driver_memory)
-    builder = (
-        builder.config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-        .config("spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version", "1")
-    )
-    for key, value in cfg.spark.conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    spark = SparkSession.builder.remote(session_url(cfg, session_id)).create()
+    try:
+        return list(spark.interruptAll())
+    finally:
+        with contextlib.suppress(Exception):
+            spark.stop()
+
+
+def parallelism(spark: SparkSession) -> int:
+    """Task slots of the server's cluster (there is no SparkContext in a Connect client)."""
+    from pyspark.sql import functions as F
+
+    return max(1, spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct().count())
+
+
+def server_info(spark: SparkSession) -> dict[str, Any]:
+    """Where the session's work runs: the server's master and application id."""
+    info: dict[str, Any] = {"remote": None, "master": None, "app_id": None}
+    for key, conf in (("master", "spark.master"), ("app_id", "spark.app.id")):
+        with contextlib.suppress(Exception):
+            info[key] = spark.conf.get(conf)
+    return info
+
+
+def task_location() -> dict[str, Any]:
+    """Where the calling Spark task runs (call it in a worker): the executor id (read from the
+    executor JVM's command line; ``driver`` under a local master), the host and the Python
+    process. How a job proves which executors did its work."""
+    executor = "driver"
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as fh:
+            argv = fh.read().decode(errors="replace").split("\0")
+        if "--executor-id" in argv:
+            executor = argv[argv.index("--executor-id") + 1]
+    except OSError:
+        pass
+    import socket
+
+    return {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}

@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import date
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +57,8 @@ from jobs.core import storage
 from jobs.core.cli import BadInput, run_job
 from jobs.core.config import PipelineConfig
 from jobs.core.schema import LANDING_COLUMNS, REQUIRED_COLUMNS, curated_schema, schema_text
-from jobs.ingest.buckets import ROWS_PER_FILE, _identity, stage_bucket, stage_split
+from jobs.core.timing import Stages
+from jobs.ingest.buckets import ROWS_PER_FILE, STAGE1_SCHEMA, STAGE2_SCHEMA, one_task, stage1, stage2
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -81,37 +80,41 @@ def landing_files(landing_day: str, fmt: str) -> list[Path]:
     return files
 
 
-def check_columns(spark: SparkSession, files: list[str], fmt: str, sample: int = 1000) -> None:
-    """Fail when a required column is absent from the landing data (renamed/dropped)."""
+def _head_lines(path: str, n: int) -> list[bytes]:
+    with open(path, "rb") as fh:
+        return [line for _, line in zip(range(n), fh, strict=False)]
+
+
+def check_columns(files: list[str], fmt: str, sample: int = 1000) -> None:
+    """Fail when a required column is absent from the landing data (renamed or dropped), before
+    any Spark work: CSV headers of every file, JSON keys of the first ``sample`` lines."""
     if fmt == "csv":
         for f in files:
-            cols = spark.read.option("header", "true").csv(f).columns
+            head = _head_lines(f, 1)
+            cols = [c.strip() for c in head[0].decode("utf-8", errors="replace").strip().split(",")] if head else []
             if cols:
                 missing = [c for c in REQUIRED_COLUMNS if c not in cols]
                 if missing:
                     _raise_columns(f, missing, set(cols) - set(LANDING_COLUMNS))
         return
-    lines = [r.value for r in spark.read.text(files).limit(sample).collect()]
     key_counts: dict[str, int] = {}
     parsed = 0
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            parsed += 1
-            for key in obj:
-                key_counts[key] = key_counts.get(key, 0) + 1
-    if parsed == 0:
-        return
+    for f in files:
+        for line in _head_lines(f, sample - parsed):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                parsed += 1
+                for key in obj:
+                    key_counts[key] = key_counts.get(key, 0) + 1
+        if parsed >= sample:
+            break
     missing = [c for c in REQUIRED_COLUMNS if key_counts.get(c, 0) == 0]
-    if missing:
-        _raise_columns(
-            files[0].rsplit("/", 2)[-2] if "/" in files[0] else files[0],
-            missing,
-            set(key_counts) - set(LANDING_COLUMNS),
-        )
+    if parsed and missing:
+        where = files[0].rsplit("/", 2)[-2] if "/" in files[0] else files[0]
+        _raise_columns(where, missing, set(key_counts) - set(LANDING_COLUMNS))
 
 
 def _raise_columns(where: str, missing: list[str], unexpected: set[str]) -> None:
@@ -139,106 +142,94 @@ def estimate_rows(files: list[str], total_bytes: int, sample_bytes: int = 1 << 1
     return 0
 
 
+def run_stages(
+    spark: SparkSession, splits: list[tuple[str, int, int]], day: str, fmt: str, n_out: int, curated: str, quarantine: str
+) -> list[dict[str, Any]]:
+    """The one Spark job: stage 1 per split (one task each), stage 2 per bucket; the reports.
+
+    A day of one split runs both stages in one task (no shuffle)."""
+    plan = spark.range(0, len(splits), 1, len(splits))  # exactly one split index per partition
+    if len(splits) == 1:
+        written = plan.mapInArrow(one_task(splits[0], day, fmt, n_out, curated, quarantine), STAGE2_SCHEMA)
+        return [json.loads(r) for r in written.toArrow().column("report").to_pylist()]
+    records = plan.mapInArrow(stage1(splits, day, fmt, n_out), STAGE1_SCHEMA)
+    written = records.groupBy("bucket").applyInArrow(stage2(n_out, curated, quarantine), STAGE2_SCHEMA)
+    return [json.loads(r) for r in written.toArrow().column("report").to_pylist()]
+
+
+def _curated_manifest(day: str, parts: list[dict[str, Any]], q: dict[str, Any], files: list[str], size: int) -> dict:
+    return {
+        "day": day,
+        "rows": sum(p["rows"] for p in parts),
+        "input_rows": q["input_rows"],
+        "quarantined": q["rows"],
+        "duplicates_removed": sum(p["removed"] for p in parts),
+        "conflicting_duplicates": sum(p["conflicts"] for p in parts),
+        "users": len({u for p in parts for u in p["users"]}),
+        "items": len({i for p in parts for i in p["items"]}),
+        "input_files": [Path(f).name for f in files],
+        "input_bytes": size,
+        "files": [f"part-{idx:05d}.parquet" for idx in range(len(parts))],
+        "schema": schema_text(curated_schema()),
+    }
+
+
 def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root: str | None = None) -> dict[str, Any]:
     """Ingest one day; returns the result dict. Raises IngestError with a clear message."""
-    started = time.perf_counter()
+    stages = Stages()
+    d = day.isoformat()
     fmt = cfg.ingest.landing_format
-    landing_day = f"{landing_root or cfg.storage.zone('landing')}/dt={day.isoformat()}"
-    curated_day = cfg.storage.partition("curated", day)
-    quarantine_day = cfg.storage.partition("quarantine", day)
+    curated_day, quarantine_day = cfg.storage.partition("curated", day), cfg.storage.partition("quarantine", day)
     # Both zones writable before any work: a read-only curated zone must not leave the day's
     # quarantine published without its curated partition.
     storage.check_writable(curated_day, quarantine_day)
-    files = [str(p) for p in landing_files(landing_day, fmt)]
+    files = [str(p) for p in landing_files(f"{landing_root or cfg.storage.zone('landing')}/dt={d}", fmt)]
     input_bytes = sum(Path(f).stat().st_size for f in files)
     if input_bytes:
-        check_columns(spark, files, fmt)
-    stages: dict[str, float] = {}
-    mark = [started]
-
-    def stage(name: str) -> None:  # wall seconds per step, in the result (never in the manifest)
-        now = time.perf_counter()
-        stages[name] = round(now - mark[0], 3)
-        mark[0] = now
-
-    stage("list files and check columns")
+        check_columns(files, fmt)
+    stages.mark("list files and check columns")
     splits = plan_splits(files)
     n_out = max(1, -(-estimate_rows(files, input_bytes) // ROWS_PER_FILE))
     with storage.staged_partition(quarantine_day) as q_staging, storage.staged_partition(curated_day) as c_staging:
-        written: list[dict[str, Any]] = []
-        if splits:
-            written = (
-                spark.sparkContext.parallelize(splits, len(splits))
-                .flatMap(partial(stage_split, day=day.isoformat(), fmt=fmt, n_out=n_out))
-                .partitionBy(n_out + 1, _identity)
-                .mapPartitionsWithIndex(
-                    partial(stage_bucket, n_out=n_out, curated=str(c_staging), quarantine=str(q_staging))
-                )
-                .collect()
-            )
-        stage("read, type, judge, dedup and write (one Spark job)")
-        q = next(
-            (w for w in written if w["kind"] == "quarantine"),
-            {"input_rows": 0, "rows": 0, "reasons": {}, "files": []},
-        )
-        input_rows, quarantined, reason_counts = q["input_rows"], q["rows"], q["reasons"]
-        storage.publish(
-            q_staging,
-            quarantine_day,
-            {"day": day.isoformat(), "rows": quarantined, "reasons": reason_counts, "files": q["files"]},
-        )
-        stage("quarantine published")
-        if input_rows == quarantined:
-            why = (
-                "all landing files are empty"
-                if input_rows == 0
-                else f"all {input_rows} rows were rejected: {reason_counts}"
-            )
-            raise IngestError(f"dt={day.isoformat()}: no valid rows ({why}); curated data left unchanged")
+        written = run_stages(spark, splits, d, fmt, n_out, str(c_staging), str(q_staging)) if splits else []
+        stages.mark("read, type, judge, dedup and write (one Spark job)")
+        empty = {"input_rows": 0, "rows": 0, "reasons": {}, "files": []}
+        q = next((w for w in written if w["kind"] == "quarantine"), empty)
+        q_manifest = {"day": d, "rows": q["rows"], "reasons": q["reasons"], "files": q["files"]}
+        storage.publish(q_staging, quarantine_day, q_manifest)
+        stages.mark("quarantine published")
+        if q["input_rows"] == q["rows"]:
+            why = "all landing files are empty" if not q["input_rows"] else f"all {q['input_rows']} rows were rejected"
+            raise IngestError(f"dt={d}: no valid rows ({why}: {q['reasons']}); curated data left unchanged")
         parts = sorted((w for w in written if w["kind"] == "curated"), key=lambda w: w["part"])
-        files_out = []
-        for idx, part in enumerate(parts):
-            files_out.append(f"part-{idx:05d}.parquet")
-            (c_staging / f".part-{part['part']:05d}.parquet").rename(c_staging / files_out[-1])
-        manifest = {
-            "day": day.isoformat(),
-            "rows": sum(p["rows"] for p in parts),
-            "input_rows": input_rows,
-            "quarantined": quarantined,
-            "duplicates_removed": sum(p["removed"] for p in parts),
-            "conflicting_duplicates": sum(p["conflicts"] for p in parts),
-            "users": len({u for p in parts for u in p["users"]}),
-            "items": len({i for p in parts for i in p["items"]}),
-            "input_files": [Path(f).name for f in files],
-            "input_bytes": input_bytes,
-            "files": files_out,
-            "schema": schema_text(curated_schema()),
-        }
+        manifest = _curated_manifest(d, parts, q, files, input_bytes)
+        for part, name in zip(parts, manifest["files"], strict=True):
+            (c_staging / f".part-{part['part']:05d}.parquet").rename(c_staging / name)
         storage.publish(c_staging, curated_day, manifest)
-        stage("curated published")
+        stages.mark("curated published")
     return {
         **manifest,
-        "reasons": reason_counts,
-        "quarantine_share": quarantined / input_rows if input_rows else 0.0,
+        "reasons": q["reasons"],
+        "quarantine_share": q["rows"] / q["input_rows"] if q["input_rows"] else 0.0,
         "curated_uri": curated_day,
         "quarantine_uri": quarantine_day,
-        "stages": stages,
-        "seconds": round(time.perf_counter() - started, 3),
+        "tasks": sorted(
+            {json.dumps(t, sort_keys=True) for w in written for t in [w["task"], *w.get("read_tasks", [])]}
+        ),
+        "stages": stages.seconds,
+        "seconds": stages.total(),
     }
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
-    """The CLI's job: a session, the day, and where the work ran."""
-    from jobs.core.spark import get_spark
+    """The CLI's job: a Spark Connect session, the day, and where the work ran."""
+    from jobs.core.spark import server_info, spark_session
 
-    spark = get_spark(cfg, "ingest", args.master or None)
-    try:
+    with spark_session(cfg, "ingest") as spark:
         result = ingest_day(cfg, spark, args.day, args.landing)
-        result["spark_master"] = spark.sparkContext.master
-        # Block managers other than the driver's: the executors that took part.
-        result["executors"] = max(spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1, 0)
-    finally:
-        spark.stop()
+        result["spark"] = server_info(spark)
+    result["tasks"] = [json.loads(t) for t in result["tasks"]]
+    result["executors"] = sorted({f"{t['host']}/{t['executor']}" for t in result["tasks"]})
     if result["reasons"]:
         print("quarantine reasons: " + json.dumps(result["reasons"], sort_keys=True))
     return result
@@ -248,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--day", required=True, type=date.fromisoformat, help="logical day YYYY-MM-DD")
     ap.add_argument("--landing", help="landing zone root (default from config)")
-    ap.add_argument("--master", help="Spark master override, e.g. local-cluster[2,1,1024]")
     return run_job(
         "ingest",
         ap,

@@ -14,7 +14,7 @@ Which model
   the DAG resolves ``champion`` once and passes the number, so a promotion while the run is
   in flight cannot mix versions. The version's logged pyfunc artifact (the ``.npz`` of
   ``jobs/model.py``) is downloaded once on the driver and shipped to the workers with
-  ``SparkContext.addFile`` (works the same on a cluster); every Python worker loads it ONCE
+  a file artifact of the job's Spark Connect session (works the same on a cluster); every Python worker loads it ONCE
   (a per-process cache keyed by the shipped file and the device) and reuses it for all the
   partitions it scores. An unknown version is a bad argument (exit 2); a version without the
   ``.npz`` (not a ``jobs.train`` model) exits 3.
@@ -70,7 +70,6 @@ function (no Spark, no MLflow).
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import re
@@ -89,6 +88,7 @@ from jobs.core import catalog, storage, tracking
 from jobs.core.cli import BadArgument, run_job
 from jobs.core.config import PipelineConfig
 from jobs.core.schema import POSITIVE_TYPES
+from jobs.core.spark import parallelism as spark_parallelism
 from jobs.core.timing import Stages
 from jobs.score.core import DEVICES, ScoreError
 from jobs.score.worker import _partition_scorer, output_schema
@@ -100,38 +100,22 @@ if TYPE_CHECKING:
 MIN_USERS_PER_TASK = 50_000
 
 
-WORKER_REPORT = "bucket int, users long, rows long, unknown long, device string, part int, pid long, loads int"
-
-
-_SHIPPED: dict[tuple[str, str], str] = {}  # (Spark app id, file name) → path shipped with addFile
-
-
-_SHIP_DIR: list[Path] = []
-
-
-def _ship_dir() -> Path:
-    if not _SHIP_DIR:
-        path = Path(tempfile.mkdtemp(prefix="recsys-score-"))
-        atexit.register(shutil.rmtree, path, True)
-        _SHIP_DIR.append(path)
-    return _SHIP_DIR[0]
+WORKER_REPORT = (
+    "bucket int, users long, rows long, unknown long, device string, part int, pid long, executor string, loads int"
+)
 
 
 def ship_model(spark: SparkSession, info: tracking.ModelFiles) -> str:
-    """``addFile`` the model's npz under a name unique to (model, version, run); returns that name.
+    """The model's npz as a file artifact of the session, named by (model, version, run); the name.
 
-    A Spark application refuses a second file of the same name from another path, so each
-    (application, name) is added once and its staged copy lives as long as this process.
+    Workers read it with ``SparkFiles.get(name)``: the artifact travels with the session, so a
+    server (and workers) on other hosts get exactly this file.
     """
-    sc = spark.sparkContext
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"recsys-{info.name}-v{info.version}-{info.run_id[:12]}.npz")
-    key = (sc.applicationId, name)
-    if key not in _SHIPPED:
-        staged = _ship_dir() / name
-        if not staged.exists():
-            shutil.copyfile(info.artifact, staged)
-        sc.addFile(str(staged))
-        _SHIPPED[key] = str(staged)
+    with tempfile.TemporaryDirectory(prefix="recsys-ship-") as tmp:
+        staged = Path(tmp) / name
+        shutil.copyfile(info.artifact, staged)
+        spark.addArtifacts(str(staged), file=True)
     return name
 
 
@@ -235,7 +219,7 @@ def _score_buckets(spark: SparkSession, per_user: Any, user_ids: np.ndarray, sco
 
     if not len(user_ids):
         return []
-    parallelism = spark.sparkContext.defaultParallelism
+    parallelism = spark_parallelism(spark)
     bounds = plan_buckets(user_ids, scorer_args["k"], scorer_args["rows_per_file"], parallelism)
     n_buckets = len(bounds) + 1
     bucket = F.lit(0)
@@ -244,7 +228,7 @@ def _score_buckets(spark: SparkSession, per_user: Any, user_ids: np.ndarray, sco
     keyed = per_user.select(bucket.cast("int").alias("bucket"), "user_id", "extra_items")
     # One user range (bucket) per partition, its users sorted: each task writes whole, ordered files.
     spread = spread_buckets(spark, keyed, n_buckets)
-    executor_cores = int(spark.conf.get("spark.executor.cores", "0") or 0) or parallelism
+    executor_cores = int(spark.conf.get("spark.executor.cores", None) or 0) or parallelism
     threads = max(1, min(executor_cores, parallelism // n_buckets))
     scorer = _partition_scorer(
         scorer_args["shipped"],
@@ -330,6 +314,7 @@ def score_day(
         # how the work spread: Spark partitions, Python worker processes, model loads (≤ one per process)
         "partitions": len({r["part"] for r in counts}),
         "worker_processes": len({r["pid"] for r in counts}),
+        "executors": sorted({r["executor"] for r in counts}),
         "model_loads": sum(r["loads"] for r in counts),
         "stages": stages.seconds,
         "seconds": manifest["seconds"],
@@ -381,18 +366,15 @@ def _publish(
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
-    from jobs.core.spark import get_spark
+    from jobs.core.spark import spark_session
 
     if not re.fullmatch(r"[1-9][0-9]*", args.model_version):
         raise BadArgument(f"--model-version must be a registered version number, got {args.model_version!r}")
     if args.k is not None and args.k < 1:
         raise BadArgument("--k must be at least 1")
     catalog.require_validated(cfg, args.day, "scored")  # before Spark: a refused day costs nothing
-    spark = get_spark(cfg, "score", args.master or None)
-    try:
+    with spark_session(cfg, "score") as spark:
         return score_day(cfg, spark, args.day, args.model_version, args.k, args.device)
-    finally:
-        spark.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,7 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-version", required=True, help="registered version of mlflow.model_name (not an alias)")
     ap.add_argument("--k", type=int, help="recommendations per user (default scoring.k)")
     ap.add_argument("--device", choices=DEVICES, help="default scoring.device")
-    ap.add_argument("--master", help="Spark master override")
     return run_job(
         "scoring",
         ap,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jobs.core.spark import task_location
 from jobs.score.core import DEVICES, Exclusions, Scored, ScoringModel, score_users
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def _partition_scorer(
         if dev == "cpu" and threads > 0:
             torch.set_num_threads(threads)
         model, loaded = worker_model(SparkFiles.get(shipped), dev)
-        partition, pid = TaskContext.get().partitionId(), os.getpid()
+        partition, where = TaskContext.get().partitionId(), task_location()
         loads = [int(loaded)]  # reported once per partition
         pending: dict[str, list] = {"users": [], "extra": []}
         current: list[int | None] = [None]
@@ -130,7 +131,8 @@ def _partition_scorer(
                     "unknown": pa.array([scored.unknown_users], pa.int64()),
                     "device": pa.array([dev], pa.string()),
                     "part": pa.array([partition], pa.int32()),
-                    "pid": pa.array([pid], pa.int64()),
+                    "pid": pa.array([where["pid"]], pa.int64()),
+                    "executor": pa.array([f"{where['host']}/{where['executor']}"], pa.string()),
                     "loads": pa.array([loads[0]], pa.int32()),
                 }
             )

@@ -136,14 +136,10 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
-    from jobs.core.spark import get_spark
+    from jobs.core.spark import spark_session
 
-    window = args.window_days or cfg.training.window_days
-    spark = get_spark(cfg, "snapshot", args.master or None)
-    try:
-        return build_snapshot(cfg, spark, args.day, window)
-    finally:
-        spark.stop()
+    with spark_session(cfg, "snapshot") as spark:
+        return build_snapshot(cfg, spark, args.day, args.window_days or cfg.training.window_days)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--window-days", type=int, choices=range(1, 366), metavar="N", help="train days before D (default: config)"
     )
-    ap.add_argument("--master", help="Spark master override")
     return run_job(
         "snapshot",
         ap,

@@ -132,9 +132,7 @@ def _frames(cfg: PipelineConfig, day: str, manifest: dict[str, Any], engine: str
 
     files = catalog.curated_files(cfg, [day])
     if engine == "spark":
-        from jobs.core.spark import get_spark
-
-        data = (spark or get_spark(cfg, "validate")).read.parquet(*files)
+        data = spark.read.parquet(*files)
     else:
         import pyarrow.parquet as pq
 
@@ -155,6 +153,8 @@ def _frames(cfg: PipelineConfig, day: str, manifest: dict[str, Any], engine: str
 
 def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", spark: Any = None) -> dict[str, Any]:
     """Validate one curated day; writes the report and the verdict marker; returns the summary.
+
+    ``engine="spark"`` validates a Spark DataFrame read through ``spark`` (a Connect session).
 
     Raises:
         ValidationError: the day is not published (nothing to validate).
@@ -196,7 +196,13 @@ def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", s
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
-    summary = validate_day(cfg, args.day, args.engine)
+    if args.engine == "spark":
+        from jobs.core.spark import spark_session
+
+        with spark_session(cfg, "validate") as spark:
+            summary = validate_day(cfg, args.day, args.engine, spark)
+    else:
+        summary = validate_day(cfg, args.day, args.engine)
     if not summary["success"]:
         raise CheckFailed(f"dt={summary['day']}: " + "; ".join(summary["failures"]), result=summary)
     return summary

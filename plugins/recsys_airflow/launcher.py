@@ -7,9 +7,11 @@ and turns a non-zero exit into a task failure whose message is the job's own err
 exit code says whether to retry (``jobs.core.cli.ExitCode``): a bad argument (2), bad input
 data (3) or a failed check (4) fail the task at once; anything else (1, a signal) is retried.
 
-Spark jobs run as ``python -m jobs.X`` (the job builds its session from the config: local
-profile) or through ``spark-submit --master <cluster master>`` (``spark.submit: spark-submit``,
-the cluster profile) with the same arguments.
+Spark jobs are Spark Connect clients (``jobs.core.spark``), so a Spark job is the same
+``python -m jobs.X`` as any other, with no JVM in the task. For them (``spark=True``) the
+operator picks the job's Connect session id (``RECSYS_SPARK_SESSION_ID``): when the task is
+stopped it kills the job and interrupts that session on the server, whose work would
+otherwise run on after its client died.
 
 Lineage: with the OpenLineage provider enabled (the local stack writes its events to
 ``<state>/lineage/openlineage.jsonl``), each job task reports its datasets — the declared
@@ -26,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,28 +64,8 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def build_argv(module: str, args: Sequence[str], spark: bool = False) -> list[str]:
-    """The command that runs ``module`` with ``args`` under the active profile."""
-    if spark:
-        from jobs.core.config import get_config
-
-        cfg = get_config()
-        if cfg.spark.submit == "spark-submit":
-            conf = [x for key, value in sorted(cfg.spark.conf.items()) for x in ("--conf", f"{key}={value}")]
-            return [
-                "spark-submit",
-                "--master",
-                cfg.spark.master,
-                "--deploy-mode",
-                "client",
-                "--driver-memory",
-                cfg.spark.driver_memory,
-                *conf,
-                "--conf",
-                "spark.executorEnv.RECSYS_PROFILE=" + cfg.profile,
-                str(REPO_ROOT / (module.replace(".", "/") + ".py")),
-                *args,
-            ]
+def build_argv(module: str, args: Sequence[str]) -> list[str]:
+    """The command that runs ``module`` with ``args``: the job's own CLI, the same in every profile."""
     return [sys.executable, "-m", module, *args]
 
 
@@ -109,7 +92,7 @@ class JobOperator(BaseOperator):
     Args:
         module: the job module, e.g. ``jobs.ingest``.
         job_args: argv after the module (templated; XComArgs resolve at run time).
-        spark: the job is a Spark driver (spark-submit in the cluster profile).
+        spark: the job is a Spark Connect client (its session is interrupted when the task is killed).
         lineage_inputs: paths or URIs the job reads (templated), for OpenLineage.
     """
 
@@ -132,13 +115,14 @@ class JobOperator(BaseOperator):
         self.spark = spark
         self.lineage_inputs = list(lineage_inputs)
         self._proc: subprocess.Popen[str] | None = None
+        self._session_id: str | None = None
         self._result: dict[str, Any] = {}
 
     def execute(self, context: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="recsys-job-") as tmp:
             result_file = Path(tmp) / "return.json"
             argv = [
-                *build_argv(self.module, [_arg(a) for a in self.job_args], self.spark),
+                *build_argv(self.module, [_arg(a) for a in self.job_args]),
                 "--result-file",
                 str(result_file),
             ]
@@ -168,10 +152,13 @@ class JobOperator(BaseOperator):
 
     def _run(self, argv: list[str]) -> tuple[int, list[str]]:
         tail: list[str] = []
+        env = job_env()
+        if self.spark:
+            self._session_id = env["RECSYS_SPARK_SESSION_ID"] = str(uuid.uuid4())
         self._proc = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
-            env=job_env(),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -194,3 +181,12 @@ class JobOperator(BaseOperator):
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
+        if self._session_id:
+            try:
+                from jobs.core.config import get_config
+                from jobs.core.spark import interrupt
+
+                stopped = interrupt(get_config(), self._session_id)
+                self.log.info("interrupted Spark session %s: %s operation(s)", self._session_id, len(stopped))
+            except Exception as exc:  # the server may be gone too: its work went with it
+                self.log.warning("could not interrupt Spark session %s: %s", self._session_id, exc)
