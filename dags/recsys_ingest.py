@@ -55,14 +55,6 @@ cfg = get_config()
             title="Landing wait timeout (s)",
             description="How long to wait for the day's landing folder before failing.",
         ),
-        "spark_master": Param(
-            None,
-            type=["null", "string"],
-            maxLength=200,
-            pattern=r"^$|^(local(\[[0-9*]+\]|-cluster\[\d+,\d+,\d+\])?|spark://.+|k8s://.+|yarn)$",
-            title="Spark master override",
-            description="Empty: the profile's master. E.g. local[2] or spark://host:7077.",
-        ),
         "validation_engine": Param(
             "pandas",
             type="string",
@@ -86,7 +78,7 @@ def recsys_ingest():
         task_id="ingest",
         module="jobs.ingest",
         spark=True,
-        job_args=["--day", "{{ ds }}", "--master={{ params.spark_master or '' }}"],
+        job_args=["--day", "{{ ds }}"],
         lineage_inputs=[cfg.storage.zone("landing") + "/dt={{ ds }}"],
         execution_timeout=timedelta(hours=2),
         doc_md="`python -m jobs.ingest --day {{ ds }}`: exit code 3 means the landing data itself is wrong (no retry).",

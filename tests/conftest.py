@@ -57,8 +57,9 @@ def stack() -> Stack:
 
 
 @pytest.fixture(scope="session")
-def airflow_db(stack: Stack) -> Stack:
-    """This process's migrated metadata DB for ``dag.test()`` (``airflow db migrate``, once).
+def airflow_db(stack: Stack, spark_server: str) -> Stack:
+    """This process's migrated metadata DB for ``dag.test()`` (``airflow db migrate``, once), and
+    the Spark Connect server the DAGs' Spark tasks talk to.
 
     Apart from the live stack's DB: no live scheduler sees these runs or their asset events.
     """

@@ -48,6 +48,7 @@ JSON (``--result-file``) holds the counts.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from datetime import date
 from pathlib import Path
@@ -91,7 +92,8 @@ def check_columns(files: list[str], fmt: str, sample: int = 1000) -> None:
     if fmt == "csv":
         for f in files:
             head = _head_lines(f, 1)
-            cols = [c.strip() for c in head[0].decode("utf-8", errors="replace").strip().split(",")] if head else []
+            line = head[0].decode("utf-8", errors="replace").strip() if head else ""
+            cols = [c.strip() for c in next(csv.reader([line]), [])] if line else []
             if cols:
                 missing = [c for c in REQUIRED_COLUMNS if c not in cols]
                 if missing:
@@ -199,8 +201,10 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
         storage.publish(q_staging, quarantine_day, q_manifest)
         stages.mark("quarantine published")
         if q["input_rows"] == q["rows"]:
-            why = "all landing files are empty" if not q["input_rows"] else f"all {q['input_rows']} rows were rejected"
-            raise IngestError(f"dt={d}: no valid rows ({why}: {q['reasons']}); curated data left unchanged")
+            why = "all landing files are empty"
+            if q["input_rows"]:
+                why = f"all {q['input_rows']} rows were rejected: {q['reasons']}"
+            raise IngestError(f"dt={d}: no valid rows ({why}); curated data left unchanged")
         parts = sorted((w for w in written if w["kind"] == "curated"), key=lambda w: w["part"])
         manifest = _curated_manifest(d, parts, q, files, input_bytes)
         for part, name in zip(parts, manifest["files"], strict=True):
