@@ -109,6 +109,33 @@ class Stack:
         airflow = (*COMPONENTS, CELERY_WORKER) if self.executor == "celery" else COMPONENTS
         return (*spark_service.components(self.spark_cluster), *airflow)
 
+    @classmethod
+    def on_free_ports(cls, state: Path, **kwargs: str) -> Stack:
+        """A stack in ``state`` whose every port is a free loopback port (tests, the demo's twins)."""
+        return cls(
+            Path(state).resolve(),
+            free_port(),
+            free_port(),
+            connect_port=free_port(),
+            spark_ui_port=free_port(),
+            spark_master_port=free_port(),
+            **kwargs,
+        )
+
+    def port_env(self) -> dict[str, str]:
+        """The variables that make ``Stack.from_env()`` in another process this stack."""
+        return {
+            "RECSYS_STATE_DIR": str(self.state),
+            "RECSYS_AIRFLOW_PORT": str(self.airflow_port),
+            "RECSYS_MLFLOW_PORT": str(self.mlflow_port),
+            "RECSYS_SPARK_CONNECT_PORT": str(self.connect_port),
+            "RECSYS_SPARK_UI_PORT": str(self.spark_ui_port),
+            "RECSYS_SPARK_MASTER_PORT": str(self.spark_master_port),
+            "RECSYS_SPARK_CLUSTER": self.spark_cluster,
+            "RECSYS_DB": self.db,
+            "RECSYS_EXECUTOR": self.executor,
+        }
+
     @property
     def spark_remote(self) -> str:
         return f"sc://127.0.0.1:{self.connect_port}"
@@ -400,6 +427,13 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def port_open(port: int) -> bool:

@@ -94,9 +94,7 @@ def demo_env(stack: Stack, extra: dict[str, str] | None = None) -> dict[str, str
         env.pop(key, None)
     env.update(
         {
-            "RECSYS_STATE_DIR": str(stack.state),
-            "RECSYS_AIRFLOW_PORT": str(stack.airflow_port),
-            "RECSYS_MLFLOW_PORT": str(stack.mlflow_port),
+            **stack.port_env(),
             **DEMO_ENV,
             **(extra or {}),
         }
@@ -115,7 +113,7 @@ def run_demo(
     The end state is read while the demo's stack still runs (registry, REST); the stack is
     stopped afterwards whatever happened.
     """
-    stack = Stack((workdir / "state").resolve(), free_port(), free_port())
+    stack = Stack.on_free_ports(workdir / "state")
     env = demo_env(stack, extra_env)
     timeline_file = workdir / "timeline.json"
     out, err = workdir / "demo.out", workdir / "demo.err"

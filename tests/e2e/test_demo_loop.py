@@ -26,32 +26,28 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     days = sorted(rows)
     assert len(days) == TRAIN_DAYS + SERVED_DAYS
     assert all(rows[d]["rows"] and rows[d]["rows"] > 2500 for d in days), rows
-    train_days, served = days[:TRAIN_DAYS], days[TRAIN_DAYS:]
-    # No champion while the first week was ingested: nothing scored, nothing monitored.
-    assert all(rows[d]["model_version"] is None and rows[d]["retrain"] is None for d in train_days)
-    # The weekly run trained on the first days and promoted the first champion.
-    assert any("→ v1 promoted" in e for e in rows[train_days[-1]]["events"]), rows[train_days[-1]]
-    # Every served day scored by a pinned champion version and monitored.
-    assert all(rows[d]["model_version"] for d in served), rows
-    assert rows[served[0]]["model_version"] == "1"
-    assert all(rows[d]["retrain"] is not None for d in served)
-    # The online outcome of the previous day's recommendations is measured from day 2 on.
-    assert rows[served[0]]["hit_rate"] is None
-    assert all(0 <= rows[d]["hit_rate"] <= 1 for d in served[1:]), rows
-    # Stable day: no retrain. Drift day: alerts, retrain, a training run with the monitor's reason.
-    assert rows[served[0]]["retrain"] is False, rows[served[0]]["decision"]
-    drift = rows[served[1]]
-    assert drift["retrain"] is True, drift["decision"]
-    assert drift["alerts"], drift
-    retrains = [e for e in drift["events"] if e.startswith("train (")]
-    assert len(retrains) == 1 and "scheduled" not in retrains[0], drift["events"]
-    assert ("promoted" in retrains[0]) or ("not_blessed" in retrains[0]), retrains
-    # Whichever way the gate went, exactly one champion, and the last day used it.
-    aliases = timeline["aliases"]
-    assert aliases["champion"] in ("1", "2")
-    assert rows[served[2]]["model_version"] == aliases["champion"]
-    # The demo ends with the champion's gate numbers against popularity and the oracle.
-    gate = timeline["champion_metrics"]
-    assert {"challenger", "popularity", "oracle"} <= set(gate), gate
-    assert gate["oracle"]["ndcg_at_10"] >= gate["challenger"]["ndcg_at_10"] >= gate["popularity"]["ndcg_at_10"]
+    # The timeline this seeded world produces (the same before and after every refactoring of the
+    # jobs; a change here is a change of behaviour and must be explained).
+    assert days == [f"2026-03-{d:02d}" for d in range(2, 10)]
+    assert [rows[d]["rows"] for d in days] == [3000] * 8
+    assert [rows[d]["model_version"] for d in days] == [None] * 5 + ["1", "1", "2"]
+    assert [rows[d]["retrain"] for d in days] == [None] * 5 + [False, True, False]
+    assert [None if rows[d]["hit_rate"] is None else round(rows[d]["hit_rate"], 3) for d in days] == [
+        *[None] * 6,
+        0.364,
+        0.368,
+    ]
+    assert [rows[d]["alerts"] for d in days[5:7]] == [[], ["user_daily_events", "item_popularity", "unseen_items"]]
+    assert len(rows[days[7]]["alerts"]) == 1
+    assert [round(rows[d]["max_psi"], 2) for d in days[5:]] == [0.02, 7.55, 7.61]
+    events = {d: rows[d]["events"] for d in days if rows[d]["events"]}
+    assert events == {
+        "2026-03-06": ["train (scheduled) → v1 promoted"],
+        "2026-03-08": [
+            "train (data drift on 3 features (≥ 2): user_daily_events, item_popu) → v2 promoted",
+        ],
+    }, events
+    assert timeline["aliases"] == {"champion": "2", "challenger": "2", "previous_champion": "1"}
+    gate = {ranker: round(m["ndcg_at_10"], 3) for ranker, m in timeline["champion_metrics"].items()}
+    assert gate == {"challenger": 0.19, "champion": 0.127, "popularity": 0.125, "oracle": 0.258}, gate
     assert "this model" in done.stdout and "oracle" in done.stdout

@@ -54,6 +54,7 @@ class PgStack:
     def __init__(self, state: Path) -> None:
         self.state = state
         self.ports = (_free_port(), _free_port())
+        self.spark_ports = (_free_port(), _free_port())
         self.storage = StorageConfig(root=str(state / "data"))
 
     def env(self, executor: str) -> dict[str, str]:
@@ -63,13 +64,16 @@ class PgStack:
             RECSYS_STATE_DIR=str(self.state),
             RECSYS_AIRFLOW_PORT=str(self.ports[0]),
             RECSYS_MLFLOW_PORT=str(self.ports[1]),
+            RECSYS_SPARK_CONNECT_PORT=str(self.spark_ports[0]),
+            RECSYS_SPARK_UI_PORT=str(self.spark_ports[1]),
             RECSYS_DB="postgres",
             RECSYS_EXECUTOR=executor,
         )
         return env
 
     def stack(self, executor: str) -> Stack:
-        return Stack(self.state, *self.ports, db="postgres", executor=executor)
+        connect, ui = self.spark_ports
+        return Stack(self.state, *self.ports, db="postgres", executor=executor, connect_port=connect, spark_ui_port=ui)
 
     def run(self, command: str, executor: str, timeout: float = 420) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -57,6 +57,8 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
         "RECSYS_STATE_DIR": str(tmp_path / "state"),
         "RECSYS_AIRFLOW_PORT": str(_free_port()),
         "RECSYS_MLFLOW_PORT": str(_free_port()),
+        "RECSYS_SPARK_CONNECT_PORT": str(_free_port()),
+        "RECSYS_SPARK_UI_PORT": str(_free_port()),
     }
     env.pop("AIRFLOW_HOME", None)
     stack_py = [sys.executable, str(REPO / "scripts" / "stack.py")]
@@ -74,27 +76,31 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
             assert resp.status == 200
         run_dir = tmp_path / "state" / "run"
         pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
-        assert set(pids) == {"mlflow", "api-server", "scheduler", "dag-processor", "triggerer"}
+        assert set(pids) == {"spark-connect", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer"}
+        assert f"Spark Connect : sc://127.0.0.1:{env['RECSYS_SPARK_CONNECT_PORT']}  healthy" in up.stdout
         tree = set(pids.values()).union(*(_children(p) for p in pids.values()))
         assert len(tree) > len(pids)  # gunicorn/uvicorn workers, executor workers
         status = subprocess.run([*stack_py, "status"], env=env, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0
         assert "running pid" in status.stdout
-        # Loopback only: nothing listens on a wildcard address for our ports.
-        listen = Path("/proc/net/tcp").read_text()
-        for port in (airflow_port, mlflow_port):
+        # Loopback only: nothing listens on a wildcard address for our ports (the JVM's sockets
+        # are IPv6 sockets bound to the v4-mapped loopback address).
+        loopback = ("0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000")
+        spark_ports = (int(env["RECSYS_SPARK_CONNECT_PORT"]), int(env["RECSYS_SPARK_UI_PORT"]))
+        for port in (airflow_port, mlflow_port, *spark_ports):
             hexport = f":{port:04X}"
             local = [
-                ln.split()[1]
-                for ln in listen.splitlines()[1:]
+                ln.split()[1].rsplit(":", 1)[0]
+                for table in ("/proc/net/tcp", "/proc/net/tcp6")
+                for ln in Path(table).read_text().splitlines()[1:]
                 if ln.split()[1].endswith(hexport) and ln.split()[3] == "0A"
             ]
-            assert local and all(addr.startswith("0100007F") for addr in local), local
+            assert local and all(addr in loopback for addr in local), (port, local)
     finally:
         down = subprocess.run([*stack_py, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert not [p for p in tree if _pid_alive(p)]
-    for port in (airflow_port, mlflow_port):
+    for port in (airflow_port, mlflow_port, *spark_ports):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
     again = subprocess.run([*stack_py, "status"], env=env, capture_output=True, text=True, timeout=60)
