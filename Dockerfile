@@ -7,21 +7,10 @@
 # (tests/unit/test_dockerfiles.py checks it; the pip step below re-checks it at build time).
 FROM apache/airflow:3.3.2-python3.11
 
-# ---- OS packages (root) --------------------------------------------------------------------
-# Spark (pyspark 4.x) needs a Java 17+ runtime. `mkdir -p /usr/share/man/man1` works around the
-# JRE's postinst failing on slim Debian images, which ship without man folders. JAVA_HOME is a
-# stable, architecture-independent link (the Debian folder is java-17-openjdk-<arch>).
-USER root
-RUN set -eux; \
-    mkdir -p /usr/share/man/man1; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends openjdk-17-jre-headless; \
-    ln -sfn "/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)" /usr/lib/jvm/java-17; \
-    /usr/lib/jvm/java-17/bin/java -version; \
-    apt-get autoremove -yqq --purge; \
-    apt-get clean; \
-    rm -rf /var/lib/apt/lists/*
-ENV JAVA_HOME=/usr/lib/jvm/java-17
+# ---- No JVM --------------------------------------------------------------------------------
+# Every Spark job is a Spark Connect client (jobs/core/spark.py): the JVMs run in the Spark
+# cluster behind its Connect server (include/k8s/spark-connect.yaml), so this image installs no
+# Java runtime; pyspark is here for its Connect client only.
 
 # ---- Python packages (airflow user, as the base image expects) -------------------------------
 USER airflow
@@ -45,7 +34,7 @@ RUN set -eux; \
     rm -f /tmp/requirements-airflow.txt
 
 # ---- The project ---------------------------------------------------------------------------
-# One folder laid out like the repository, so jobs/config.py finds include/config/pipeline.yaml
+# One folder laid out like the repository, so jobs/core/config.py finds include/config/pipeline.yaml
 # relative to itself, `import jobs` works in DAGs and `python -m jobs.<name>` works in tasks.
 ENV RECSYS_PROJECT_DIR=/opt/airflow/project
 COPY --chown=airflow:0 include/ /opt/airflow/project/include/

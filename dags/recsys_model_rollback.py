@@ -4,8 +4,12 @@
 Manual only (trigger from the UI or REST with a `reason`). Moves the `champion` alias back to
 `previous_champion` and the current champion to `previous_champion`, tagging both versions with
 the reason, the requesting run and the time (`jobs.registry rollback`). Runs in the
-single-slot `model_registry` pool, so it never interleaves with a promotion. Emits the
-`recsys_champion_model` Asset event so scoring picks up the restored model.
+single-slot `model_registry` pool, so it never interleaves with a promotion.
+
+Scoring needs no signal: every `recsys_score` run resolves `champion` afresh, so the next
+validated day is scored by the restored version (recommendations already served stay as they
+were). The `recsys_champion_model` Asset event (also emitted by every promotion) is for
+consumers of the champion outside this project, e.g. an online service that reloads it.
 """
 
 from __future__ import annotations

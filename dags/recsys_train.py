@@ -12,7 +12,9 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
    `KubernetesPodOperator` on a GPU node (restricted security context, Secret-borne MLflow
    credentials, `gpu_training` pool) in the `cluster` profile; same task id and argv. Checkpoints
    every epoch and resumes after a crash; logs params, the loss curve and the model to MLflow.
-   The *MLflow run* extra link opens the run.
+   The *MLflow run* extra link opens the run. **Cached** (nothing trained, nothing registered,
+   `fresh` skips the rest) when a registered version was trained on the same snapshot content,
+   code and parameters — the log says which version; `force_retrain` trains anyway.
 4. **evaluate** — the gate on day D: Recall@K / NDCG@K for the challenger, the champion, a
    popularity baseline and (synthetic worlds) the oracle; **blessed** only if it clears the
    absolute floor, beats popularity by the configured lift and does not regress against the
@@ -25,8 +27,8 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
    `previous_champion` for one-step rollback, see `recsys_model_rollback`), emits the
    `recsys_champion_model` Asset event.
 
-No parameter bypasses the gate: `force_retrain` only forces training when the trigger would
-otherwise skip it; a manual promotion goes through the audited rollback DAG.
+No parameter bypasses the gate: `force_retrain` only bypasses the cache; a manual promotion goes
+through the audited rollback DAG.
 """
 
 from __future__ import annotations

@@ -108,6 +108,49 @@ def spark(spark_server: str):
     session.stop()
 
 
+TIERS = ("unit", "integration", "e2e", "browser", "reliability")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to exactly one tier (its marker): a test without one would run in
+    ``make test`` but in no tier of its own, and its time would be counted nowhere."""
+    wrong = [
+        f"{item.nodeid}: {tiers or 'no tier marker'}"
+        for item in items
+        if len(tiers := [m.name for m in item.iter_markers() if m.name in TIERS]) != 1
+    ]
+    if wrong:
+        raise pytest.UsageError(
+            "tests without exactly one tier marker (" + ", ".join(TIERS) + "):\n" + "\n".join(wrong)
+        )
+
+
+_TIER_SECONDS: dict[str, float] = {}
+_TIER_TESTS: dict[str, set[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Seconds per tier (setup + call + teardown; a session fixture counts in the first test that
+    needs it), printed at the end of the run."""
+    tier = next((t for t in TIERS if t in report.keywords), "untiered")
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    _TIER_TESTS.setdefault(tier, set()).add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TIER_SECONDS:
+        return
+    terminalreporter.section("wall time per tier")
+    for tier in (*TIERS, "untiered"):
+        if tier in _TIER_SECONDS:
+            terminalreporter.write_line(
+                f"{tier:12s} {len(_TIER_TESTS[tier]):4d} tests {_TIER_SECONDS[tier] / 60:7.1f} min"
+            )
+    terminalreporter.write_line(
+        f"{'total':12s} {sum(map(len, _TIER_TESTS.values())):4d} tests {sum(_TIER_SECONDS.values()) / 60:7.1f} min"
+    )
+
+
 def run_module(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:

@@ -145,7 +145,13 @@ def estimate_rows(files: list[str], total_bytes: int, sample_bytes: int = 1 << 1
 
 
 def run_stages(
-    spark: SparkSession, splits: list[tuple[str, int, int]], day: str, fmt: str, n_out: int, curated: str, quarantine: str
+    spark: SparkSession,
+    splits: list[tuple[str, int, int]],
+    day: str,
+    fmt: str,
+    n_out: int,
+    curated: str,
+    quarantine: str,
 ) -> list[dict[str, Any]]:
     """The one Spark job: stage 1 per split (one task each), stage 2 per bucket; the reports.
 

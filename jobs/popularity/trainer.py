@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.core import ranking, storage
+from jobs.core.cache import RUN_TAG, as_bool, cache_key, code_version, find_cached
 from jobs.core.cli import BadArgument, run_job
 from jobs.core.config import PipelineConfig
 from jobs.core.snapshots import load_snapshot
@@ -83,7 +84,7 @@ def fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def train(args: argparse.Namespace, default_k: int) -> dict[str, Any]:
+def train(args: argparse.Namespace, default_k: int, cfg: PipelineConfig | None = None) -> dict[str, Any]:
     """Rank, evaluate on the snapshot's test pairs, log the pyfunc; returns the result JSON."""
     import mlflow
     from mlflow.models import ModelSignature
@@ -91,6 +92,12 @@ def train(args: argparse.Namespace, default_k: int) -> dict[str, Any]:
 
     data = load_snapshot(args.snapshot)
     fp = fingerprint(data)
+    key = cache_key(data.manifest, "jobs.popularity", code_version("popularity", "core"), {"k": args.k})
+    if cfg is not None and not args.force_retrain:
+        hit = find_cached(cfg, args.model_name, key)
+        if hit is not None:
+            print(f"cached: version {hit['cached_version']} has this cache key ({key}); nothing trained", flush=True)
+            return {"cached": True, "cache_key": key, "k": args.k, **hit}
     done = Path(args.checkpoint_dir) / RESULT if args.checkpoint_dir and "://" not in args.checkpoint_dir else None
     if done is not None and done.is_file():
         previous = json.loads(done.read_text())
@@ -135,6 +142,7 @@ def train(args: argparse.Namespace, default_k: int) -> dict[str, Any]:
         )
         mlflow.set_tags(
             {
+                RUN_TAG: key,
                 "snapshot_uri": data.uri,
                 "snapshot_day": str(data.manifest.get("day", "")),
                 "recsys.job": "jobs.popularity",
@@ -175,6 +183,8 @@ def train(args: argparse.Namespace, default_k: int) -> dict[str, Any]:
             "snapshot": data.uri,
             "snapshot_day": data.manifest.get("day"),
             "fingerprint": fp,
+            "cached": False,
+            "cache_key": key,
         }
         mlflow.log_dict(result, "result.json")
     if done is not None:
@@ -192,16 +202,20 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     ap.add_argument("--experiment", default=cfg.mlflow.experiment)
     ap.add_argument("--tracking-uri", default=cfg.mlflow.tracking_uri)
     ap.add_argument("--k", type=int, default=cfg.gate.k, help="cut-off of the test metrics (gate.k)")
+    ap.add_argument("--model-name", default=cfg.mlflow.model_name, help="registered model whose versions are the cache")
+    ap.add_argument("--force-retrain", type=as_bool, default=False, help="true: train even when cached")
     return ap
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
     if args.k < 1:
         raise BadArgument("--k must be at least 1")
-    return train(args, cfg.scoring.k)
+    return train(args, cfg.scoring.k, cfg)
 
 
 def _summary(result: dict[str, Any]) -> str:
+    if result.get("cached"):
+        return f"cached: version {result['cached_version']} ({result['model_uri']})"
     k, m = result["k"], result["metrics"]
     return f"popularity: recall@{k}={m[f'recall_at_{k}']:.4f} ndcg@{k}={m[f'ndcg_at_{k}']:.4f} (run {result['run_id']})"
 

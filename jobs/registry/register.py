@@ -3,7 +3,7 @@
 The version's tags say where it came from and what the gate said, read from the sources of
 record rather than passed through the orchestrator: the snapshot manifest (``snapshot_uri``,
 ``snapshot_day`` — the held-out day —, ``window_start``, ``window_end``: the first and last
-training day), the training run's gate tags (``decision`` = blessed / not_blessed,
+training day), the training run's cache key (``cache_key``: ``jobs.core.cache``), its gate tags (``decision`` = blessed / not_blessed,
 ``decision_reason``, ``gate_champion_version``), the code version (``git_commit``), the
 registration time and the caller's context (``trigger_reason``, Airflow run and DAG ids, and any
 ``--tags``). Idempotent per run: a retried registration returns the same version and only fills
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.core import storage
+from jobs.core.cache import RUN_TAG, VERSION_TAG
 from jobs.core.cli import BadArgument
 from jobs.core.config import PipelineConfig
 from jobs.core.tracking import CHALLENGER, client, git_commit
@@ -33,6 +34,8 @@ def lineage_tags(cl: Any, run_id: str, snapshot_uri: str | None) -> dict[str, st
         tags["snapshot_uri"] = snapshot_uri
         tags.update({tag: str(manifest[key]) for tag, key in SNAPSHOT_FIELDS.items() if manifest.get(key)})
     run_tags = cl.get_run(run_id).data.tags
+    if RUN_TAG in run_tags:
+        tags[VERSION_TAG] = run_tags[RUN_TAG]
     if "gate.decision" in run_tags:
         tags["decision"] = run_tags["gate.decision"]
         tags["decision_reason"] = run_tags.get("gate.reason", "")

@@ -25,6 +25,7 @@ Collecting the split to the driver is deliberate: the trainer reads the whole se
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -131,6 +132,12 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet", compression="snappy")
         (staging / REFERENCE_FILE).write_text(reference)
+        # What the snapshot holds, by content: the same data gives the same bytes, so the same
+        # hash (a trainer's cache key starts from it).
+        digest = hashlib.sha256()
+        for path in sorted(staging.iterdir()):
+            digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        manifest["content_hash"] = digest.hexdigest()
         storage.publish(staging, uri, manifest)
     return {**manifest, "uri": uri, "seconds": round(time.perf_counter() - started, 3)}
 

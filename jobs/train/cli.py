@@ -76,6 +76,7 @@ KubernetesPodOperator XCom contract; ``RECSYS_XCOM_DIR`` overrides the folder) r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -84,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core import storage
+from jobs.core.cache import RUN_TAG, as_bool, cache_key, code_version, find_cached
 from jobs.core.cli import BadArgument, run_job
 from jobs.core.config import PipelineConfig
 from jobs.core.snapshots import TrainData, load_snapshot
@@ -126,6 +128,13 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     ap.add_argument("--experiment", default=m.experiment)
     ap.add_argument("--tracking-uri", default=m.tracking_uri)
     ap.add_argument("--k", type=int, default=cfg.gate.k, help="cut-off of the test metrics (gate.k)")
+    ap.add_argument("--model-name", default=cfg.mlflow.model_name, help="registered model whose versions are the cache")
+    ap.add_argument(
+        "--force-retrain",
+        type=as_bool,
+        default=False,
+        help="true: train even when a version with this cache key exists",
+    )
     return ap
 
 
@@ -163,6 +172,16 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any] | None:
     check_args(args)
     hp = hparams(args)
     data = load_snapshot(args.snapshot)
+    args.cache_key = cache_key(data.manifest, "jobs.train", code_version("train", "core"), dataclasses.asdict(hp))
+    if not args.force_retrain:
+        hit = find_cached(cfg, args.model_name, args.cache_key)
+        if hit is not None:
+            log.info(
+                "cached: version %s has this cache key (%s); nothing trained", hit["cached_version"], args.cache_key
+            )
+            return (
+                {"cached": True, "cache_key": args.cache_key, **hit} if int(os.environ.get("RANK", "0")) == 0 else None
+            )
     previous = None if args.fresh else _already_trained(cfg, args, hp, data)
     if previous is not None:
         return previous if int(os.environ.get("RANK", "0")) == 0 else None
@@ -293,6 +312,7 @@ def _train(
         tracker = Tracker(args.tracking_uri, args.experiment)
         run_id = tracker.start(ckpt.get("run_id") if ckpt else None, args.run_name)
         tracker.log_setup(data, hp, ctx, {"checkpoint_dir": str(ckpt_dir), "k": k})
+        tracker.mlflow.set_tag(RUN_TAG, args.cache_key)
         tracker.log_epochs(history)
         log.info(
             "training %d pairs (%d users x %d items) on %s, world size %d, MLflow run %s",
@@ -321,6 +341,8 @@ def _train(
         "snapshot_day": data.manifest.get("day"),
         "checkpoint_dir": str(ckpt_dir),
         "fingerprint": fp,
+        "cached": False,
+        "cache_key": args.cache_key,
     }
     tracker.finish(metrics, result)
     storage.write_json_atomic(ckpt_dir / RESULT, result)

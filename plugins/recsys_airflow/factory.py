@@ -2,7 +2,7 @@
 
 ``model_pipeline(cfg, model_name=..., train_module=...)`` wires
 
-    plan → snapshot → train → evaluate → register → infra_validate → blessed → promote
+    plan → snapshot → train → fresh → evaluate → register → infra_validate → blessed → promote
 
 with the contracts of ``recsys_train`` (the first pipeline built from it):
 
@@ -14,6 +14,9 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   a local subprocess or a GPU ``KubernetesPodOperator`` (same task id, argv and XCom). Any module
   that honours the trainer's CLI contract fits: it logs an MLflow pyfunc (input ``user_id``/``k``,
   output ``user_id``/``item_ids``/``scores``) and reports ``{"run_id", "model_uri", ...}``;
+* **fresh** short-circuits when the trainer reported ``cached`` (``jobs.core.cache``: a
+  registered version was trained on the same snapshot content, code and parameters; the log
+  says which); ``force_retrain`` makes the trainer train anyway;
 * **evaluate** (``jobs.evaluate gate``) is the gate against the champion *of this model name*,
   the popularity baseline and the oracle; **register** (``jobs.registry register``) adds a
   version with alias ``challenger`` and its lineage (window, snapshot, gate decision, code
@@ -59,6 +62,7 @@ class ModelPipeline:
     plan: Any
     snapshot: JobOperator
     train: Any
+    fresh: Any
     evaluate: JobOperator
     register: JobOperator
     infra_validate: JobOperator
@@ -73,7 +77,8 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             False,
             type="boolean",
             title="Force retrain",
-            description="Train even when the trigger's reason would not require it (the gate still decides promotion).",
+            description="Train even when a registered version was trained on the same snapshot content, code and "
+            "parameters (the cache); the gate still decides promotion.",
         ),
         "epochs": Param(
             cfg.training.epochs, type="integer", minimum=1, maximum=200, title="Epochs", description="Training epochs."
@@ -132,6 +137,20 @@ def plan(params: dict | None = None, data_interval_end=None) -> dict:
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=True)
+def fresh(trained: dict) -> bool:
+    """Stop here (nothing to evaluate, register or promote) when the trainer found its cache key
+    on a registered version: the same snapshot content, code and parameters made that model."""
+    if trained.get("cached"):
+        print(
+            f"cached: version {trained['cached_version']} ({trained['model_uri']}) was trained on the same snapshot "
+            f"content, code and parameters (cache key {trained['cache_key']}); nothing registered or promoted. "
+            "Trigger with force_retrain to train anyway (the gate still decides)."
+        )
+        return False
+    return True
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=True)
 def blessed(evaluation: dict) -> bool:
     """Stop here (skip promotion) unless the gate blessed the challenger."""
     print(f"gate decision: {'BLESSED' if evaluation['blessed'] else 'NOT blessed'} — {evaluation['reason']}")
@@ -158,8 +177,8 @@ def model_pipeline(
         train_doc_md: the train task's doc.
 
     Returns:
-        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train``, ``evaluate``,
-        ``register``, ``infra_validate``, ``blessed``, ``promote``.
+        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train``, ``fresh``,
+        ``evaluate``, ``register``, ``infra_validate``, ``blessed``, ``promote``.
     """
     name_args = ["--model-name", model_name] if model_name else []
     planned = plan()
@@ -176,6 +195,8 @@ def model_pipeline(
             "--snapshot",
             snapshot.output["uri"],
             *train_args,
+            "--force-retrain={{ params.force_retrain | lower }}",
+            *name_args,
             "--run-name",
             RUN_TAG,
             "--checkpoint-dir",
@@ -242,7 +263,8 @@ def model_pipeline(
         outlets=list(outlets),
     )
 
-    planned >> snapshot >> train >> evaluate >> register >> infra_validate
+    new = fresh(train.output)
+    planned >> snapshot >> train >> new >> evaluate >> register >> infra_validate
     gate = blessed(evaluate.output)
     infra_validate >> gate >> promote
-    return ModelPipeline(planned, snapshot, train, evaluate, register, infra_validate, gate, promote)
+    return ModelPipeline(planned, snapshot, train, new, evaluate, register, infra_validate, gate, promote)

@@ -76,7 +76,8 @@ def test_train_dag_shape(dagbag):
     assert edges == {
         "plan": ["snapshot"],
         "snapshot": ["evaluate", "infra_validate", "register", "train"],
-        "train": ["evaluate", "register"],
+        "train": ["evaluate", "fresh", "register"],
+        "fresh": ["evaluate"],
         "evaluate": ["blessed", "promote", "register"],
         "register": ["infra_validate", "promote"],
         "infra_validate": ["blessed"],

@@ -20,7 +20,8 @@ from tests.dag_runs import repo_bag, task_states, xcom
 EDGES = {  # the pipeline's order plus every data dependency (an XComArg makes its producer upstream)
     "plan": ["snapshot"],
     "snapshot": ["evaluate", "infra_validate", "register", "train"],
-    "train": ["evaluate", "register"],
+    "train": ["evaluate", "fresh", "register"],
+    "fresh": ["evaluate"],
     "evaluate": ["blessed", "promote", "register"],
     "register": ["infra_validate", "promote"],
     "infra_validate": ["blessed"],

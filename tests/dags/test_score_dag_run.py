@@ -105,6 +105,7 @@ def test_no_champion_skips_the_run_without_failing_or_writing(airflow_db, mlflow
     assert _events(run.run_id) == []
 
 
+@pytest.mark.integration
 def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlflow_env, cfg):
     """Through the Task SDK (real Variables, real ``inlet_events``): a run with no ``date`` claims
     every curated event after the ledger's mark (here: two days whose events got no run of their

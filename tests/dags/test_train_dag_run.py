@@ -84,3 +84,25 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags["decision"] == (
         "not_blessed"
     )
+
+    # Caching: the same inputs again (snapshot content, code, parameters — epochs 4 as the
+    # champion's run) register nothing and promote nothing; force_retrain trains anyway.
+    conf = {"epochs": 4, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()}
+    versions_before = len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'"))
+    cached = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf=conf)
+    cached_states = {ti.task_id: str(ti.state) for ti in cached.get_task_instances()}
+    assert str(cached.state) == "success", cached_states
+    hit = xcom(cached, "train")
+    assert hit["cached"] is True and hit["cached_version"] == registered["version"], hit
+    assert hit["cache_key"] == tags["cache_key"]
+    assert {t: cached_states[t] for t in ("evaluate", "register", "promote")} == dict.fromkeys(
+        ("evaluate", "register", "promote"), "skipped"
+    )
+    assert (
+        len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'")) == versions_before
+    )
+    assert show(get_config()) == after
+    forced = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={**conf, "force_retrain": True})
+    forced_train = xcom(forced, "train")
+    assert forced_train["cached"] is False and forced_train["cache_key"] == hit["cache_key"]
+    assert xcom(forced, "register")["version"] not in (registered["version"], challenger)

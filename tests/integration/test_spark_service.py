@@ -115,9 +115,14 @@ def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(
         spark.range(0, 2, 1, 1).mapInArrow(boom, "id long").collect()
     # Bad input: a renamed column fails the job before any Spark work, exit 3.
     gen.generate(
-        gen.WorldParams(users=200, items=80, factors=4, seed=1, events_per_day=2000, scenarios=(
-            gen.Scenario.parse("renamed_column@2026-03-02", gen.CORRUPTION_KINDS),
-        )),
+        gen.WorldParams(
+            users=200,
+            items=80,
+            factors=4,
+            seed=1,
+            events_per_day=2000,
+            scenarios=(gen.Scenario.parse("renamed_column@2026-03-02", gen.CORRUPTION_KINDS),),
+        ),
         date(2026, 3, 2),
         1,
         cfg.storage.zone("landing"),

@@ -937,6 +937,23 @@ REPORT_PATH = Path(
 COLUMNS = ("faults_injected", "runs_recovered", "rows_expected", "rows_lost", "rows_duplicated")
 
 
+class Tally:
+    """The faults a case injected and the runs (or tries) that succeeded after one, counted where
+    they happen: ``recover(value)`` wraps the call that succeeded, so a recovery that did not
+    happen is never reported."""
+
+    def __init__(self) -> None:
+        self.faults = 0
+        self.recovered = 0
+
+    def fault(self, n: int = 1) -> None:
+        self.faults += n
+
+    def recover(self, value: Any = None) -> Any:
+        self.recovered += 1
+        return value
+
+
 @dataclass
 class CaseResult:
     case: str

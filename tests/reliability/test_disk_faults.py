@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from jobs.core import storage
-from tests.reliability.harness import CaseResult, full_disk, leftovers, read_only, zone_fingerprint
+from tests.reliability.harness import CaseResult, Tally, full_disk, leftovers, read_only, zone_fingerprint
 
 pytestmark = pytest.mark.reliability
 
@@ -46,13 +46,13 @@ def test_ingest_into_unwritable_zones_writes_nothing(world, spark, report):
     old_day = world.days[-1]
     before = {z.name: zone_fingerprint(z) for z in (curated, quarantine)}
     inode = (quarantine / f"dt={old_day}").stat().st_ino
-    faults = 0
+    tally = Tally()
 
     with read_only(curated) as how:
         for day in (NEW_DAY, date.fromisoformat(old_day)):
             with pytest.raises(storage.PublishError, match=f"output folder {curated} is not writable"):
                 ingest_day(cfg, spark, day)
-            faults += 1
+            tally.fault()
     assert not (quarantine / f"dt={NEW_DAY}").exists(), "quarantine published for a day whose curated write failed"
     assert (quarantine / f"dt={old_day}").stat().st_ino == inode  # not even rewritten
     assert {z.name: zone_fingerprint(z) for z in (curated, quarantine)} == before
@@ -63,7 +63,7 @@ def test_ingest_into_unwritable_zones_writes_nothing(world, spark, report):
     try:
         with pytest.raises(storage.PublishError, match=f"{quarantine} is a file, not a folder"):
             ingest_day(cfg, spark, NEW_DAY)
-        faults += 1
+        tally.fault()
     finally:
         quarantine.unlink()
         moved.rename(quarantine)
@@ -71,14 +71,14 @@ def test_ingest_into_unwritable_zones_writes_nothing(world, spark, report):
     assert {z.name: zone_fingerprint(z) for z in (curated, quarantine)} == before
     assert leftovers(curated) == [] and leftovers(quarantine) == []
 
-    result = ingest_day(cfg, spark, NEW_DAY)  # the fault lifted, the same call succeeds
+    result = tally.recover(ingest_day(cfg, spark, NEW_DAY))  # the fault lifted, the same call succeeds
     assert storage.read_manifest(str(curated / f"dt={NEW_DAY}"))["rows"] == result["rows"] > 3000
     report.record(
         CaseResult(
             "disk: ingest into unwritable zones",
             "test_ingest_into_unwritable_zones_writes_nothing",
-            faults_injected=faults,
-            runs_recovered=1,
+            faults_injected=tally.faults,
+            runs_recovered=tally.recovered,
             rows_expected=result["rows"],
             seconds=round(time.monotonic() - started, 1),
             details={"read_only_by": how, "mechanisms": ["read-only curated zone", "file in place of zone"]},
@@ -97,31 +97,31 @@ def test_snapshot_into_read_only_or_full_zone_keeps_the_previous_one(world, spar
     part = Path(world.snapshot_uri)
     window = int(part.name.rsplit("_w=", 1)[1])
     before = zone_fingerprint_any(part)
-    faults = 0
+    tally = Tally()
 
     with read_only(zone) as how:
         with pytest.raises(storage.PublishError, match=f"output folder {zone} is not writable"):
             build_snapshot(cfg, spark, day, window)
-        faults += 1
+        tally.fault()
     assert zone_fingerprint_any(part) == before and leftovers(zone) == []
 
     with full_disk(zone, free_kb=8) as small:
         with pytest.raises(Exception, match="No space left on device") as full:
             build_snapshot(cfg, spark, day, window)
-        faults += 1
+        tally.fault()
         assert f"while writing partition {part}" in "\n".join(getattr(full.value, "__notes__", []))
         assert zone_fingerprint_any(small / part.name) == before
         assert leftovers(small) == [], leftovers(small)
     assert zone_fingerprint_any(part) == before
 
-    rebuilt = build_snapshot(cfg, spark, day, window)
+    rebuilt = tally.recover(build_snapshot(cfg, spark, day, window))
     assert rebuilt["uri"] == world.snapshot_uri and zone_fingerprint_any(part) == before
     report.record(
         CaseResult(
             "disk: snapshot read-only / full",
             "test_snapshot_into_read_only_or_full_zone_keeps_the_previous_one",
-            faults_injected=faults,
-            runs_recovered=1,
+            faults_injected=tally.faults,
+            runs_recovered=tally.recovered,
             seconds=round(time.monotonic() - started, 1),
             details={
                 "read_only_by": how,
@@ -153,28 +153,31 @@ def test_validation_report_folder_read_only_keeps_the_verdict(world, report):
     assert (reports / "report.html").is_file()
     html = (reports / "report.html").read_bytes()
 
-    with read_only(reports) as how, pytest.raises(OSError, match=str(reports)) as failed:
+    tally = Tally()
+    with read_only(reports) as how, pytest.raises(storage.PublishError, match=str(reports)) as failed:
         validate_day(cfg, date.fromisoformat(day))
+    tally.fault()
     # The CLI (what the task runs): exit 1 (retryable), the path in the message and the result file.
     from jobs.validate.job import main
 
     result_file = Path(cfg.storage.root_path()).parent / "validate-result.json"
     with read_only(reports):
         assert main(["--day", day, "--result-file", str(result_file)]) == 1
+    tally.fault()
     assert str(reports) in json.loads(result_file.read_text())["message"]
     assert marker.read_bytes() == verdict
     assert (reports / "report.html").read_bytes() == html
-    assert sorted(p.name for p in reports.iterdir()) == ["report.html", "result.json"]
+    assert sorted(p.name for p in reports.iterdir()) == ["report.html", "report.json"]
     assert [p.name for p in marker.parent.iterdir() if p.name.startswith(".")] == []
 
-    summary = validate_day(cfg, date.fromisoformat(day))
+    summary = tally.recover(validate_day(cfg, date.fromisoformat(day)))
     assert summary["success"] is True
     report.record(
         CaseResult(
             "disk: validation report read-only",
             "test_validation_report_folder_read_only_keeps_the_verdict",
-            faults_injected=1,
-            runs_recovered=1,
+            faults_injected=tally.faults,
+            runs_recovered=tally.recovered,
             seconds=round(time.monotonic() - started, 1),
             details={"read_only_by": how, "error": str(failed.value)[:200]},
         )

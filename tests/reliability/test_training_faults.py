@@ -87,12 +87,13 @@ class Job:
         return "\n".join(self.lines)
 
 
-def _train(snapshot: str, ckpt: Path, result: Path, run_name: str) -> Job:
+def _train(snapshot: str, ckpt: Path, result: Path, run_name: str, *extra: str) -> Job:
     return Job(
         "jobs.train",
         *("--snapshot", snapshot, "--checkpoint-dir", str(ckpt), "--result-file", str(result)),
         *("--run-name", run_name),
         *HPARAMS,
+        *extra,
     )
 
 
@@ -247,10 +248,11 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
         )
     )
 
-    # 5. retraining on unchanged data: a new challenger; champion moves only through the gate
+    # 5. retraining on unchanged data (forced past the cache, which would otherwise answer with
+    # version 1): a new challenger; champion moves only through the gate
     started = time.monotonic()
     ckpt2 = Path(cfg.storage.zone("checkpoints")) / "recsys_train__manual_2"
-    job = _train(world.snapshot_uri, ckpt2, tmp_path / "train2.json", "recsys_train__manual_2")
+    job = _train(world.snapshot_uri, ckpt2, tmp_path / "train2.json", "recsys_train__manual_2", "--force-retrain=true")
     assert job.wait() == 0, job.output[-3000:]
     retrained = json.loads((tmp_path / "train2.json").read_text())
     assert retrained["run_id"] != run_id
@@ -275,7 +277,7 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
         CaseResult(
             "training: retrain on unchanged data",
             "test_training_chain_survives_trainer_and_tracking_server_crashes",
-            faults_injected=0,
+            faults_injected=0,  # no fault: the gate's path on unchanged data, forced past the cache
             runs_recovered=0,
             seconds=round(time.monotonic() - started, 1),
             details={"versions": len(state["versions"]), "champion": "2", "refused_by_strict_gate": "2"},

@@ -57,7 +57,9 @@ def test_local_profile_is_default_and_zones_resolve_under_the_repo():
     assert cfg.storage.zone("reports") == f"{root}/reports"
     assert cfg.storage.partition("curated", date(2026, 1, 2)) == f"{root}/curated/events/dt=2026-01-02"
     assert cfg.storage.partition("curated", "2026-01-02") == f"{root}/curated/events/dt=2026-01-02"
-    assert cfg.spark.submit == "python"
+    assert cfg.spark.remote == "sc://127.0.0.1:15002"  # every job is a Spark Connect client
+    assert cfg.spark.master == "local[2]"  # what the stack's Connect server runs
+    assert cfg.spark.server_conf["spark.python.use.daemon"] == "false"
     assert cfg.spark.shuffle_partitions == 4
     assert cfg.spark.conf["spark.sql.session.timeZone"] == "UTC"
     assert cfg.training.launcher == "local"
@@ -76,7 +78,7 @@ def test_unknown_zone_is_rejected():
         _load().storage.zone("lake")
 
 
-def test_cluster_profile_uses_object_store_kubernetes_and_spark_submit():
+def test_cluster_profile_uses_object_store_kubernetes_and_a_spark_connect_endpoint():
     cfg = load_config(profile="cluster", environ={})
     assert cfg.profile == "cluster"
     assert cfg.storage.root == "s3://recsys-data/prod"
@@ -89,8 +91,7 @@ def test_cluster_profile_uses_object_store_kubernetes_and_spark_submit():
     assert cfg.training.gpus == 1
     assert cfg.training.requests.memory == "32Gi"
     assert cfg.training.tolerations[0].key == "nvidia.com/gpu"
-    assert cfg.spark.submit == "spark-submit"
-    assert cfg.spark.master.startswith("k8s://")
+    assert cfg.spark.remote == "sc://spark-connect.recsys.svc.cluster.local:15002"
     assert cfg.spark.shuffle_partitions == 200
     # deep merge: keys the profile does not name keep their defaults
     assert cfg.training.window_days == 7
@@ -103,6 +104,11 @@ def test_profile_can_come_from_the_environment():
     assert _load(RECSYS_PROFILE="cluster").profile == "cluster"
     # an explicit argument wins over the environment
     assert load_config(profile="local", environ={"RECSYS_PROFILE": "cluster"}).profile == "local"
+
+
+def test_a_spark_endpoint_that_is_not_spark_connect_is_refused():
+    with pytest.raises(ConfigError, match=r"spark.remote: Value error, 'spark://h:7077' is not a Spark Connect endpoint"):
+        _load(RECSYS__SPARK__REMOTE="spark://h:7077")
 
 
 def test_unknown_profile_names_the_known_profiles():
@@ -130,8 +136,8 @@ def test_env_override_is_parsed_as_a_yaml_scalar():
     assert cfg.spark.master == "local[2]"
     assert cfg.drift.cooldown_hours == 0.5
     # other keys of the overridden section keep their values (deep merge)
-    assert cfg.spark.driver_memory == "2g"
-    assert cfg.spark.conf["spark.ui.enabled"] == "false"
+    assert cfg.spark.server_memory == "3g"
+    assert cfg.spark.server_conf["spark.ui.enabled"] == "true"
 
 
 def test_env_override_applies_over_the_profile():
@@ -143,7 +149,7 @@ def test_env_override_applies_over_the_profile():
 
 def test_variables_without_the_double_underscore_prefix_are_ignored():
     cfg = _load(RECSYS_SPARK_MASTER="nonsense", RECSYS_SOMETHING="x")
-    assert cfg.spark.master == "local[*]"
+    assert cfg.spark.master == "local[2]"
 
 
 @pytest.mark.parametrize(

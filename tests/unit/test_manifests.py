@@ -199,6 +199,7 @@ def test_every_manifest_validates_against_the_kubernetes_schema():
     docs = _docs()
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == [
+        "Deployment",
         "LimitRange",
         "Namespace",
         "NetworkPolicy",
@@ -207,6 +208,7 @@ def test_every_manifest_validates_against_the_kubernetes_schema():
         "Role",
         "RoleBinding",
         "Secret",
+        "Service",
         "ServiceAccount",
     ]
     for doc in docs:
@@ -272,9 +274,10 @@ def test_rbac_is_minimal_and_bound_to_the_service_accounts_of_the_helm_release(m
     subjects = {role: [(s["kind"], s["namespace"], s["name"]) for s in b["subjects"]] for role, b in bindings.items()}
     worker = ("ServiceAccount", "airflow", values["workers"]["serviceAccount"]["name"])
     triggerer = ("ServiceAccount", "airflow", values["triggerer"]["serviceAccount"]["name"])
+    connect = ("ServiceAccount", "recsys", "recsys-spark-connect")
     assert subjects == {
         "recsys-pod-launcher": [worker],
-        "recsys-spark-driver": [worker],
+        "recsys-spark-driver": [connect],  # the Connect server is the driver; workers are clients
         "recsys-pod-watcher": [triggerer],
     }
     for binding in bindings.values():
@@ -363,5 +366,11 @@ def test_network_policies_deny_ingress_except_to_spark_executors():
     spark = policies["recsys/recsys-spark-executors"]["spec"]
     assert spark["podSelector"] == {"matchLabels": {"spark-role": "executor"}}
     peers = spark["ingress"][0]["from"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "airflow"}}} in peers
-    assert all("ipBlock" not in peer for peer in peers)
+    assert peers == [
+        {"podSelector": {"matchLabels": {"spark-role": "connect-driver"}}},
+        {"podSelector": {"matchLabels": {"spark-role": "executor"}}},
+    ]
+    connect = policies["recsys/recsys-spark-connect"]["spec"]
+    airflow = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "airflow"}}}
+    assert connect["ingress"][0] == {"from": [airflow], "ports": [{"port": 15002}]}
+    assert all("ipBlock" not in peer for rule in connect["ingress"] for peer in rule["from"])

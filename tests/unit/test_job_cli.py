@@ -1,0 +1,73 @@
+"""One wrapper for every job: exit codes that say whether to retry, and a result file that says why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from jobs.core.cli import (
+    BadArgument,
+    BadInput,
+    CheckFailed,
+    ExitCode,
+    Retryable,
+    is_retryable,
+    run_job,
+)
+from jobs.core.storage import PublishError
+
+pytestmark = pytest.mark.unit
+
+
+def _run(tmp_path, body, *argv):
+    ap = argparse.ArgumentParser(prog="python -m jobs.x")
+    ap.add_argument("--day")
+    out = tmp_path / "result.json"
+    code = run_job("thing", ap, body, [*argv, "--result-file", str(out)])
+    return code, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "retry"),
+    [
+        (BadArgument("no such version"), 2, False),
+        (BadInput("the day is not validated"), 3, False),
+        (CheckFailed("3 expectations failed"), 4, False),
+        (Retryable("server down"), 1, True),
+        (PublishError("output folder /x is not writable"), 1, True),
+        (OSError(28, "No space left on device"), 1, True),
+    ],
+)
+def test_each_failure_maps_to_one_exit_code_and_its_message(tmp_path, capsys, error, code, retry):
+    def body(cfg, args):
+        raise error
+
+    exit_code, result = _run(tmp_path, body)
+    assert exit_code == code and is_retryable(exit_code) is retry
+    assert result["message"].startswith("thing failed: ") and result["exit_code"] == code
+    assert str(error) in result["message"]
+    assert capsys.readouterr().err.strip() == result["message"]
+
+
+def test_success_writes_the_result_and_a_partial_result_travels_with_a_failure(tmp_path):
+    code, result = _run(tmp_path, lambda cfg, args: {"day": args.day, "rows": 3}, "--day", "2026-01-01")
+    assert code == 0 and result == {"day": "2026-01-01", "rows": 3}
+
+    def failing(cfg, args):
+        raise CheckFailed("dt=2026-01-01: 1 expectation failed", result={"day": "2026-01-01", "success": False})
+
+    code, result = _run(tmp_path, failing)
+    assert code == 4 and result["success"] is False and "1 expectation failed" in result["message"]
+
+
+def test_a_bad_configuration_is_a_bad_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSYS__SPARK__REMOTE", "http://not-spark")
+    code, result = _run(tmp_path, lambda cfg, args: {})
+    assert code == ExitCode.BAD_ARGUMENT and "spark.remote" in result["message"]
+
+
+def test_signals_and_unknown_codes_are_retried_bad_input_never():
+    assert is_retryable(-9) and is_retryable(1) and is_retryable(137)
+    assert not any(is_retryable(c) for c in (2, 3, 4))
