@@ -144,7 +144,7 @@ def make_tables(rows: int) -> tuple[Any, Any]:
 
 
 def ours(ref: Any, cur: Any, reference: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(reference statistics, per-feature comparison) with jobs.drift_metrics."""
+    """(reference statistics, per-feature comparison) with jobs.monitor.metrics."""
     from jobs.core import reference as refmod
     from jobs.monitor import metrics as dm
 
@@ -281,7 +281,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "value": rows / daily_s,
             "unit": "rows/s",
             "reference": ev_rate,
-            "note": f"ours {daily_s:.2f}s: what jobs.drift computes per day; Evidently recomputes the reference each run",
+            "note": f"ours {daily_s:.2f}s: what jobs.monitor computes per day; Evidently recomputes the reference each run",
         },
         {
             "metric": "Parquet read, both tables",

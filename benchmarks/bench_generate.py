@@ -1,4 +1,4 @@
-"""Throughput of the synthetic event generator (``jobs.generate``).
+"""Throughput of the synthetic event generator (``jobs.sim``).
 
 One landing day of 10M events (``--quick``: 1M) for 50,000 users and 5,000 items, written
 once as JSON lines and once as CSV through ``write_day`` (generation, serialisation, atomic

@@ -1,13 +1,13 @@
 """Throughput of the Spark ingestion job (``jobs.ingest``) and of the validation job.
 
-Input: landing days of JSON lines from ``jobs.generate`` (50,000 users, 5,000 items, the
+Input: landing days of JSON lines from ``jobs.sim`` (50,000 users, 5,000 items, the
 realistic world with its ~0.3% redelivered duplicates, 1M-row shards): 1M and 10M events
 (``--quick``: 200k), in a temporary storage root (``RECSYS__STORAGE__ROOT``) that is removed
 afterwards.
 
 Measured
   * ``ingest_day`` on a ``local[*]`` SparkSession built once with the pipeline's own settings
-    (``jobs.spark.get_spark``: driver memory, shuffle partitions, ...). The JVM start-up and a
+    (``jobs.core.spark.connect``: driver memory, shuffle partitions, ...). The JVM start-up and a
     first trivial job are timed separately and excluded from the ingest figures; each day
     runs in the same session, smallest first (the first day also pays JIT warm-up and the
     Python-worker start, as a fresh ``python -m jobs.ingest`` would).

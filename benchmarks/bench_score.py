@@ -9,9 +9,9 @@ Core (in process, the same model arrays and users for every line; best of ``REPE
 interleaved so that a noisy neighbour hits all of them alike):
   * reference: ``torch.mm`` of each (batch × factors) user block with the (factors × items)
     item matrix — the matrix product alone, the floor of any exact top-K by matrix product;
-  * ``jobs.model.top_k`` over the model arrays (product + bias, seen items masked,
+  * ``jobs.core.model.top_k`` over the model arrays (product + bias, seen items masked,
     ``torch.topk``);
-  * ``jobs.score.score_users`` (what each Spark worker runs: ``top_k`` with K+1, the tie
+  * ``jobs.score.core.score_users`` (what each Spark worker runs: ``top_k`` with K+1, the tie
     rule, the post-window exclusions, long-format output).
   Rate = users × items scored per second; ``ratio`` = core / matmul (goal ≥ 0.5).
 
@@ -56,7 +56,7 @@ DAY = date(2026, 3, 2)
 
 
 def synthetic_arrays(users: int, items: int, factors: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Model arrays in the ``jobs.model.save_artifact`` layout (user ids 1..users, item ids 1..items)."""
+    """Model arrays in the ``jobs.core.model.save_artifact`` layout (user ids 1..users, item ids 1..items)."""
     from jobs.core.model import CSR
 
     rng = np.random.default_rng(seed)
@@ -254,14 +254,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     gflops = 2 * n * items * factors / best["matmul"] / 1e9
     rows: list[dict[str, Any]] = [
         {
-            "metric": "scoring core: jobs.model.top_k vs torch.mm of the same shapes",
+            "metric": "scoring core: jobs.core.model.top_k vs torch.mm of the same shapes",
             "value": cells / best["top_k"],
             "unit": "users x items/s",
             "reference": cells / best["matmul"],
             "note": f"{shape}; ~{SEEN_PER_USER} seen items/user masked; matmul {gflops:.1f} GFLOP/s; {threads}",
         },
         {
-            "metric": "scoring core: jobs.score.score_users vs torch.mm of the same shapes",
+            "metric": "scoring core: jobs.score.core.score_users vs torch.mm of the same shapes",
             "value": cells / best["score_users"],
             "unit": "users x items/s",
             "reference": cells / best["matmul"],

@@ -1,6 +1,6 @@
 """Training throughput and ranking quality of ``jobs.train`` against ``implicit``'s BPR.
 
-One generated world (``jobs.generate``; full: 20,000 users x 5,000 items, 7 days of 250,000
+One generated world (``jobs.sim``; full: 20,000 users x 5,000 items, 7 days of 250,000
 events, i.e. 1.75M events and about 0.77M distinct positive training pairs; ``--quick``:
 4,000 users x 1,000 items, 7 days of 40,000 events). The snapshot is built in memory the way
 ``jobs/snapshot.py`` defines it: train = distinct positive (click/play/rating) pairs of days
@@ -15,7 +15,7 @@ Throughput, in positive pairs per second (one epoch = every training pair once):
   ``ratio`` = ours / implicit. A third row times ``torch_floor``, the leanest BPR step torch
   can run (SGD by hand into the tables), as the ceiling of any torch trainer on this CPU.
 
-Quality on the same split (recall@10 and NDCG@10, seen items excluded, ``jobs.metrics``):
+Quality on the same split (recall@10 and NDCG@10, seen items excluded, ``jobs.core.ranking``):
 ours vs implicit BPR, vs the popularity baseline and vs the oracle — the generator's own
 ranking score ``beta * <u, v> + bias`` with the ground truth in force on the test day. The
 oracle is the ceiling: held-out events are draws from a softmax over exactly that score.

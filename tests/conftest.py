@@ -66,6 +66,20 @@ def airflow_db(stack: Stack, spark_server: str) -> Stack:
     from scripts.stack import init
 
     init(stack, airflow_db=DAG_TEST_DB)
+    # The ORM of this process may have been configured (and a connection pooled) before the
+    # migration above: start it afresh on the migrated file, and say so plainly if it is not
+    # the DB that was migrated (CI once saw "no such table: task_instance" here).
+    from airflow import settings
+    from sqlalchemy import inspect
+
+    settings.dispose_orm()
+    settings.configure_orm()
+    url = settings.engine.url.render_as_string(hide_password=True)
+    tables = set(inspect(settings.engine).get_table_names())
+    assert settings.SQL_ALCHEMY_CONN == DAG_TEST_DB and {"dag_run", "task_instance"} <= tables, (
+        f"dag.test() DB not migrated: settings {settings.SQL_ALCHEMY_CONN}, engine {url}, "
+        f"expected {DAG_TEST_DB}; {len(tables)} tables"
+    )
     return stack
 
 

@@ -22,6 +22,17 @@ def repo_dag(dag_id: str) -> Any:
     return repo_bag().dags[dag_id]
 
 
+def dag_test(dag_id: str, **kwargs: Any) -> Any:
+    """``dag.test(**kwargs)`` on a freshly parsed ``dag_id``: the run that a scheduler would make.
+
+    ``dag.test()`` executes the DAG object's own operators in this process and renders their
+    template fields in place, so a second run of the same object would reuse the first run's
+    rendered argv (``--force-retrain=false`` whatever the new conf says). In production every
+    task instance parses the DAG afresh; so does every run here.
+    """
+    return repo_dag(dag_id).test(**kwargs)
+
+
 def task_states(run: Any) -> dict[str, str]:
     """task id → state of a run's task instances (the last map index wins for mapped tasks)."""
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}

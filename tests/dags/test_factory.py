@@ -15,7 +15,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from tests.dag_runs import repo_bag, task_states, xcom
+from tests.dag_runs import dag_test, repo_bag, task_states, xcom
 
 EDGES = {  # the pipeline's order plus every data dependency (an XComArg makes its producer upstream)
     "plan": ["snapshot"],
@@ -147,11 +147,14 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
         ingest_day(cfg, spark, start + timedelta(days=i))
         assert validate_day(cfg, start + timedelta(days=i))["success"]
     eval_day = (start + timedelta(days=days - 1)).isoformat()
-    dag = repo_bag().dags["recsys_popularity"]
 
     # 1. Default gate: the popularity model ties the gate's popularity baseline exactly, so the
     #    lift rule (1.05x) refuses it: registered as challenger, promotion skipped.
-    first = dag.test(logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"), run_conf={"window_days": 2, "day": eval_day})
+    first = dag_test(
+        "recsys_popularity",
+        logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+        run_conf={"window_days": 2, "day": eval_day},
+    )
     states = task_states(first)
     assert str(first.state) == "success", states
     assert states["promote"] == "skipped" and states["infra_validate"] == "success", states
@@ -177,10 +180,13 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
 
     # 2. A gate that accepts a tie (gate.min_lift_over_popularity=1.0, set for the job
     #    processes only): blessed and promoted; the main model's registry stays untouched.
+    #    Same snapshot and parameters as the first run: a cache hit unless forced.
     monkeypatch.setenv("RECSYS__GATE__MIN_LIFT_OVER_POPULARITY", "1.0")
     monkeypatch.setenv("RECSYS__GATE__MIN_RECALL", "0.0")
-    second = dag.test(
-        logical_date=pendulum.datetime(2026, 1, 5, tz="UTC"), run_conf={"window_days": 2, "day": eval_day}
+    second = dag_test(
+        "recsys_popularity",
+        logical_date=pendulum.datetime(2026, 1, 5, tz="UTC"),
+        run_conf={"window_days": 2, "day": eval_day, "force_retrain": True},
     )
     states = task_states(second)
     assert str(second.state) == "success", states

@@ -10,7 +10,7 @@ import pytest
 from jobs.core.config import get_config
 from jobs.core.tracking import client
 from jobs.registry.aliases import show
-from tests.dag_runs import repo_dag, task_states
+from tests.dag_runs import dag_test, repo_dag, task_states
 from tests.integration.test_score import log_and_register, make_arrays
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def test_rollback_restores_the_previous_champion_and_audits_both_versions(airflo
         "previous_champion": first["version"],
     }
     dag = repo_dag("recsys_model_rollback")
-    run = dag.test(run_conf={"reason": "v2 serves stale items"})
+    run = dag_test("recsys_model_rollback", run_conf={"reason": "v2 serves stale items"})
     assert str(run.state) == "success", task_states(run)
     aliases = show(get_config())
     assert (aliases["champion"], aliases["previous_champion"]) == (first["version"], second["version"])
@@ -40,10 +40,10 @@ def test_rollback_restores_the_previous_champion_and_audits_both_versions(airflo
     assert [o.name for o in dag.get_task("rollback").outlets] == ["recsys_champion_model"]
     assert str(ti.state) == "success"
     # A second rollback (another run, another reason) swaps back: one step each time, audited.
-    again = dag.test(run_conf={"reason": "v1 was worse after all"})
+    again = dag_test("recsys_model_rollback", run_conf={"reason": "v1 was worse after all"})
     assert str(again.state) == "success", task_states(again)
     assert show(get_config())["champion"] == second["version"]
     # The form refuses a run without a reason (minLength 5): nothing moves.
     with pytest.raises(Exception, match="reason"):
-        dag.test(run_conf={"reason": "no"})
+        dag_test("recsys_model_rollback", run_conf={"reason": "no"})
     assert show(get_config())["champion"] == second["version"]

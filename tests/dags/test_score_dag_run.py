@@ -17,7 +17,7 @@ import pendulum
 import pytest
 
 from jobs.core import storage
-from tests.dag_runs import repo_dag
+from tests.dag_runs import dag_test, repo_dag
 from tests.integration.test_score import D, build_days, log_and_register, make_arrays, read_partition
 
 
@@ -94,8 +94,9 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
 @pytest.mark.integration
 def test_no_champion_skips_the_run_without_failing_or_writing(airflow_db, mlflow_env, cfg):
     build_days(cfg, make_arrays(seed=61))
-    dag = repo_dag("recsys_score")
-    run = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()})
+    run = dag_test(
+        "recsys_score", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()}
+    )
     states = _states(run)
     assert str(run.state) == "success", states
     assert states["plan"] == ["success"]
@@ -120,9 +121,10 @@ def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlfl
     from recsys_airflow.assets import CURATED_EVENTS
     from recsys_airflow.claims import ledger_key
 
-    dag = repo_dag("recsys_score")
     key = ledger_key("recsys_score")
-    first = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()})
+    first = dag_test(
+        "recsys_score", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()}
+    )
     assert str(first.state) == "success"  # syncs the DAG and its assets; a `date` run claims nothing
     assert Variable.get(key, default_var=None) is None
     with create_session() as session:
@@ -135,14 +137,14 @@ def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlfl
             ids.append((event.id, event.timestamp.isoformat()))
     Variable.set(key, json.dumps({"claimed_id": ids[0][0], "claimed_ts": ids[0][1], "runs": {}}))
     try:
-        run = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={"day": None})
+        run = dag_test("recsys_score", logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={"day": None})
         states = _states(run)
         assert str(run.state) == "success" and states["plan"] == ["success"], states
         assert states["resolve_champion"] == ["skipped"]  # no champion: claimed, then skipped
         ledger = json.loads(Variable.get(key))
         assert ledger["runs"][run.run_id] == {"days": ["2026-01-06", "2026-01-07"], "events": [i for i, _ in ids[1:]]}
         assert ledger["claimed_id"] == ids[2][0]
-        again = dag.test(logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"day": None})
+        again = dag_test("recsys_score", logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"day": None})
         # A manual run without a date and nothing new to claim fails at once, saying what to set
         # (a run the scheduler made for events already claimed is skipped instead).
         assert _states(again)["plan"] == ["failed"], _states(again)

@@ -13,7 +13,7 @@ from jobs.core.tracking import CHAMPION, client
 from jobs.ingest.job import ingest_day
 from jobs.registry.aliases import show
 from jobs.validate.job import validate_day
-from tests.dag_runs import repo_dag, xcom
+from tests.dag_runs import dag_test, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,8 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     for i in range(DAYS):
         ingest_day(cfg, spark, START + timedelta(days=i))
         assert validate_day(cfg, START + timedelta(days=i))["success"]
-    dag = repo_dag("recsys_train")
-    run = dag.test(
+    run = dag_test(
+        "recsys_train",
         logical_date=pendulum.datetime(2026, 1, 6, tz="UTC"),
         run_conf={"epochs": 4, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()},
     )
@@ -61,7 +61,8 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     os.environ["RECSYS__GATE__MIN_LIFT_OVER_POPULARITY"] = "0"
     os.environ["RECSYS__GATE__MAX_REGRESSION_VS_CHAMPION"] = "0"
     try:
-        worse = dag.test(
+        worse = dag_test(
+            "recsys_train",
             logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"),
             run_conf={"epochs": 1, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()},
         )
@@ -89,7 +90,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     # champion's run) register nothing and promote nothing; force_retrain trains anyway.
     conf = {"epochs": 4, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()}
     versions_before = len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'"))
-    cached = dag.test(logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf=conf)
+    cached = dag_test("recsys_train", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf=conf)
     cached_states = {ti.task_id: str(ti.state) for ti in cached.get_task_instances()}
     assert str(cached.state) == "success", cached_states
     hit = xcom(cached, "train")
@@ -102,7 +103,9 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
         len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'")) == versions_before
     )
     assert show(get_config()) == after
-    forced = dag.test(logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={**conf, "force_retrain": True})
+    forced = dag_test(
+        "recsys_train", logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={**conf, "force_retrain": True}
+    )
     forced_train = xcom(forced, "train")
     assert forced_train["cached"] is False and forced_train["cache_key"] == hit["cache_key"]
     assert xcom(forced, "register")["version"] not in (registered["version"], challenger)

@@ -130,7 +130,7 @@ def test_stack_shapes_are_checked_and_isolated_per_state_folder(tmp_path, monkey
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'a' / 'airflow' / 'airflow.db'}"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] == "recsys_airflow.sqlite.CONNECT_ARGS"
     assert not [k for k in env if "CELERY" in k]
-    assert default.components == ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+    assert default.components == ("spark-connect", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
     assert Stack(REPO / ".local", 1, 2, db="postgres").pg_databases == {
         "airflow": "recsys_airflow",
         "mlflow": "recsys_mlflow",
@@ -170,7 +170,7 @@ def test_local_executor_on_postgres_runs_ingest_and_mlflow_uses_postgres(pg):
     assert dbs["airflow"].startswith("recsys_") and dbs["airflow"] != "recsys_airflow"  # unique per state folder
     out = pg.up("local")
     assert "LocalExecutor on postgres" in out and "'metadatabase': 'healthy'" in out
-    assert set(stack.running()) == {"mlflow", "api-server", "scheduler", "dag-processor", "triggerer"}
+    assert set(stack.running()) == {"spark-connect", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer"}
     assert {r[0] for r in _query("postgres", "SELECT datname FROM pg_database")} >= set(dbs.values())
     env = {k: v for k, v in stack.env().items() if k.startswith("AIRFLOW__DATABASE")}
     assert (

@@ -150,7 +150,7 @@ def test_readme_python_requests_example(curl_run, admin_client, live_stack, tmp_
     new = {r["dag_run_id"]: r for r in admin_client.runs("recsys_train") if r["dag_run_id"] not in before}
     assert len(new) == 1, new
     run_id, run = next(iter(new.items()))
-    assert run["conf"]["reason"] == "requests example" and run["conf"]["epochs"] == 1
+    assert run["conf"]["reason"] == "requests example" and run["conf"]["epochs"] == 3
     assert run["state"] == "success"
     printed = proc.stdout.strip().splitlines()[-1]
     assert printed.startswith(f"{run_id} success {{")

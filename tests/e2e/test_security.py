@@ -195,4 +195,10 @@ def test_every_stack_process_listens_on_loopback_only(live_stack):
     assert {live_stack.airflow_port, live_stack.mlflow_port} <= ports, found
     exposed = {name: s for name, sockets in found.items() for s in sockets if not _is_loopback(s[0])}
     assert not exposed, f"listening beyond loopback: {exposed}"
+    # The Spark Connect JVM also listens on ephemeral loopback ports of its own (block manager,
+    # driver RPC and a server socket per Python worker it launched); every other component opens
+    # only the two published ports.
+    spark_ports = {port for _, port in found.pop("spark-connect", [])}
+    assert {live_stack.connect_port, live_stack.spark_ui_port} <= spark_ports, spark_ports
+    ports = {port for sockets in found.values() for _, port in sockets}
     assert ports == {live_stack.airflow_port, live_stack.mlflow_port}, f"unexpected listening ports: {found}"

@@ -198,7 +198,7 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
     # 4. the gate, then registration, infra validation and promotion, each first against a
     #    frozen server (exit 1 = retried, one line naming the server), then for real
     eval_file = tmp_path / "evaluate.json"
-    eval_args = ("--snapshot", world.snapshot_uri, "--run-id", run_id, "--model-uri", trained["model_uri"])
+    eval_args = ("gate", "--snapshot", world.snapshot_uri, "--run-id", run_id, "--model-uri", trained["model_uri"])
     failures = {}
     _frozen_run(private_mlflow, inj, failures, "jobs.evaluate", eval_args, eval_file)
     code, out, _ = _run_cli("jobs.evaluate", *eval_args, "--result-file", str(eval_file))
@@ -219,16 +219,24 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
         code, out, _ = _run_cli("jobs.registry", *args, "--result-file", str(tmp_path / f"{step}.json"))
         assert code == 0, out[-2000:]
         if step == "register":
-            smoke_args = ("--model-uri", f"models:/{name}/1", "--snapshot", world.snapshot_uri)
+            smoke_args = ("infra", "--model-uri", f"models:/{name}/1", "--snapshot", world.snapshot_uri)
             smoke_file = tmp_path / "infra_validate.json"
-            _frozen_run(private_mlflow, inj, failures, "jobs.infra_validate", smoke_args, smoke_file)
-            code, out, _ = _run_cli("jobs.infra_validate", *smoke_args, "--result-file", str(smoke_file))
+            _frozen_run(private_mlflow, inj, failures, "jobs.evaluate", smoke_args, smoke_file)
+            code, out, _ = _run_cli("jobs.evaluate", *smoke_args, "--result-file", str(smoke_file))
             assert code == 0, out[-2000:]
     again = register(cfg, run_id, {"decision": "blessed"}, trained["model_uri"])  # a retried register task
-    assert again == {"name": name, "version": "1", "model_uri": f"models:/{name}/1", "reused": True}
-    job = _train(world.snapshot_uri, ckpt, result_file, "recsys_train__manual_1")  # a cleared train task
-    assert job.wait() == 0 and job.saw("already trained"), job.output[-2000:]
-    assert json.loads(result_file.read_text())["run_id"] == run_id
+    assert {k: again[k] for k in ("name", "version", "model_uri", "reused")} == {
+        "name": name,
+        "version": "1",
+        "model_uri": f"models:/{name}/1",
+        "reused": True,
+    }
+    assert again["tags"]["decision"] == "promoted"  # the version's tags as they are, not re-written
+    # A cleared train task: the registered version carries its cache key, so nothing is trained.
+    job = _train(world.snapshot_uri, ckpt, result_file, "recsys_train__manual_1")
+    assert job.wait() == 0 and job.saw("cached: version 1 has this cache key"), job.output[-2000:]
+    cached = json.loads(result_file.read_text())
+    assert cached["cached"] is True and (cached["cached_version"], cached["run_id"]) == ("1", run_id), cached
     state = _assert_consistent(cl, name)
     assert list(state["versions"]) == ["1"] and state["aliases"] == {CHAMPION: "1", CHALLENGER: "1"}
     report.record(

@@ -107,7 +107,9 @@ def test_profile_can_come_from_the_environment():
 
 
 def test_a_spark_endpoint_that_is_not_spark_connect_is_refused():
-    with pytest.raises(ConfigError, match=r"spark.remote: Value error, 'spark://h:7077' is not a Spark Connect endpoint"):
+    with pytest.raises(
+        ConfigError, match=r"spark.remote: Value error, 'spark://h:7077' is not a Spark Connect endpoint"
+    ):
         _load(RECSYS__SPARK__REMOTE="spark://h:7077")
 
 

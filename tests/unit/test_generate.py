@@ -1,4 +1,4 @@
-"""jobs.generate: the synthetic world is reproducible, realistic, and its knobs do what they say.
+"""jobs.sim: the synthetic world is reproducible, realistic, and its knobs do what they say.
 
 Every test writes a small world (300 users, 120 items, 3000 events a day) under ``tmp_path``
 and asserts on the files, read back the way a consumer would read them.
