@@ -51,9 +51,10 @@ status: venv  ## components, health, URLs and credentials
 env: venv  ## print the environment for the airflow CLI: eval "$$(make -s env)"
 	@$(BIN)/python scripts/stack.py env
 
-lint: venv  ## ruff check + format check
+lint: venv  ## ruff check + format check + the layer contract (scripts/check_layers.py)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_layers.py
 
 format: venv
 	$(BIN)/ruff format .
