@@ -6,7 +6,8 @@ Spark distributes the work and moves the rows; every row-level step is an Arrow 
 Spark's Python workers. One Spark job, two stages:
 
 **Stage 1, one task per ~32 MiB of landing data** (a byte range of a file, cut at line ends as
-Hadoop's line reader does, so a 10M-event day keeps every core busy):
+Hadoop's line reader does, so a 10M-event day keeps every core busy; a gzip-compressed file,
+``*.jsonl.gz`` or ``*.csv.gz``, is one task, since a compressed stream has no byte ranges):
 
   1. **Read with an explicit schema** (no inference). JSON lines are parsed by pyarrow's reader
      against the typed landing contract; where a range does not fit it (a malformed line, a
@@ -60,6 +61,7 @@ from jobs.core.config import PipelineConfig
 from jobs.core.schema import LANDING_COLUMNS, REQUIRED_COLUMNS, curated_schema, schema_text
 from jobs.core.timing import Stages
 from jobs.ingest.buckets import ROWS_PER_FILE, STAGE1_SCHEMA, STAGE2_SCHEMA, one_task, stage1, stage2
+from jobs.ingest.rows import is_gzip, open_landing
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -75,14 +77,15 @@ def landing_files(landing_day: str, fmt: str) -> list[Path]:
     folder = storage.local_path(landing_day)
     if not folder.is_dir():
         raise IngestError(f"no landing folder for this day: {landing_day}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == f".{fmt}")
+    suffixes = (f".{fmt}", f".{fmt}.gz")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(suffixes))
     if not files:
-        raise IngestError(f"landing folder {landing_day} holds no *.{fmt} file")
+        raise IngestError(f"landing folder {landing_day} holds no *.{fmt} or *.{fmt}.gz file")
     return files
 
 
 def _head_lines(path: str, n: int) -> list[bytes]:
-    with open(path, "rb") as fh:
+    with open_landing(path) as fh:
         return [line for _, line in zip(range(n), fh, strict=False)]
 
 
@@ -125,19 +128,35 @@ def _raise_columns(where: str, missing: list[str], unexpected: set[str]) -> None
 
 
 def plan_splits(files: list[str], split_bytes: int = SPLIT_BYTES) -> list[tuple[str, int, int]]:
-    """``(file, start, end)`` byte ranges of at most ``split_bytes``; empty files are left out."""
+    """``(file, start, end)`` byte ranges of at most ``split_bytes``; empty files are left out.
+    A gzip file is one range (a compressed stream cannot be entered in the middle)."""
     splits = []
     for f in files:
         size = Path(f).stat().st_size
+        if is_gzip(f):
+            splits += [(f, 0, size)] if size else []
+            continue
         splits += [(f, start, min(start + split_bytes, size)) for start in range(0, size, split_bytes)]
     return splits
 
 
-def estimate_rows(files: list[str], total_bytes: int, sample_bytes: int = 1 << 16) -> int:
-    """Landing rows in ``total_bytes`` of ``files``, from the line length at the start of the
-    first non-empty file."""
+def uncompressed_size(path: str) -> int:
+    """Bytes of the landing file once decompressed: gzip's trailer (ISIZE, the size modulo 2^32)
+    for a ``.gz`` file, its size otherwise."""
+    size = Path(path).stat().st_size
+    if not is_gzip(path) or size < 18:
+        return size
+    with open(path, "rb") as fh:
+        fh.seek(-4, 2)
+        return int.from_bytes(fh.read(4), "little")
+
+
+def estimate_rows(files: list[str], sample_bytes: int = 1 << 16) -> int:
+    """Landing rows of ``files``, from the line length at the start of the first non-empty file
+    and the day's uncompressed bytes."""
+    total_bytes = sum(uncompressed_size(f) for f in files)
     for f in files:
-        with open(f, "rb") as fh:
+        with open_landing(f) as fh:
             head = fh.read(sample_bytes)
         if head:
             return -(-total_bytes * max(head.count(b"\n"), 1) // len(head))
@@ -197,7 +216,7 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
         check_columns(files, fmt)
     stages.mark("list files and check columns")
     splits = plan_splits(files)
-    n_out = max(1, -(-estimate_rows(files, input_bytes) // ROWS_PER_FILE))
+    n_out = max(1, -(-estimate_rows(files) // ROWS_PER_FILE))
     with storage.staged_partition(quarantine_day) as q_staging, storage.staged_partition(curated_day) as c_staging:
         written = run_stages(spark, splits, d, fmt, n_out, str(c_staging), str(q_staging)) if splits else []
         stages.mark("read, type, judge, dedup and write (one Spark job)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from jobs.core.schema import DEVICES, EVENT_TYPES, LANDING_COLUMNS, MAX_WATCH_SECONDS
 
@@ -37,13 +37,33 @@ def _json_schema() -> pa.Schema:
     return pa.schema([(c, types.get(c, pa.string())) for c in LANDING_COLUMNS])
 
 
+def is_gzip(path: str) -> bool:
+    """A gzip-compressed landing file (``*.jsonl.gz``, ``*.csv.gz``): read whole, never by range."""
+    return path.endswith(".gz")
+
+
+def open_landing(path: str) -> IO[bytes]:
+    """The landing file's bytes, decompressed when it is gzip."""
+    import gzip
+
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
 def read_range(path: str, start: int, end: int, fmt: str) -> tuple[bytes, bytes]:
     """``(header, lines)``: the whole lines that *start* in ``[start, end)`` of ``path``.
 
     As Hadoop's line reader: a range after the first skips the line it begins inside (the range
     before finishes it), and every range reads on past ``end`` to the end of its last line. For
     CSV, ``header`` is the file's first line (and never part of ``lines``); b"" for JSON.
+    A gzip file has no byte ranges: its one range is the whole file, decompressed.
     """
+    if is_gzip(path):
+        if start != 0:
+            raise ValueError(f"{path}: a gzip file is read whole, not from byte {start}")
+        with open_landing(path) as fh:
+            header = fh.readline() if fmt == "csv" else b""
+            data = fh.read()
+        return header, data
     with open(path, "rb") as fh:
         header = fh.readline() if fmt == "csv" else b""
         if start > 0:

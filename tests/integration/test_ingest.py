@@ -84,6 +84,33 @@ def test_csv_landing_gives_the_same_curated_rows(cfg, spark, monkeypatch):
     assert read_day(csv_cfg, "curated", DAY1).sort_by("event_id").equals(jsonl_rows)
 
 
+def test_gzip_landing_gives_the_same_curated_and_quarantine_bytes(cfg, spark, tmp_path):
+    import gzip
+
+    manifests = make_world(cfg, days=1, scenarios=[gen.Scenario("malformed_lines", DAY1, 0.02)])
+    plain = ingest_day(cfg, spark, DAY1)
+    curated = checksums(cfg.storage.partition("curated", DAY1))
+    quarantine = read_day(cfg, "quarantine", DAY1)
+    landing = storage.local_path(cfg.storage.zone("landing")) / f"dt={DAY1}"
+    packed = tmp_path / "landing-gz" / f"dt={DAY1}"
+    packed.mkdir(parents=True)
+    for f in landing.iterdir():
+        target = packed / (f.name + ".gz" if f.suffix == ".jsonl" else f.name)
+        target.write_bytes(gzip.compress(f.read_bytes()) if f.suffix == ".jsonl" else f.read_bytes())
+    assert [p.name for p in packed.glob("*.jsonl")] == []
+    result = ingest_day(cfg, spark, DAY1, landing_root=str(packed.parent))
+    assert checksums(cfg.storage.partition("curated", DAY1)) == curated
+    # The quarantine holds the same rows; their source_file names the compressed file.
+    got = read_day(cfg, "quarantine", DAY1)
+    assert got.drop(["source_file"]).equals(quarantine.drop(["source_file"]))
+    assert {Path(f).name for f in got.column("source_file").to_pylist()} == {
+        Path(f).name + ".gz" for f in quarantine.column("source_file").to_pylist()
+    }
+    for key in ("rows", "input_rows", "quarantined", "duplicates_removed", "reasons"):
+        assert result[key] == plain[key], key
+    assert result["quarantined"] >= manifests[0]["corruptions"]["malformed_lines"] > 0
+
+
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [

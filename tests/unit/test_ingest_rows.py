@@ -55,6 +55,25 @@ def test_byte_ranges_hold_every_line_exactly_once(tmp_path, fmt, split_bytes):
     assert got == body
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_gzip_file_is_one_range_read_whole_and_its_rows_estimated_uncompressed(tmp_path, fmt):
+    import gzip
+
+    header = b"event_id,user_id\n" if fmt == "csv" else b""
+    body = b"".join(f"row-{i:05d},{i}\n".encode() for i in range(5000))
+    plain, packed = tmp_path / f"day.{fmt}", tmp_path / f"day.{fmt}.gz"
+    plain.write_bytes(header + body)
+    packed.write_bytes(gzip.compress(header + body))
+    assert packed.stat().st_size < plain.stat().st_size // 3
+    splits = job.plan_splits([str(packed)], 100)  # no byte ranges inside a compressed stream
+    assert splits == [(str(packed), 0, packed.stat().st_size)]
+    assert kernels.read_range(*splits[0], fmt) == (header, body)
+    assert job.uncompressed_size(str(packed)) == plain.stat().st_size
+    assert job.estimate_rows([str(packed)]) == job.estimate_rows([str(plain)])
+    with pytest.raises(ValueError, match="read whole"):
+        kernels.read_range(str(packed), 10, 20, fmt)
+
+
 def test_a_file_without_a_final_newline_keeps_its_last_line(tmp_path):
     path = tmp_path / "day.jsonl"
     path.write_bytes(b'{"a":1}\n{"a":2}')
