@@ -14,6 +14,11 @@ One run = one UTC day (the run's logical date, `{{ ds }}`).
 4. **publish_curated_event** — emits the `recsys_curated_events` Asset event with
    `{"day", "rows", "quarantined", ...}` in its extra; scoring and training listen to it.
 
+**Late data**: a Deadline alert fires when a day's run has not succeeded
+`airflow.late_ingest_after_hours` (6 h) after the day closed — one `RECSYS LATE` log line and
+the `recsys_webhook` message (`recsys_airflow.deadlines`). Backfill runs carry no deadline:
+reloading history is not late data.
+
 **Backfill** history from the UI (*Trigger → Backfill*) or `POST /api/v2/backfills`; `catchup`
 is off so that unpausing does not flood the scheduler with every day since `start_date` —
 history is loaded deliberately, with reprocessing rules, through a backfill.
@@ -24,10 +29,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AsyncCallback, DeadlineAlert, Param, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS
+from recsys_airflow.deadlines import LiveRunLogicalDate, late_after, late_ingest
 from recsys_airflow.defaults import default_args
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.sensors import LandingSensor
@@ -46,6 +52,11 @@ cfg = get_config()
     tags=["recsys", "ingestion", "spark", "great-expectations"],
     owner_links={cfg.airflow.owner: "https://github.com/recsys/recsys-airflow"},
     default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
+    deadline=DeadlineAlert(
+        reference=LiveRunLogicalDate(),
+        interval=late_after(cfg.airflow.late_ingest_after_hours),
+        callback=AsyncCallback(late_ingest, kwargs={"hours": cfg.airflow.late_ingest_after_hours}),
+    ),
     params={
         "wait_timeout_s": Param(
             cfg.ingest.wait_timeout_s,

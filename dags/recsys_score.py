@@ -9,6 +9,13 @@ event's `extra["day"]` is the day), or by hand with the `day` param.
    into one run, and Airflow 3.3 can leave an event of a busy consumer without a run; the
    claim ledger, Variable `recsys_claims.recsys_score`, catches it: see
    `plugins/recsys_airflow/claims.py`). Nothing new to claim → the run is skipped.
+   **Reprocessed history is not served**: a day whose recommendations another run already
+   published is *held* (served recommendations are a record of what users got), and so is a day
+   that only backfill runs published (reloading history does not serve it after the fact, so
+   neither the monitor nor a retraining ever sees it). Held days are logged with the reason; a
+   run with every day held is skipped. To re-score a served day on purpose, trigger with `day`
+   and `rescore: true`: the copy goes to `rescored/dt=D/` (its manifest names the version) and
+   is not announced.
 2. **resolve_champion** — `models:/<name>@champion` → a concrete version and its run id,
    **once** for the whole run, printed in the task log. No champion yet → this task and
    everything after it are *skipped* (not failed) with a log line saying so.
@@ -59,26 +66,33 @@ cfg = get_config()
             title="Day to score",
             description="YYYY-MM-DD (a validated curated day); empty = the day(s) of the triggering curated-events Asset events.",
         ),
+        "rescore": Param(
+            False,
+            type="boolean",
+            title="Re-score a served day",
+            description="With `day`: score it again with today's champion into rescored/dt=D (the served record stays).",
+        ),
     },
 )
 def recsys_score():
     @task(inlets=[CURATED_EVENTS])
-    def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> list[str]:
-        """The day(s) this run scores: the `day` param, else the curated events it claims."""
-        from recsys_airflow.champion import claim_days_to_score
+    def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> dict:
+        """The day(s) this run scores and where: the `day` param, else the curated events it
+        claims, minus the held days of reprocessed history."""
+        from recsys_airflow.champion import plan_scoring
 
-        days = claim_days_to_score(
-            "recsys_score", run_id, (params or {}).get("day"), triggering_asset_events, inlet_events[CURATED_EVENTS]
+        planned = plan_scoring(
+            get_config(), "recsys_score", run_id, params or {}, triggering_asset_events, inlet_events[CURATED_EVENTS]
         )
-        print(f"days to score: {', '.join(days)}")
-        return days
+        print(f"days to score: {', '.join(planned['days'])} → {planned['zone']}; held: {planned['held'] or 'none'}")
+        return planned
 
     @task
-    def resolve_champion(days: list[str]) -> list[dict]:
+    def resolve_champion(planned: dict, run_id=None) -> list[dict]:
         """Pin the champion version for the whole run (skip the run when there is none)."""
         from recsys_airflow.champion import champion_or_skip
 
-        requests = champion_or_skip(get_config(), days)
+        requests = champion_or_skip(get_config(), planned["days"], planned["zone"], run_id)
         print(
             f"scoring with {requests[0]['model_name']} version {requests[0]['version']} "
             f"(run {requests[0]['run_id']}), pinned for this run"
@@ -97,7 +111,12 @@ def recsys_score():
 
     @task(outlets=[RECOMMENDATIONS])
     def publish_recommendations(result: dict, **context) -> dict:
-        """Announce one scored day (only reached when its partition was published)."""
+        """Announce one scored day (only reached when its partition was published); a rescored
+        copy is not served and not announced (skipped)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if "/rescored/" in str(result["uri"]):
+            raise AirflowSkipException(f"rescored copy {result['uri']}: not served, not announced")
         extra = {
             "day": result["day"],
             "model_version": result["model_version"],

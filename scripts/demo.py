@@ -9,7 +9,9 @@
 4. Unpause ``recsys_train``: the scheduler starts its weekly run (catch-up off: the latest
    interval), which trains on the window before the latest validated day, gates and promotes
    the first champion.
-5. Each served day in order: backfill that day's ingestion → the curated-events Asset triggers
+5. Each served day in order: the day "arrives" — a run of ``recsys_ingest`` for it, triggered
+   as the schedule would (a manual run with that logical date: a backfill would be history,
+   which is never served) → the curated-events Asset triggers
    ``recsys_score`` (champion pinned) → the recommendations Asset triggers ``recsys_monitor``
    (drift report; hit-rate of the previous day's recommendations) → when it decides to retrain
    it triggers ``recsys_train`` with the reason, and the demo waits for that run (gate,
@@ -202,6 +204,14 @@ class Loop:
         if bad:
             raise RuntimeError(f"recsys_ingest runs not successful: {bad}")
 
+    def arrive(self, day: str) -> None:
+        """Ingest ``day`` as its live run (not a backfill): what the schedule does when a day closes."""
+        run = self.api.trigger("recsys_ingest", {}, logical_date=f"{day}T00:00:00Z")
+        self.api.unpause("recsys_ingest")
+        final = self.api.wait_run("recsys_ingest", run["dag_run_id"], timeout=self.timeout)
+        if final["state"] != "success":
+            raise RuntimeError(f"recsys_ingest run {run['dag_run_id']} for {day}: {final['state']}")
+
     def initial_training(self) -> None:
         before = {r["dag_run_id"] for r in self.api.runs("recsys_train")}
         self.log("unpausing recsys_train: the scheduler starts its weekly run (latest interval)")
@@ -229,7 +239,7 @@ class Loop:
                     if run["state"] == "failed" and run["dag_run_id"] not in before[dag_id]:
                         raise RuntimeError(f"{dag_id} run {run['dag_run_id']} failed while serving {day}")
 
-        self.ingest(day, day)
+        self.arrive(day)
         from jobs.core import catalog, storage
 
         report = catalog.report_json(self.cfg, "drift", day)

@@ -106,7 +106,13 @@ class AirflowApi:
         return "\n".join(e.get("event", "") if isinstance(e, dict) else str(e) for e in content)
 
     def backfill(
-        self, dag_id: str, from_date: str, to_date: str, reprocess: str = "completed", max_active_runs: int = 3
+        self,
+        dag_id: str,
+        from_date: str,
+        to_date: str,
+        reprocess: str = "completed",
+        max_active_runs: int = 3,
+        conf: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body = {
             "dag_id": dag_id,
@@ -115,7 +121,7 @@ class AirflowApi:
             "reprocess_behavior": reprocess,
             "max_active_runs": max_active_runs,
             "run_backwards": False,
-            "dag_run_conf": {},
+            "dag_run_conf": conf or {},
         }
         resp = self.request("POST", "/backfills", json=body)
         if resp.status_code == 409 and "already a running backfill" in resp.text:

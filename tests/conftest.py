@@ -208,12 +208,14 @@ def mlflow_env(mlflow_server, monkeypatch, tmp_path) -> str:
 def clean_demo(tmp_path_factory):
     """``scripts/demo.py`` on the small world of ``tests/demo_loop.py``, once per session, on its own stack.
 
-    The e2e demo test checks its timeline; the reliability chaos run compares its end state
-    with this one's.
+    The e2e demo test checks its timeline and the reprocess that follows it; the reliability
+    chaos run compares its end state with this one's.
     """
-    from tests.demo_loop import run_demo
+    from tests.demo_loop import reprocess_history, run_demo
 
-    return run_demo(tmp_path_factory.mktemp("clean-demo"))
+    # The end state (what the chaos run must match) is read first; then the same stack takes an
+    # operator's reprocess backfill of three past days (checked by the e2e demo test).
+    return run_demo(tmp_path_factory.mktemp("clean-demo"), after=reprocess_history)
 
 
 @pytest.fixture(scope="session")

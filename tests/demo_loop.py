@@ -14,8 +14,9 @@ state with the clean run's. The clean run is made once per session (``clean_demo
   path taken out (``harness.normalised``);
 * the timeline the demo prints (rows, model version per day, hit-rate, alerts, PSI, decision,
   training events);
-* Airflow: per DAG, the states of backfill and scheduled runs by logical date, the number of
-  triggered runs (manual, or by ``TriggerDagRunOperator``: the monitor's retraining) and the states every run ended in; asset events per ``dt``. The
+* Airflow: per DAG, the states of backfill, scheduled and dated manual runs (a served day's
+  arrival) by logical date, the number of undated triggered runs (manual, or by
+  ``TriggerDagRunOperator``: the monitor's retraining) and the states every run ended in; asset events per ``dt``. The
   number of asset-triggered runs is left out: the scheduler batches the events of a backfill
   into one or several runs depending on timing.
 """
@@ -82,6 +83,7 @@ class DemoRun:
     seconds: float
     timeline: dict[str, Any] | None = None
     end_state: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None  # what ``run_demo(after=...)`` returned
 
     def failure(self) -> str:
         return f"demo exited {self.returncode}\n{self.stdout[-4000:]}\n{self.stderr[-8000:]}"
@@ -107,11 +109,13 @@ def run_demo(
     extra_env: dict[str, str] | None = None,
     during: Callable[[Stack, threading.Event], None] | None = None,
     timeout: float = 2400,
+    after: Callable[[Stack], dict[str, Any]] | None = None,
 ) -> DemoRun:
     """Run the demo in ``workdir/state``; ``during(stack, done)`` runs in a thread meanwhile.
 
-    The end state is read while the demo's stack still runs (registry, REST); the stack is
-    stopped afterwards whatever happened.
+    The end state is read while the demo's stack still runs (registry, REST); then ``after``
+    (when the demo succeeded) works on the same stack, its result in ``DemoRun.after``; the
+    stack is stopped afterwards whatever happened.
     """
     stack = Stack.on_free_ports(workdir / "state")
     env = demo_env(stack, extra_env)
@@ -145,6 +149,8 @@ def run_demo(
         if code == 0:
             run.timeline = json.loads(timeline_file.read_text())
             run.end_state = end_state(stack, run.timeline)
+            if after is not None:
+                run.after = after(stack)
         return run
     finally:
         done.set()
@@ -205,9 +211,11 @@ def end_state(stack: Stack, timeline: dict[str, Any]) -> dict[str, Any]:
             "dated": sorted(
                 f"{r['run_type']} {r['logical_date'][:10]} {r['state']}"
                 for r in listed
-                if r["run_type"] in ("backfill", "scheduled")
+                if r["run_type"] in ("backfill", "scheduled") or (r["run_type"] == "manual" and r["logical_date"])
             ),
-            "triggered": sum(r["run_type"] in ("manual", "operator_triggered") for r in listed),
+            "triggered": sum(
+                r["run_type"] in ("manual", "operator_triggered") and not r["logical_date"] for r in listed
+            ),
             "states": sorted({r["state"] for r in listed}),
         }
     registry = normalised(registry_state(MlflowClient(stack.mlflow_url), cfg.mlflow.model_name))
@@ -221,3 +229,62 @@ def end_state(stack: Stack, timeline: dict[str, Any]) -> dict[str, Any]:
         "asset_events": {name: dict(sorted(asset_events(api, name).items())) for name in ASSETS},
     }
     return _strip(state, str(stack.state))
+
+
+REPROCESSED = ("2026-03-06", "2026-03-07", "2026-03-08")  # the last training day and two served days
+
+
+def reprocess_history(stack: Stack) -> dict[str, Any]:
+    """After the demo: an operator's reprocess backfill of ``REPROCESSED`` through the real
+    scheduler, as after fixing an ingestion bug; what it changed (see ``tests/e2e/test_demo_loop.py``)."""
+    from jobs.core.config import load_config
+    from scripts.demo import _settled, _wait
+    from scripts.recsys_api import AirflowApi
+    from tests.reliability.harness import zone_fingerprint, zone_path
+
+    env = {**os.environ, **stack.env(), "RECSYS__STORAGE__ROOT": str(stack.state / "data")}
+    cfg = load_config(environ=env)
+    api = AirflowApi(stack.airflow_url, "admin", stack.credentials()["admin"])
+    followed = ("recsys_score", "recsys_monitor", "recsys_train")
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "curated": zone_fingerprint(zone_path(cfg, "curated")),
+            "recommendations": _recommendations(zone_path(cfg, "recommendations")),
+            "runs": {d: {r["dag_run_id"] for r in api.runs(d)} for d in followed},
+        }
+
+    before = snapshot()
+    first, last = REPROCESSED[0], REPROCESSED[-1]
+    backfill = api.backfill("recsys_ingest", f"{first}T00:00:00Z", f"{last}T00:00:00Z", "completed")
+    api.wait_backfill(backfill["id"], timeout=900)
+    ingest = {
+        r["logical_date"][:10]: (r["run_type"], r["state"])
+        for r in api.runs("recsys_ingest")
+        if first <= (r["logical_date"] or "")[:10] <= last
+    }
+    # The curated events make score runs; wait for them and for anything they could start.
+    _wait(
+        "score runs of the reprocessed days",
+        lambda: {r["dag_run_id"] for r in api.runs("recsys_score")} - before["runs"]["recsys_score"],
+        300,
+    )
+    _wait("downstream runs settled", lambda: _settled(api, followed), 600)
+    after = snapshot()
+    new_score = sorted(after["runs"]["recsys_score"] - before["runs"]["recsys_score"])
+    plans = {
+        run_id: next((t["state"] for t in api.task_instances("recsys_score", run_id) if t["task_id"] == "plan"), None)
+        for run_id in new_score
+    }
+    held = {
+        run_id: api.log_text("recsys_score", run_id, "plan", 1) for run_id, state in plans.items() if state == "skipped"
+    }
+    return {
+        "ingest": ingest,
+        "curated_same": {d: before["curated"].get(d) == after["curated"].get(d) for d in REPROCESSED},
+        "recommendations_before": {d: before["recommendations"].get(d) for d in REPROCESSED},
+        "recommendations_after": {d: after["recommendations"].get(d) for d in REPROCESSED},
+        "score_plans": plans,
+        "held_logs": held,
+        "new_runs": {d: sorted(after["runs"][d] - before["runs"][d]) for d in ("recsys_monitor", "recsys_train")},
+    }

@@ -30,6 +30,7 @@ ZONES = (
     "quarantine",
     "training",
     "recommendations",
+    "rescored",
     "reports",
     "ground_truth",
     "checkpoints",
@@ -219,6 +220,12 @@ class AirflowConfig(_Section):
     owner: str = "recsys"
     retry_delay_s: int = Field(
         30, ge=1, le=3600, description="First retry delay of every task (doubling, capped at 10 min)."
+    )
+    late_ingest_after_hours: float = Field(
+        6.0,
+        ge=0,
+        le=24 * 14,
+        description="Alert (Deadline) when a day's ingestion has not succeeded this long after the day closed.",
     )
 
 

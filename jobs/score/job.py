@@ -98,6 +98,7 @@ if TYPE_CHECKING:
 
 
 MIN_USERS_PER_TASK = 50_000
+SCORE_ZONES = ("recommendations", "rescored")  # served record; explicit re-scoring of a served day
 
 
 WORKER_REPORT = (
@@ -256,8 +257,17 @@ def score_day(
     version: str,
     k: int | None = None,
     device: str | None = None,
+    zone: str = "recommendations",
+    airflow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Score the active users of ``day`` with model ``version`` and publish the partition."""
+    """Score the active users of ``day`` with model ``version`` and publish the partition.
+
+    ``zone`` is ``recommendations`` (what is served) or ``rescored`` (an explicit re-scoring of
+    a served day, which never touches the served record); ``airflow_run_id`` is recorded in the
+    manifest (``served_by``): the run that wrote it may rewrite it (a clear), no other may.
+    """
+    if zone not in SCORE_ZONES:
+        raise BadArgument(f"--zone must be one of {', '.join(SCORE_ZONES)}, got {zone!r}")
     started = time.perf_counter()
     k, device = _arguments(cfg, k, device)
     d = catalog.require_validated(cfg, day, "scored")
@@ -279,7 +289,7 @@ def score_day(
             flush=True,
         )
     per_user = active_users(spark, cfg, d, excl_days)
-    part = catalog.partition(cfg, "recommendations", d)
+    part = catalog.partition(cfg, zone, d)
     try:
         user_ids = np.sort(per_user.select("user_id").toArrow().column("user_id").to_numpy())
         stages.mark("active_users")
@@ -300,7 +310,9 @@ def score_day(
                 },
             )
             stages.mark("score_and_write")
-            manifest = _publish(staging, part, counts, len(user_ids), info, d, k, excl_days, skipped, stages)
+            manifest = _publish(
+                staging, part, counts, len(user_ids), info, d, k, excl_days, skipped, stages, airflow_run_id
+            )
     finally:
         per_user.unpersist()
     print(f"dt={d}: stage seconds {json.dumps(stages.seconds)}", flush=True)
@@ -332,6 +344,7 @@ def _publish(
     excl_days: list[str],
     skipped: list[str],
     stages: Stages,
+    served_by: str | None = None,
 ) -> dict[str, Any]:
     """Name the staged files, check every active user was scored, write the manifest, publish."""
     files = []
@@ -360,6 +373,7 @@ def _publish(
         "columns": [f"{f.name}:{f.type}" for f in output_schema()],
         "stages": stages.seconds,
         "seconds": stages.total(),
+        "served_by": served_by,
     }
     storage.publish(staging, part, manifest)
     return manifest
@@ -374,7 +388,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
         raise BadArgument("--k must be at least 1")
     catalog.require_validated(cfg, args.day, "scored")  # before Spark: a refused day costs nothing
     with spark_session(cfg, "score") as spark:
-        return score_day(cfg, spark, args.day, args.model_version, args.k, args.device)
+        return score_day(cfg, spark, args.day, args.model_version, args.k, args.device, args.zone, args.served_by)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-version", required=True, help="registered version of mlflow.model_name (not an alias)")
     ap.add_argument("--k", type=int, help="recommendations per user (default scoring.k)")
     ap.add_argument("--device", choices=DEVICES, help="default scoring.device")
+    ap.add_argument(
+        "--zone",
+        choices=SCORE_ZONES,
+        default="recommendations",
+        help="recommendations (served) or rescored (an explicit re-scoring of a served day)",
+    )
+    ap.add_argument("--served-by", help="the Airflow run id recorded in the manifest (served_by)")
     return run_job(
         "scoring",
         ap,

@@ -12,6 +12,11 @@
   Without a champion the run is skipped (``AirflowSkipException``: the task and everything
   downstream end *skipped*, the run succeeds) with a log line that says why.
 
+* **Reprocessed history** (``plan_scoring``, rules in ``recsys_airflow.decisions.scoring_plan``):
+  a day already served by another run is never rewritten, and a day that only backfill runs
+  published is not scored; both are logged as *held* with the reason. ``rescore`` (with the
+  ``day`` param) re-scores a served day into the ``rescored`` zone, beside the record.
+
 Light at import (no mlflow); the registry calls happen inside the functions.
 """
 
@@ -24,7 +29,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from jobs.core.config import PipelineConfig
-from recsys_airflow.claims import check_day, claim_or_skip
+from recsys_airflow.claims import check_day, claim_or_skip, claimed_sources
+from recsys_airflow.decisions import scoring_plan
 
 log = logging.getLogger(__name__)
 NOTHING = "nothing to score: set the 'day' param (YYYY-MM-DD) or let a recsys_curated_events event trigger the run"
@@ -77,6 +83,45 @@ def claim_days_to_score(
     return claim_or_skip(consumer, run_id, "recsys_curated_events", triggering_asset_events, curated_events, NOTHING)
 
 
+def plan_scoring(
+    cfg: PipelineConfig,
+    consumer: str,
+    run_id: str,
+    params: Mapping[str, Any],
+    triggering_asset_events: Mapping[Any, Iterable[Any]] | None,
+    curated_events: Any,
+) -> dict[str, Any]:
+    """The run's plan ``{"days", "zone", "held"}``: ``claim_days_to_score`` under the policy for
+    reprocessed history (``scoring_plan``).
+
+    Raises:
+        AirflowSkipException: nothing left to score (every day held, or nothing new).
+        AirflowFailException: ``rescore`` without a ``day``; what ``claim_days_to_score`` raises.
+    """
+    from jobs.core import catalog
+
+    day_param = params.get("day")
+    explicit = bool(day_param and str(day_param).strip())
+    if params.get("rescore") and not explicit:
+        raise AirflowFailException("rescore re-scores one served day: set the 'day' param (YYYY-MM-DD) too")
+    days = claim_days_to_score(consumer, run_id, day_param, triggering_asset_events, curated_events)
+    sources = {} if explicit else claimed_sources(consumer, run_id)
+    served_by = {}
+    for day in days:
+        manifest = catalog.manifest(cfg, "recommendations", day)
+        if manifest is not None:
+            served_by[day] = manifest.get("served_by")
+    plan = scoring_plan(days, run_id=run_id, served_by=served_by, sources=sources, rescore=bool(params.get("rescore")))
+    for day, why in plan.held.items():
+        log.warning("dt=%s held, not scored: %s (sources: %s)", day, why, ", ".join(sources.get(day, [])) or "-")
+    if not plan.score:
+        raise AirflowSkipException(
+            f"nothing to score: every day is held ({'; '.join(f'{d}: {w}' for d, w in plan.held.items())})"
+        )
+    log.info("scoring %s into %s", ", ".join(plan.score), plan.zone)
+    return {"days": plan.score, "zone": plan.zone, "held": plan.held}
+
+
 def resolve_champion(cfg: PipelineConfig) -> dict[str, str] | None:
     """The current champion as ``{"model_name", "version", "run_id"}``, or None when there is none."""
     from jobs.core.tracking import champion
@@ -84,8 +129,12 @@ def resolve_champion(cfg: PipelineConfig) -> dict[str, str] | None:
     return champion(cfg)
 
 
-def champion_or_skip(cfg: PipelineConfig, days: list[str]) -> list[dict[str, str]]:
-    """One scoring request per day, all pinned to the champion resolved now; skip when there is none."""
+def champion_or_skip(
+    cfg: PipelineConfig, days: list[str], zone: str | None = None, served_by: str | None = None
+) -> list[dict[str, str]]:
+    """One scoring request per day, all pinned to the champion resolved now; skip when there is none.
+
+    ``zone`` and ``served_by`` (this Airflow run's id) travel to the job (``score_argv``)."""
     champion = resolve_champion(cfg)
     if champion is None:
         message = (
@@ -102,9 +151,15 @@ def champion_or_skip(cfg: PipelineConfig, days: list[str]) -> list[dict[str, str
         champion["run_id"],
         ", ".join(days),
     )
-    return [{"day": day, **champion} for day in days]
+    extra = {k: v for k, v in (("zone", zone), ("served_by", served_by)) if v}
+    return [{"day": day, **champion, **extra} for day in days]
 
 
 def score_argv(request: dict[str, str]) -> list[str]:
     """``jobs.score`` arguments for one request of ``champion_or_skip``."""
-    return ["--day", request["day"], "--model-version", request["version"]]
+    argv = ["--day", request["day"], "--model-version", request["version"]]
+    if request.get("zone"):
+        argv += ["--zone", request["zone"]]
+    if request.get("served_by"):
+        argv += ["--served-by", request["served_by"]]
+    return argv

@@ -16,7 +16,11 @@ ledger, one Airflow Variable per consumer (``recsys_claims.<dag_id>``):
 
     {"floor_id": <ids at or below it are not ours>, "claimed_id": <highest claimed id>,
      "claimed_ts": "<newest claimed event's timestamp>",
-     "runs": {"<run_id>": {"days": [...], "events": [ids]}}}
+     "runs": {"<run_id>": {"days": [...], "events": [ids], "sources": {day: [run types]}}}}
+
+  ``sources`` records, per day, the run types of the runs that published its events
+  (``backfill`` for a backfill, also for a run a backfill reprocessed; ``scheduled``,
+  ``manual``...): consumers tell reloaded history from live days with it (``claimed_sources``).
 
   An event is new when its id is above the floor and no kept run claimed it; the read goes
   back an hour before ``claimed_ts``, because on Postgres an event can commit after one with a
@@ -175,7 +179,14 @@ def claim_days(
 
     events.sort(key=lambda e: int(e.id))
     days = sorted({_day_of(e, asset_name) for e in events})
-    runs[run_id] = {"days": days, "events": [int(e.id) for e in events]}
+    sources: dict[str, set[str]] = {}
+    for e in events:
+        sources.setdefault(_day_of(e, asset_name), set()).add(source_type(e))
+    runs[run_id] = {
+        "days": days,
+        "events": [int(e.id) for e in events],
+        "sources": {day: sorted(types) for day, types in sorted(sources.items())},
+    }
     if len(runs) > KEEP_RUNS:
         for old in sorted(runs, key=lambda r: max(runs[r]["events"] or [0]))[: len(runs) - KEEP_RUNS]:
             floor = max([floor, *runs.pop(old)["events"]])  # forgotten claims: below the floor now
@@ -187,6 +198,28 @@ def claim_days(
     store.set(key, {"floor_id": floor, "claimed_id": top, "claimed_ts": claimed_ts, "runs": runs})
     ids = ", ".join(f"#{e.id}" for e in events) or "none"
     return days, f"claimed {len(events)} {asset_name} event(s) ({ids}; {len(trig)} triggered this run): {origin}"
+
+
+def source_type(event: Any) -> str:
+    """The run type of the run that published ``event`` (``backfill``, ``scheduled``, ``manual``,
+    ...): from the source run itself (a reprocessed run keeps its id but becomes ``backfill``),
+    else from its run id's prefix; ``unknown`` for an event posted over REST."""
+    try:
+        run = getattr(event, "source_dag_run", None)
+    except Exception:  # the source run was deleted, or no supervisor to ask (unit tests)
+        run = None
+    run_type = getattr(run, "run_type", None)
+    if run_type is not None:
+        return str(getattr(run_type, "value", run_type))
+    run_id = str(getattr(event, "source_run_id", None) or "")
+    return run_id.split("__", 1)[0] if "__" in run_id else "unknown"
+
+
+def claimed_sources(consumer: str, run_id: str, store: LedgerStore | None = None) -> dict[str, list[str]]:
+    """Day → source run types of what ``run_id`` claimed (empty: it claimed nothing)."""
+    store = VariableStore() if store is None else store
+    entry = ((store.get(ledger_key(consumer)) or {}).get("runs") or {}).get(run_id) or {}
+    return {day: list(types) for day, types in (entry.get("sources") or {}).items()}
 
 
 def claim_or_skip(

@@ -2,13 +2,16 @@
 
 * ``retrain_decision`` — the monitor's last word on retraining: the detector's verdict
   (``jobs.monitor.decision``) under the cooldown, a running training and ``force_retrain``.
+* ``scoring_plan`` — which days a scoring run may write, under the policy for reprocessed
+  history (served recommendations are a record; a backfill never serves by itself).
 
 The gate's blessing is ``jobs.evaluate.gate.bless`` (it runs inside the evaluation job).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,60 @@ def retrain_decision(
             f"(< {cooldown_hours:g} h); detector: {detector_reason}",
         )
     return RetrainDecision(True, detector_reason)
+
+
+BACKFILL = "backfill"  # DagRunType.BACKFILL_JOB (also what a reprocessed run becomes)
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    score: list[str]  # days this run scores
+    zone: str  # "recommendations" (served) or "rescored" (explicit re-scoring)
+    held: dict[str, str] = field(default_factory=dict)  # day → why it is not scored
+
+
+def scoring_plan(
+    days: Collection[str],
+    *,
+    run_id: str,
+    served_by: Mapping[str, str | None],
+    sources: Mapping[str, Collection[str]],
+    rescore: bool = False,
+) -> ScoringPlan:
+    """Which of ``days`` a scoring run writes, and where.
+
+    Rules, in order:
+
+    1. ``rescore`` (an operator's explicit action, with the ``day`` param) → every day, into the
+       ``rescored`` zone: the served record is never rewritten, a re-scored copy sits beside it;
+    2. a day already served by another run (``served_by[day]`` is that run's id, ``None`` when
+       the partition predates the record) → held: served recommendations are a record of what
+       users got, not a cache to refresh with today's champion;
+    3. a day whose curated events all come from backfill runs (``sources[day]``, the run types
+       of the runs that published them) → held: reloading history does not serve it after the
+       fact, and nothing downstream (the monitor, a retraining) sees it;
+    4. otherwise → scored into ``recommendations``. A day this very run served already (a
+       cleared run) is scored again: same run, same pinned champion, same bytes.
+
+    Args:
+        days: the run's days (its ``day`` param, or the curated events it claimed).
+        run_id: this run's id.
+        served_by: day → the run id in the published recommendations' manifest, for every
+            day that is published.
+        sources: day → run types of the runs whose events named the day; empty for a ``day``
+            param (an explicit request is live by definition).
+    """
+    if rescore:
+        return ScoringPlan(sorted(days), "rescored")
+    score, held = [], {}
+    for day in sorted(days):
+        if day in served_by and served_by[day] != run_id:
+            held[day] = (
+                f"served already (by {served_by[day] or 'an earlier run'}): served recommendations are a record; "
+                "re-score it explicitly with the day param and rescore=true (written to the rescored zone)"
+            )
+        elif sources.get(day) and set(sources[day]) <= {BACKFILL}:
+            held[day] = "published by a backfill only and never served: reloaded history is not served after the fact"
+        else:
+            score.append(day)
+    return ScoringPlan(score, "recommendations", held)

@@ -30,9 +30,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +43,7 @@ from jobs import sim as gen
 from jobs.core import storage
 from tests.curated import curate
 from tests.dag_runs import repo_dag, task_states, xcom
+from tests.webhook import Webhook
 
 pytestmark = pytest.mark.integration
 
@@ -128,35 +127,6 @@ def serve(cfg, rec, tables: dict, day: date, version: str, run_id: str, window_e
                 "seconds": 0.1,
             },
         )
-
-
-class Webhook:
-    """A real HTTP endpoint on loopback that records the JSON bodies POSTed to it."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append({"path": self.path, "body": json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def connection(self) -> str:
-        port = self.server.server_address[1]
-        return json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port, "extra": {"endpoint": "/hook"}})
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

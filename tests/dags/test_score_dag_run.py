@@ -3,7 +3,8 @@
 * a run pins the champion once: a promotion that lands between ``resolve_champion`` and
   ``score`` (an ``on_success_callback`` of ``resolve_champion`` promotes another version) does
   not reach the output, which carries the pinned version in every row, the manifest and the
-  ``recsys_recommendations`` Asset event;
+  ``recsys_recommendations`` Asset event; the served day is then a record: another run is held,
+  ``rescore`` writes a copy to ``rescored/`` and announces nothing;
 * without a champion the run is skipped, not failed: nothing is written, no Asset event;
 * the day(s) come from the ``date`` param or the triggering curated-events Asset events
   (``days_to_score`` on the task context's real ``TriggeringAssetEventsAccessor``).
@@ -18,6 +19,7 @@ import pytest
 
 from jobs.core import storage
 from tests.dag_runs import dag_test, repo_dag
+from tests.integration.test_ingest import checksums
 from tests.integration.test_score import D, build_days, log_and_register, make_arrays, read_partition
 
 
@@ -87,8 +89,36 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
     ]
     resolved = next(ti for ti in run.get_task_instances() if ti.task_id == "resolve_champion")
     assert resolved.xcom_pull(task_ids="resolve_champion") == [
-        {"day": D.isoformat(), "model_name": cfg.mlflow.model_name, "version": v1["version"], "run_id": v1["run_id"]}
+        {
+            "day": D.isoformat(),
+            "model_name": cfg.mlflow.model_name,
+            "version": v1["version"],
+            "run_id": v1["run_id"],
+            "zone": "recommendations",
+            "served_by": run.run_id,
+        }
     ]
+    assert manifest["served_by"] == run.run_id
+    served = checksums(cfg.storage.partition("recommendations", D.isoformat()))
+
+    # The day is served now: another run asking for it is held (skipped, nothing written) ...
+    again = dag_test(
+        "recsys_score", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()}
+    )
+    assert _states(again)["plan"] == ["skipped"] and _states(again)["score"] == ["skipped"], _states(again)
+    # ... and rescore writes a copy with today's champion (v2) beside it, announced to nobody.
+    rescored = dag_test(
+        "recsys_score",
+        logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"),
+        run_conf={"day": D.isoformat(), "rescore": True},
+    )
+    states = _states(rescored)
+    assert states["score"] == ["success"] and states["publish_recommendations"] == ["skipped"], states
+    copy = storage.read_manifest(cfg.storage.partition("rescored", D.isoformat()))
+    assert copy["model_version"] == v2["version"] and copy["served_by"] == rescored.run_id
+    assert checksums(cfg.storage.partition("recommendations", D.isoformat())) == served
+    assert read_partition(cfg, D.isoformat())[1]["model_version"] == v1["version"]
+    assert _events(again.run_id) == [] and _events(rescored.run_id) == []
 
 
 @pytest.mark.integration
@@ -142,13 +172,19 @@ def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlfl
         assert str(run.state) == "success" and states["plan"] == ["success"], states
         assert states["resolve_champion"] == ["skipped"]  # no champion: claimed, then skipped
         ledger = json.loads(Variable.get(key))
-        assert ledger["runs"][run.run_id] == {"days": ["2026-01-06", "2026-01-07"], "events": [i for i, _ in ids[1:]]}
+        assert ledger["runs"][run.run_id] == {
+            "days": ["2026-01-06", "2026-01-07"],
+            "events": [i for i, _ in ids[1:]],
+            "sources": {"2026-01-06": ["unknown"], "2026-01-07": ["unknown"]},  # no source run
+        }
         assert ledger["claimed_id"] == ids[2][0]
         again = dag_test("recsys_score", logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"day": None})
         # A manual run without a date and nothing new to claim fails at once, saying what to set
         # (a run the scheduler made for events already claimed is skipped instead).
         assert _states(again)["plan"] == ["failed"], _states(again)
-        assert json.loads(Variable.get(key))["runs"].get(again.run_id) == {"days": [], "events": []}, Variable.get(key)
+        assert json.loads(Variable.get(key))["runs"].get(again.run_id) == {"days": [], "events": [], "sources": {}}, (
+            Variable.get(key)
+        )
     finally:
         Variable.delete(key)
 

@@ -5,13 +5,19 @@ ports, so it never touches the session's shared stack; ``tests/demo_loop.py``) a
 ingested, the served days scored by a pinned champion, the online hit-rate measured, the drift
 on the drift day detected by the monitor, a retraining triggered through the scheduler with the
 monitor's reason, gated and registered, and the registry left with one champion.
+
+Then, on the same stack, an operator's reprocess backfill of three past days (the last training
+day, never served, and two served days; ``tests/demo_loop.reprocess_history``): curated data
+byte-identical, the served recommendations byte-identical, the never-served day still without
+any, no monitoring run and no training run started by it — the score runs hold every day and
+say why.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.demo_loop import SERVED_DAYS, TRAIN_DAYS
+from tests.demo_loop import REPROCESSED, SERVED_DAYS, TRAIN_DAYS
 
 pytestmark = pytest.mark.e2e
 
@@ -51,3 +57,18 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     gate = {ranker: round(m["ndcg_at_10"], 3) for ranker, m in timeline["champion_metrics"].items()}
     assert gate == {"challenger": 0.19, "champion": 0.127, "popularity": 0.125, "oracle": 0.258}, gate
     assert "this model" in done.stdout and "oracle" in done.stdout
+
+    # The reprocess backfill that followed (policy: served recommendations are a record;
+    # reloaded history is never served and never starts a retraining).
+    re = done.after
+    assert {d: re["ingest"][d] for d in REPROCESSED} == dict.fromkeys(REPROCESSED, ("backfill", "success")), re
+    assert re["curated_same"] == dict.fromkeys(REPROCESSED, True)
+    assert re["recommendations_before"]["2026-03-06"] is None  # a training day: never served
+    assert re["recommendations_after"] == re["recommendations_before"]
+    assert [re["recommendations_after"][d]["model_version"] for d in REPROCESSED[1:]] == ["1", "1"]
+    assert re["new_runs"] == {"recsys_monitor": [], "recsys_train": []}, re["new_runs"]
+    assert re["score_plans"] and set(re["score_plans"].values()) == {"skipped"}, re["score_plans"]
+    held = "\n".join(re["held_logs"].values())
+    assert "dt=2026-03-06 held, not scored: published by a backfill only" in held, held
+    for day in REPROCESSED[1:]:
+        assert f"dt={day} held, not scored: served already (by " in held, held

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from recsys_airflow.claims import KEEP_RUNS, LOOKBACK, claim_days, ledger_key
+from recsys_airflow.claims import KEEP_RUNS, LOOKBACK, claim_days, claimed_sources, ledger_key, source_type
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -25,6 +25,7 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 class Event:
     id: int
     dt: str | None
+    source_run_id: str | None = None
 
     @property
     def timestamp(self) -> datetime:
@@ -43,8 +44,8 @@ class Asset:
     after_calls: list[str] = field(default_factory=list)
     uncommitted: set[int] = field(default_factory=set)  # ids not visible yet
 
-    def emit(self, dt: str | None) -> Event:
-        self.events.append(Event(len(self.events) + 1, dt))
+    def emit(self, dt: str | None, source_run_id: str | None = None) -> Event:
+        self.events.append(Event(len(self.events) + 1, dt, source_run_id))
         return self.events[-1]
 
     def after(self, iso: str) -> list[Event]:
@@ -150,3 +151,34 @@ def test_an_event_that_commits_after_a_higher_id_is_still_claimed():
     asset.uncommitted.clear()
     assert claim("run2", asset, store, []) == ["2026-03-03"]
     assert claim("run3", asset, store, []) == []
+
+
+@dataclass
+class SourceRun:
+    run_type: str
+
+
+@dataclass
+class Reprocessed(Event):
+    """An event whose source run a backfill reprocessed: its id says scheduled, its type backfill."""
+
+    @property
+    def source_dag_run(self) -> SourceRun:
+        return SourceRun("backfill")
+
+
+def test_each_claimed_day_remembers_the_run_types_that_published_it():
+    asset, store = Asset(), Store()
+    live = asset.emit("2026-03-02", "scheduled__2026-03-02T00:00:00+00:00")
+    asset.emit("2026-03-03", "backfill__2026-03-03T00:00:00+00:00")
+    asset.emit("2026-03-03", "manual__2026-03-04T10:00:00+00:00")
+    asset.emit("2026-03-04", None)  # posted over REST: no source run
+    assert claim("r1", asset, store, [live]) == ["2026-03-02", "2026-03-03", "2026-03-04"]
+    assert claimed_sources("recsys_score", "r1", store) == {
+        "2026-03-02": ["scheduled"],
+        "2026-03-03": ["backfill", "manual"],
+        "2026-03-04": ["unknown"],
+    }
+    assert claimed_sources("recsys_score", "r-unknown", store) == {}
+    # the source run's own type wins over its id: a reprocessed run keeps a scheduled__ id
+    assert source_type(Reprocessed(9, "2026-03-05", "scheduled__2026-03-05T00:00:00+00:00")) == "backfill"
