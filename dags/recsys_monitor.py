@@ -53,7 +53,6 @@ from jobs.core.config import get_config
 from recsys_airflow.assets import RECOMMENDATIONS
 from recsys_airflow.defaults import default_args
 from recsys_airflow.links import DriftJobOperator
-from recsys_airflow.notify import RecsysNotifier
 
 cfg = get_config()
 TRAIN_DAG_ID = "recsys_train"
@@ -68,10 +67,7 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "monitoring", "drift", "mlflow"],
-    default_args={
-        **default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
-        "on_failure_callback": [RecsysNotifier()],
-    },
+    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
         "day": Param(
             None,

@@ -28,7 +28,9 @@ def test_no_import_errors(dagbag):
     assert len(dagbag.dags) >= 1
 
 
-def test_every_dag_is_documented_owned_tagged_scheduled_and_retried(dagbag):
+def test_every_dag_is_documented_owned_tagged_scheduled_retried_and_announced(dagbag):
+    from recsys_airflow.notify import RecsysNotifier
+
     for dag_id, dag in dagbag.dags.items():
         assert dag.doc_md and len(dag.doc_md) > 200, dag_id
         assert "recsys" in dag.tags, dag_id
@@ -38,6 +40,9 @@ def test_every_dag_is_documented_owned_tagged_scheduled_and_retried(dagbag):
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} owner"
             if task.task_id != "wait_for_landing":
                 assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+            # every task's final failure reaches the notifier (log line + recsys_webhook)
+            callbacks = task.on_failure_callback or []
+            assert any(isinstance(c, RecsysNotifier) for c in callbacks), f"{dag_id}.{task.task_id} is not announced"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
