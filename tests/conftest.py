@@ -25,6 +25,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+if "RECSYS_TEST_SESSION_PID" in os.environ and os.environ["RECSYS_TEST_SESSION_PID"] == str(os.getpid()):
+    # Imported a second time (``from tests.conftest import ...`` in a test module): that would make a
+    # second state folder and point this process's Airflow at a DB nobody migrated.
+    raise ImportError("tests/conftest.py imported twice: import helpers from scripts/ or tests/<module>, not conftest")
+os.environ["RECSYS_TEST_SESSION_PID"] = str(os.getpid())
 _STATE = Path(tempfile.mkdtemp(prefix="recsys-test-"))
 os.environ["RECSYS_STATE_DIR"] = str(_STATE)
 for _port in ("AIRFLOW", "MLFLOW", "SPARK_CONNECT", "SPARK_UI"):

@@ -28,8 +28,7 @@ import pytest
 
 from jobs import sim as gen
 from jobs.core import storage
-from scripts.stack import Stack, down, up
-from tests.conftest import _free_port
+from scripts.stack import Stack, down, free_port, up
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +157,7 @@ def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(
 @pytest.fixture
 def own_server(tmp_path):
     """A Connect server of its own (killable without disturbing the suite's)."""
-    stack = Stack(tmp_path / "state", _free_port(), _free_port(), connect_port=_free_port(), spark_ui_port=_free_port())
+    stack = Stack(tmp_path / "state", free_port(), free_port(), connect_port=free_port(), spark_ui_port=free_port())
     up(stack, only=("spark-connect",))
     yield stack
     down(stack)
@@ -212,12 +211,12 @@ def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("cluster") / "state"
     stack = Stack(
         state,
-        _free_port(),
-        _free_port(),
-        connect_port=_free_port(),
-        spark_ui_port=_free_port(),
+        free_port(),
+        free_port(),
+        connect_port=free_port(),
+        spark_ui_port=free_port(),
         spark_cluster="standalone",
-        spark_master_port=_free_port(),
+        spark_master_port=free_port(),
     )
     started = time.monotonic()
     up(stack, only=("spark-master", "spark-worker-1", "spark-worker-2", "spark-connect"), timeout=300)
