@@ -7,6 +7,12 @@ retry cannot fix a bad argument, bad input data or a failed quality check.
 
 A job raises ``JobError`` subclasses for what it knows is wrong; an ``OSError`` (disk full, a
 folder that vanished) and an outage of the MLflow tracking server are retryable.
+
+Every result carries what producing it cost (``cost``, the ledger's entry for this job): wall
+seconds, CPU seconds and peak resident memory of the job's process and the processes it waited
+for (a ``torchrun`` worker, a subprocess), and GPU-seconds when the job used CUDA. Spark work
+runs in the Spark Connect server's executors and is not in these figures (the Spark UI and
+event log count it).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
+import time
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
@@ -135,6 +143,7 @@ def run_job(
     _add_result_file(parser)
     args = parser.parse_args(argv)
     result_file: Path | None = args.result_file
+    started = time.perf_counter(), _cpu_seconds()
     try:
         cfg = cfg or get_config()
         result = body(cfg, args)
@@ -151,10 +160,36 @@ def run_job(
             return _fail(ExitCode.RETRYABLE, _message(f"{name} failed", exc), {}, result_file)
         raise
     if result is not None:
+        result.setdefault("cost", cost_since(*started))
         emit_result(result, result_file)
         if summary is not None:
             print(summary(result), flush=True)
     return ExitCode.OK
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cost_since(wall_start: float, cpu_start: float) -> dict[str, float]:
+    """The cost of this process (and its waited-for children) since ``(perf_counter, cpu)``:
+    ``wall_s``, ``cpu_s``, ``peak_rss_mib`` (the largest of the process and any child: Linux
+    reports KiB) and ``gpu_s`` (wall × the CUDA devices this process initialised, else 0)."""
+    wall = time.perf_counter() - wall_start
+    peak_kib = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
+    gpus = 0
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        gpus = torch.cuda.device_count()
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(_cpu_seconds() - cpu_start, 3),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "gpu_s": round(wall * gpus, 3),
+    }
 
 
 def _add_result_file(parser: argparse.ArgumentParser) -> None:

@@ -53,7 +53,8 @@ def test_each_failure_maps_to_one_exit_code_and_its_message(tmp_path, capsys, er
 
 def test_success_writes_the_result_and_a_partial_result_travels_with_a_failure(tmp_path):
     code, result = _run(tmp_path, lambda cfg, args: {"day": args.day, "rows": 3}, "--day", "2026-01-01")
-    assert code == 0 and result == {"day": "2026-01-01", "rows": 3}
+    assert code == 0 and result.pop("cost")["wall_s"] >= 0
+    assert result == {"day": "2026-01-01", "rows": 3}
 
     def failing(cfg, args):
         raise CheckFailed("dt=2026-01-01: 1 expectation failed", result={"day": "2026-01-01", "success": False})
@@ -71,3 +72,29 @@ def test_a_bad_configuration_is_a_bad_argument(tmp_path, monkeypatch):
 def test_signals_and_unknown_codes_are_retried_bad_input_never():
     assert is_retryable(-9) and is_retryable(1) and is_retryable(137)
     assert not any(is_retryable(c) for c in (2, 3, 4))
+
+
+def test_every_result_carries_what_it_cost(tmp_path):
+    """The ledger's entry: CPU spent here and in a waited-for child, peak memory, no GPU."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    def body(cfg, args):
+        deadline = time.process_time() + 0.3
+        while time.process_time() < deadline:  # 0.3 s of CPU here ...
+            pass
+        # ... and 0.3 s in a child that holds 700 MiB (more than this test process ever does)
+        child = "import time\nb = bytearray(700 * 2**20)\nt = time.process_time() + 0.3\nwhile time.process_time() < t: pass"
+        subprocess.run([sys.executable, "-c", child], check=True)
+        return {"rows": 1}
+
+    code, result = _run(tmp_path, body)
+    cost = result["cost"]
+    assert code == 0 and set(cost) == {"wall_s", "cpu_s", "peak_rss_mib", "gpu_s"}
+    assert 0.55 <= cost["cpu_s"] <= cost["wall_s"] * (os.cpu_count() or 1) + 0.05, cost
+    assert cost["peak_rss_mib"] >= 700, cost
+    assert cost["gpu_s"] == 0
+    # A job that reports its own cost keeps it.
+    assert _run(tmp_path, lambda cfg, args: {"cost": {"wall_s": 1.0}})[1]["cost"] == {"wall_s": 1.0}
