@@ -26,7 +26,8 @@ from tests.webhook import Webhook
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-LATE, BACKFILLED = "2026-07-01", "2026-07-02"
+# Days no other test of the live stack uses (tests/reliability/test_stack_faults.py backfills 2026-07-01…02).
+LATE, BACKFILLED = "2026-08-11", "2026-08-12"
 CONF = {"wait_timeout_s": 20}
 
 
@@ -81,7 +82,7 @@ def test_a_late_day_is_announced_and_todays_and_backfilled_days_are_not(admin_cl
         assert admin_client.call("GET", f"/dags/recsys_ingest/dagRuns/{backfill_run}")["run_type"] == "backfill"
 
         deadlines = _deadlines(live_stack)
-        assert deadlines[late][0] == "manual" and deadlines[late][1].startswith("2026-07-02 06:00")
+        assert deadlines[late][0] == "manual" and deadlines[late][1].startswith("2026-08-12 06:00")
         assert deadlines[late][2] == 1  # missed, and handled once
         # Today's deadline is tomorrow 06:00 UTC: not missed, nothing announced for today.
         assert deadlines[on_time][2] == 0 and deadlines[on_time][1] > today.strftime("%Y-%m-%d %H:%M")
