@@ -210,6 +210,7 @@ def same_statistics(ref: Any, cur: Any, ev: dict[str, Any]) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Long because it is the benchmark's script: both measured sides and the result rows, top to bottom."""
     import pyarrow.parquet as pq
 
     rows = 1_000_000 if quick else 10_000_000

@@ -42,6 +42,7 @@ def _folder_mib(folder: Path) -> float:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Long because it is the benchmark's script: both measured sides and the result rows, top to bottom."""
     events = 1_000_000 if quick else 10_000_000
     params = WorldParams(users=USERS, items=ITEMS, events_per_day=events)
     shape = f"{events:,} events/day, {USERS:,} users, {ITEMS:,} items, 1 day"

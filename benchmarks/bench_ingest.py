@@ -208,6 +208,7 @@ def _label(events: int) -> str:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Long because it is the benchmark's script: both measured sides and the result rows, top to bottom."""
     sizes = [200_000] if quick else [1_000_000, 10_000_000]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     saved_env = {k: os.environ.get(k) for k in ("RECSYS__STORAGE__ROOT", "GX_ANALYTICS_ENABLED")}

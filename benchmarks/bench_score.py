@@ -237,6 +237,7 @@ def end_to_end(users: int, items: int, factors: int, tmp: Path) -> dict[str, Any
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Long because it is the benchmark's script: both measured sides and the result rows, top to bottom."""
     import torch
 
     from jobs.core.config import get_config

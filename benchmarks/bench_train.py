@@ -188,6 +188,7 @@ def torch_floor(
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Long because it is the benchmark's script: both measured sides and the result rows, top to bottom."""
     import torch
 
     size = QUICK if quick else FULL

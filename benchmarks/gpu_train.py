@@ -66,6 +66,7 @@ def synthetic_data(users: int, items: int, interactions: int, seed: int, device)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because it is one prepared GPU script: set-up, the measured runs and the results file, in order."""
     from jobs.core.config import get_config
 
     cfg = get_config().training

@@ -86,6 +86,8 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
     },
 )
 def recsys_monitor():
+    """Long because it is the DAG body: its TaskFlow tasks are defined inline so that the graph reads in one place."""
+
     @task(inlets=[RECOMMENDATIONS])
     def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> str:
         """The day(s) to monitor, comma-separated: the `day` param, else the events this run claims."""

@@ -27,6 +27,9 @@ running training still blocks a second one). A stack already running with other 
 restarted. Idempotent: the generator and every task replace their partitions with identical
 content. The stack is left running so the UIs can be explored; ``make down`` stops it.
 ``tests/e2e/test_demo_loop.py`` runs this script on a small world and checks the timeline.
+
+Long because it is the demo end to end — world, stack, each step and the timeline it prints —
+in the order a reader follows it.
 """
 
 from __future__ import annotations
@@ -367,6 +370,7 @@ def render(rows: list[dict[str, Any]], aliases: dict[str, Any], metrics: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because it is the demo's argument parsing and its run, in order."""
     ap = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-days", type=int, default=8)
     ap.add_argument("--served-days", type=int, default=5)

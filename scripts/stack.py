@@ -3,6 +3,10 @@
 ``python scripts/stack.py up|down|status|env|init``; the Makefile wraps these as ``make up``,
 ``make down`` and ``make status``.
 
+Long because it is the one supervisor of every local shape (SQLite or Postgres, Local or Celery
+executor, Spark local or a standalone cluster): their environment, processes, health checks and
+databases in one module, so that a shape is changed in one place.
+
 Everything binds to 127.0.0.1. State lives in ``$RECSYS_STATE_DIR`` (default ``.local/`` in the
 repository, ignored by git): ``airflow/`` is ``AIRFLOW_HOME`` (SQLite DB, logs, generated
 passwords), ``mlflow/`` the tracking store and artifacts, ``run/`` one PID file per component
@@ -218,7 +222,10 @@ class Stack:
         return path.read_text().strip()
 
     def env(self) -> dict[str, str]:
-        """Environment shared by every Airflow component, the CLI and the tasks."""
+        """Environment shared by every Airflow component, the CLI and the tasks.
+
+        Long because it is the one place where every component's environment is declared.
+        """
         venv_bin = str(Path(sys.executable).parent)
         home = self.airflow_home
         from cryptography.fernet import Fernet  # Airflow's own dependency

@@ -231,6 +231,8 @@ def compute_reference(
         known_users / known_items: the ids the model knows (the snapshot's id maps).
         holdout: ``(day, table)`` of the snapshot's held-out day: its unseen shares are the
             baseline a served day is compared with. ``None`` → baseline 0.
+
+    Long because every reference statistic comes from one pass over the window's table.
     """
     day_names: list[str] = []
     parts: dict[str, list[Any]] = {k: [] for k in ("watch_seconds", "user_daily_events", "items")}

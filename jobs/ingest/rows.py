@@ -283,7 +283,10 @@ def read_split(header: bytes, data: bytes, fmt: str) -> tuple[pa.Table, pa.Table
 
 
 def judge(text: pa.Table, typed: pa.Table, malformed: pa.Array, day: date) -> pa.Array:
-    """The reasons of each row, ``"; "``-joined in rule order; ``""`` for a valid row."""
+    """The reasons of each row, ``"; "``-joined in rule order; ``""`` for a valid row.
+
+    Long because the rules are listed in their documented order, one block each.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc

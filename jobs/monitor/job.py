@@ -184,7 +184,10 @@ def _log_to_mlflow(models: ModelStore, run_id: str, report: dict[str, Any], html
 
 
 def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str | None = None) -> dict[str, Any]:
-    """Build, publish and log the report of one day; returns the report (with its locations)."""
+    """Build, publish and log the report of one day; returns the report (with its locations).
+
+    Long because it is the job's sequence (reference, features, performance, decision, publish, MLflow) in order.
+    """
     started = time.perf_counter()
     th = thresholds(cfg)
     today = load_day(cfg, day)

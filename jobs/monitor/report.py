@@ -157,7 +157,10 @@ def plots_for(report: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """The full page for one report (see the module docstring)."""
+    """The full page for one report (see the module docstring).
+
+    Long because it is the page's template, section by section.
+    """
     decision = report["decision"]
     data = report["data_drift"]
     pred = report["prediction_drift"]

@@ -85,7 +85,10 @@ def fingerprint(data: Any) -> str:
 
 
 def train(args: argparse.Namespace, default_k: int, cfg: PipelineConfig | None = None) -> dict[str, Any]:
-    """Rank, evaluate on the snapshot's test pairs, log the pyfunc; returns the result JSON."""
+    """Rank, evaluate on the snapshot's test pairs, log the pyfunc; returns the result JSON.
+
+    Long because it is the trainer's whole run: cache check, ranking, evaluation and logging one pyfunc.
+    """
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Schema

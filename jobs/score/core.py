@@ -206,6 +206,8 @@ def score_users(
         Long-format ``Scored``: for each user in input order, ranks 1..k by descending score
         (ties: smaller item id first), items never seen by that user; unknown users get the
         snapshot's most popular items (score = training pair count).
+
+    Long because it is the vectorised core (chunks, exclusions, ties, unknown users) profiled as one unit by bench_score.
     """
     import torch
 

@@ -1,7 +1,11 @@
 """Batch scoring: top-K recommendations for every active user of a day, with one pinned model version.
 
-``python -m jobs.score --date D --model-version V [--k K] [--device auto|cpu|cuda] [--master M]
-[--result-file F]``
+``python -m jobs.score --day D --model-version V [--k K] [--device auto|cpu|cuda]
+[--zone recommendations|rescored] [--served-by RUN_ID] [--result-file F]``
+
+Long because it holds the job's whole sequence and its contract (what is scored, which model,
+exclusions, output, publish) in one place; the vectorised core is ``jobs.score.core`` and the
+worker side ``jobs.score.worker``.
 
 What is scored
   The **active users** of day D are the distinct users with at least one event (any type) in
@@ -265,6 +269,8 @@ def score_day(
     ``zone`` is ``recommendations`` (what is served) or ``rescored`` (an explicit re-scoring of
     a served day, which never touches the served record); ``airflow_run_id`` is recorded in the
     manifest (``served_by``): the run that wrote it may rewrite it (a clear), no other may.
+
+    Long because it is the job's sequence of timed stages (model, exclusions, active users, score and write, publish).
     """
     if zone not in SCORE_ZONES:
         raise BadArgument(f"--zone must be one of {', '.join(SCORE_ZONES)}, got {zone!r}")

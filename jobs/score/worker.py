@@ -96,7 +96,10 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 def _partition_scorer(
     shipped: str, version: str, run_id: str, k: int, batch_users: int, device: str, threads: int, target: str
 ):
-    """The ``mapInArrow`` function: score each user range (bucket) of a partition and write its file."""
+    """The ``mapInArrow`` function: score each user range (bucket) of a partition and write its file.
+
+    Long because it is the worker closure: the model loaded once per process, then each bucket scored and written.
+    """
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa

@@ -111,7 +111,10 @@ def _malform(payload: bytes, fraction: float, rng: np.random.Generator, fmt: str
 def write_day(
     p: WorldParams, day: date, landing: str, truth: str, fmt: str = "jsonl", rows_per_file: int = 1_000_000
 ) -> dict[str, Any]:
-    """Generate, corrupt and atomically publish one landing day; returns its manifest."""
+    """Generate, corrupt and atomically publish one landing day; returns its manifest.
+
+    Long because it is the delivery sequence: generate, corrupt, split into files, write, publish.
+    """
     started = time.perf_counter()
     table, state = generate_day(p, day)
     corruptions = [s for s in p.scenarios if s.category == "corruption" and s.day == day]

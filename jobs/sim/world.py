@@ -262,7 +262,10 @@ def _sample_rows(cdf_rows: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.nd
 
 
 def generate_day(p: WorldParams, day: date, chunk_users: int = 1024) -> tuple[pa.Table, WorldState]:
-    """Clean events of one day (before corruption), sorted by timestamp, duplicates included."""
+    """Clean events of one day (before corruption), sorted by timestamp, duplicates included.
+
+    Long because the day's sessions, choices, event types and timestamps are drawn in one vectorised pass.
+    """
     state = world_on(p, day)
     rng = _rng(p.seed, 2, day.toordinal())
     n = p.events_per_day

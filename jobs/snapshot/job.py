@@ -54,7 +54,10 @@ def reference_stats(cfg: PipelineConfig, train_days: list[str], day: date, users
 
 
 def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> dict[str, Any]:
-    """Build (or rebuild) the snapshot for ``day``; returns its manifest plus ``uri``."""
+    """Build (or rebuild) the snapshot for ``day``; returns its manifest plus ``uri``.
+
+    Long because it is the job's sequence: the window's days, the split, the index, the files and the manifest.
+    """
     import pyarrow.parquet as pq
     from pyspark.sql import Window
     from pyspark.sql import functions as F

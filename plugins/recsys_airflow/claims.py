@@ -146,6 +146,8 @@ def claim_days(
     Raises:
         AirflowFailException: an event without a valid ``dt`` (``check_day``), or a malformed
             ledger.
+
+    Long because the claim is one read-select-record-write of the ledger.
     """
     store = VariableStore() if store is None else store
     key = ledger_key(consumer)

@@ -179,6 +179,8 @@ def model_pipeline(
     Returns:
         The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train``, ``fresh``,
         ``evaluate``, ``register``, ``infra_validate``, ``blessed``, ``promote``.
+
+    Long because it wires the whole gated chain, one call per task, top to bottom.
     """
     name_args = ["--model-name", model_name] if model_name else []
     planned = plan()

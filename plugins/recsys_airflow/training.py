@@ -58,6 +58,7 @@ def train_task(cfg: PipelineConfig, task_id: str, args: Sequence[str], module: s
 
 
 def kubernetes_train_task(cfg: PipelineConfig, args: Sequence[str], module: str = "jobs.train", **kwargs: Any):
+    """Long because it is the pod spec (resources, security context, volumes, environment) in one place, schema-checked by tests/unit/test_training_pod.py."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
