@@ -115,7 +115,7 @@ def recsys_score():
         copy is not served and not announced (skipped)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if "/rescored/" in str(result["uri"]):
+        if result.get("zone") == "rescored":
             raise AirflowSkipException(f"rescored copy {result['uri']}: not served, not announced")
         extra = {
             "day": result["day"],

@@ -324,6 +324,7 @@ def score_day(
     print(f"dt={d}: stage seconds {json.dumps(stages.seconds)}", flush=True)
     return {
         "uri": part,
+        "zone": zone,
         **{key: manifest[key] for key in ("day", "model_name", "model_version", "model_run_id", "k", "users", "rows")},
         "unknown_users": manifest["unknown_users"],
         "source_days": manifest["source_days"],

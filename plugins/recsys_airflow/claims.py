@@ -180,10 +180,10 @@ def claim_days(
         return [], f"no ledger {key} and no triggering event: nothing to claim"
 
     events.sort(key=lambda e: int(e.id))
-    days = sorted({_day_of(e, asset_name) for e in events})
     sources: dict[str, set[str]] = {}
     for e in events:
         sources.setdefault(_day_of(e, asset_name), set()).add(source_type(e))
+    days = sorted(sources)
     runs[run_id] = {
         "days": days,
         "events": [int(e.id) for e in events],
