@@ -30,6 +30,7 @@ from typing import Any
 BENCHMARKS: list[str] = [
     "generate",
     "ingest",
+    "connect",
     "train",
     "score",
     "drift",

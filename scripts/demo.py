@@ -50,7 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
-from scripts.recsys_api import AirflowApi, ApiError  # noqa: E402
+from scripts.recsys_api import AirflowApi, ApiError, render_task_time  # noqa: E402
 from scripts.stack import Stack, down, up  # noqa: E402
 
 DEMO_ENV = {"RECSYS__DRIFT__COOLDOWN_HOURS": "0"}
@@ -426,10 +426,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(no diagnosis: {diag_exc!r})", file=sys.stderr)
         print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
         return 1
+    task_time = loop.api.task_time(DAG_IDS)
     print()
     print(render(rows, loop.aliases, loop.champion_metrics))
+    print()
+    print(render_task_time(task_time))
     if args.timeline_file:
-        payload = {"rows": rows, "aliases": loop.aliases, "champion_metrics": loop.champion_metrics}
+        payload = {
+            "rows": rows,
+            "aliases": loop.aliases,
+            "champion_metrics": loop.champion_metrics,
+            "task_time": task_time,
+        }
         args.timeline_file.write_text(json.dumps(payload, indent=2))
     creds = stack.credentials()
     print(f"\nfinished in {time.monotonic() - started:.0f}s")

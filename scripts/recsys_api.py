@@ -95,6 +95,30 @@ class AirflowApi:
             "task_instances"
         ]
 
+    def task_time(self, dag_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Task wall seconds per (DAG, task) over every run, from the metadata DB (the last try of
+        each task instance; sensors count their poking time), largest first."""
+        totals: dict[tuple[str, str], dict[str, Any]] = {}
+        for dag_id in dag_ids:
+            offset = 0
+            while True:
+                page = self.call(
+                    "GET", f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"limit": 100, "offset": offset}
+                )
+                for ti in page["task_instances"]:
+                    if ti.get("duration") is None:
+                        continue
+                    row = totals.setdefault(
+                        (dag_id, ti["task_id"]),
+                        {"dag_id": dag_id, "task_id": ti["task_id"], "tasks": 0, "seconds": 0.0},
+                    )
+                    row["tasks"] += 1
+                    row["seconds"] += float(ti["duration"])
+                offset += len(page["task_instances"])
+                if not page["task_instances"] or offset >= page["total_entries"]:
+                    break
+        return sorted(totals.values(), key=lambda r: -r["seconds"])
+
     def log_text(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
         """One try's task log as plain text (the ``event`` of each structured line)."""
         content = self.call(
@@ -163,6 +187,18 @@ class AirflowApi:
 
     def post_asset_event(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "/assets/events", json={"asset_id": self.asset_id(name), "extra": extra})
+
+
+def render_task_time(rows: list[dict[str, Any]]) -> str:
+    """``task_time`` as a table: where the pipeline's time went, by stage."""
+    total = sum(r["seconds"] for r in rows) or 1.0
+    lines = [f"task time per stage (Airflow metadata DB, {total:.0f} s over {sum(r['tasks'] for r in rows)} tasks):"]
+    for r in rows:
+        lines.append(
+            f"  {r['dag_id'] + '.' + r['task_id']:42s} {r['tasks']:4d} tasks {r['seconds']:8.1f} s"
+            f"  (mean {r['seconds'] / r['tasks']:5.1f} s, {r['seconds'] / total:5.1%})"
+        )
+    return "\n".join(lines)
 
 
 def _defaults() -> tuple[str, str, str | None]:

@@ -18,6 +18,7 @@ settings (the FAIR scheduler, no Python daemon; see ``include/config/pipeline.ya
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -150,3 +151,40 @@ def executor_tasks(ui_port: int, tag: str | None = None) -> dict[str, int]:
             for task in tasks:
                 counts[task["executorId"]] = counts.get(task["executorId"], 0) + 1
     return counts
+
+
+FILES_WARN_SHARE = 0.5  # warn (make status) when the server holds this share of its open-files limit
+
+
+def open_files(pid: int) -> dict[str, Any] | None:
+    """Open file descriptors of a process (the Connect JVM): total, sockets, and its soft limit.
+
+    Why it matters: Spark 4.3's ``PythonWorkerFactory`` opens a server socket per Python worker it
+    launches and never closes it, so a long-running server's descriptors grow with the jobs it ran
+    (README, "Spark as a service"); ``make status`` shows the count and says when to restart.
+    None when the process is gone or not ours to inspect.
+    """
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+        sockets = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        limit = None
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                limit = int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"open": len(fds), "sockets": sockets, "limit": limit}
+
+
+def files_line(pid: int) -> str:
+    """One ``make status`` line about the server's descriptors, with a restart hint near the limit."""
+    files = open_files(pid)
+    if files is None:
+        return "open files unknown"
+    line = f"open files {files['open']} ({files['sockets']} sockets) of {files['limit'] or '?'}"
+    if files["limit"] and files["open"] >= FILES_WARN_SHARE * files["limit"]:
+        line += "  WARNING: near the limit; restart it between runs (make down && make up)"
+    return line

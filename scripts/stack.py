@@ -472,6 +472,12 @@ def mlflow_healthy(stack: Stack) -> bool:
     return code == 200
 
 
+def make_folders(stack: Stack) -> None:
+    """The state folder's layout (idempotent)."""
+    for sub in ("airflow", "mlflow/artifacts", "run", "logs", "lineage"):
+        (stack.state / sub).mkdir(parents=True, exist_ok=True)
+
+
 def init(stack: Stack, airflow_db: str | None = None) -> None:
     """Create folders, credentials and the migrated metadata DB (idempotent).
 
@@ -479,8 +485,7 @@ def init(stack: Stack, airflow_db: str | None = None) -> None:
         airflow_db: migrate this metadata DB (and create its pools) instead of the stack's;
             the test session's in-process ``dag.test()`` DB, kept apart from the live scheduler.
     """
-    for sub in ("airflow", "mlflow/artifacts", "run", "logs", "lineage"):
-        (stack.state / sub).mkdir(parents=True, exist_ok=True)
+    make_folders(stack)
     stack.credentials()
     if stack.db == "postgres" and airflow_db is None:
         create_databases(stack)
@@ -609,7 +614,10 @@ def _healthy(stack: Stack, only: tuple[str, ...]) -> bool:
 def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] | None = None) -> None:
     """Start the components in ``only`` (default: all of this shape) not running yet; wait until healthy."""
     only = tuple(n for n in stack.components if n in (stack.components if only is None else only))
-    init(stack)
+    if set(only) <= set(spark_service.components(stack.spark_cluster)):
+        make_folders(stack)  # Spark alone (benchmarks): no Airflow DB to migrate
+    else:
+        init(stack)
     env = stack.full_env()
     running = stack.running()
     commands = stack.commands()
@@ -699,6 +707,8 @@ def status(stack: Stack) -> int:
         )
         + f"; UI http://127.0.0.1:{stack.spark_ui_port}"
     )
+    if running.get(spark_service.CONNECT):
+        print(f"  {'':14s} {spark_service.files_line(running[spark_service.CONNECT])}")
     if stack.spark_cluster == "standalone":
         print(
             f"Spark master  : spark://127.0.0.1:{stack.spark_master_port}  UI http://127.0.0.1:{stack.spark_master_port + 1000}"

@@ -172,14 +172,27 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def own_peak_rss_kib() -> int:
+    """Peak RSS of this process image (KiB): ``VmHWM``, which ``exec`` resets.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux keeps that across ``exec``, so a job forked by
+    a large parent (the Airflow task runner, a benchmark) would report the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def cost_since(wall_start: float, cpu_start: float) -> dict[str, float]:
     """The cost of this process (and its waited-for children) since ``(perf_counter, cpu)``:
     ``wall_s``, ``cpu_s``, ``peak_rss_mib`` (the largest of the process and any child: Linux
     reports KiB) and ``gpu_s`` (wall × the CUDA devices this process initialised, else 0)."""
     wall = time.perf_counter() - wall_start
-    peak_kib = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    )
+    peak_kib = max(own_peak_rss_kib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     gpus = 0
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():

@@ -57,6 +57,11 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     gate = {ranker: round(m["ndcg_at_10"], 3) for ranker, m in timeline["champion_metrics"].items()}
     assert gate == {"challenger": 0.19, "champion": 0.127, "popularity": 0.125, "oracle": 0.258}, gate
     assert "this model" in done.stdout and "oracle" in done.stdout
+    # Where the time went, from the metadata DB: every day's ingest task counted, seconds positive.
+    spent = {(r["dag_id"], r["task_id"]): r for r in timeline["task_time"]}
+    assert spent[("recsys_ingest", "ingest")]["tasks"] == len(days), spent
+    assert all(r["seconds"] > 0 for r in spent.values()) and ("recsys_train", "train") in spent, spent
+    assert "task time per stage (Airflow metadata DB" in done.stdout
 
     # The reprocess backfill that followed (policy: served recommendations are a record;
     # reloaded history is never served and never starts a retraining).

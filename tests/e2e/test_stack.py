@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -83,6 +84,8 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
         status = subprocess.run([*stack_py, "status"], env=env, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0
         assert "running pid" in status.stdout
+        files = re.search(r"open files (\d+) \((\d+) sockets\) of (\d+)", status.stdout)
+        assert files and 0 < int(files[2]) < int(files[1]) < int(files[3]), status.stdout
         # Loopback only: nothing listens on a wildcard address for our ports (the JVM's sockets
         # are IPv6 sockets bound to the v4-mapped loopback address).
         loopback = ("0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000")

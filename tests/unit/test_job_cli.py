@@ -98,3 +98,21 @@ def test_every_result_carries_what_it_cost(tmp_path):
     assert cost["gpu_s"] == 0
     # A job that reports its own cost keeps it.
     assert _run(tmp_path, lambda cfg, args: {"cost": {"wall_s": 1.0}})[1]["cost"] == {"wall_s": 1.0}
+
+
+def test_peak_memory_is_the_job_s_own_not_its_parent_s():
+    """A job forked by a large parent (the Airflow task runner) reports its own peak: Linux keeps
+    ``ru_maxrss`` across ``exec``, so that figure carried the parent's size into every job."""
+    import resource
+    import subprocess
+    import sys
+
+    ballast = bytearray(600 * 2**20)  # this process: > 600 MiB resident when it forks the job
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    probe = "import resource\nfrom jobs.core.cli import own_peak_rss_kib\nprint(own_peak_rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout.split()
+    own_mib, inherited_mib = int(out[0]) / 1024, int(out[1]) / 1024
+    del ballast
+    assert inherited_mib >= 600, (own_mib, inherited_mib)  # the old figure: the parent's size
+    assert own_mib < 200, (own_mib, inherited_mib)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 >= 600
