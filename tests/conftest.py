@@ -104,7 +104,24 @@ def cfg(data_root):
 
 
 @pytest.fixture(scope="session")
-def spark_server(stack: Stack) -> str:
+def s3_server(stack: Stack) -> str:
+    """The session's S3-compatible server (moto, loopback), its bucket ``recsys-test``.
+
+    Started before the Spark Connect server so that the server's Python workers inherit the
+    endpoint and credentials (``AWS_*``), as a cluster's workers get them from their environment.
+    """
+    from scripts import s3_service
+
+    proc = s3_service.start(_free_port(), stack.state / "logs" / "s3.log")
+    port = int(proc.args[-1])
+    os.environ.update(s3_service.env(port))
+    s3_service.create_bucket("recsys-test")
+    yield os.environ["AWS_ENDPOINT_URL"]
+    s3_service.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def spark_server(stack: Stack, s3_server: str) -> str:
     """The session's Spark Connect server (local[2], on loopback): the one JVM of the suite's jobs.
 
     Jobs run by tests — in-process or as ``python -m jobs.X`` — reach it through

@@ -70,14 +70,21 @@ def curated_files(cfg: PipelineConfig, days: list[str] | tuple[str, ...]) -> lis
 
 def validation(cfg: PipelineConfig, day: date | str) -> dict[str, Any] | None:
     """The last validation verdict of a curated day (``success``, ``failures``, ``report``), or None."""
-    text = storage.read_text(f"{partition(cfg, 'curated', day)}/{VALIDATION_MARKER}")
+    part = partition(cfg, "curated", day)
+    text = storage.read_text(f"{part}/{VALIDATION_MARKER}")
     if text is None:
         return None
     try:
         verdict = json.loads(text)
     except ValueError:
         return None
-    return verdict if isinstance(verdict, dict) else None
+    if not isinstance(verdict, dict):
+        return None
+    # A verdict about an earlier publish of the day is stale (on an object store the marker
+    # outlives a re-publish until the new one is validated).
+    if verdict.get("manifest") and verdict["manifest"] != storage.manifest_digest(part):
+        return None
+    return verdict
 
 
 def is_validated(cfg: PipelineConfig, day: date | str) -> bool:

@@ -173,3 +173,40 @@ def task_location() -> dict[str, Any]:
     import socket
 
     return {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def read_parquet(spark: SparkSession, files: list[str]) -> Any:
+    """A DataFrame of Parquet files, local or on an object store.
+
+    Local paths go to Spark's own reader. Object-store URIs are read in Spark's Python workers
+    through ``jobs.core.fs`` (pyarrow; endpoint and credentials from the workers' environment):
+    the pyspark wheel carries no Hadoop S3 connector (``hadoop-aws``) and none can be fetched
+    here, and the workers then need no JVM-side credentials either. One task per file.
+    """
+    from jobs.core import fs
+
+    if not files:
+        raise ValueError("no Parquet file to read")
+    if all(fs.is_local(f) for f in files):
+        return spark.read.parquet(*files)
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    fsys, path = fs.filesystem(files[0])
+    schema = pq.read_schema(path, filesystem=fsys)
+    paths = spark.createDataFrame([(f,) for f in files], "uri string").repartition(len(files))
+    return paths.mapInArrow(_parquet_reader(schema), from_arrow_schema(schema))
+
+
+def _parquet_reader(schema: Any):
+    def read(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow.parquet as pq
+
+        from jobs.core import fs
+
+        for batch in batches:
+            for uri in batch.column("uri").to_pylist():
+                fsys, path = fs.filesystem(uri)
+                yield from pq.read_table(path, filesystem=fsys, schema=schema).to_batches()
+
+    return read

@@ -1,8 +1,9 @@
-"""Partition publishing: a reader sees a day's partition whole or not at all.
+"""Partition publishing: a reader sees a day's partition whole or not at all, on a local folder
+or on an object store (``s3://bucket/prefix``), through one set of functions.
 
-Every writer stages its output in a hidden sibling folder (``.staging-dt=D-<token>``), writes a
-``_SUCCESS`` marker holding a small JSON manifest last, and then publishes with directory
-renames on the same filesystem:
+Local folders (the embedded default). Every writer stages its output in a hidden sibling folder
+(``.staging-dt=D-<token>``), writes a ``_SUCCESS`` marker holding a small JSON manifest last, and
+then publishes with directory renames on the same filesystem:
 
 1. ``dt=D`` (if any) is renamed to ``.trash-dt=D-<token>``;
 2. the staging folder is renamed to ``dt=D``;
@@ -11,17 +12,28 @@ renames on the same filesystem:
 Between 1 and 2 the day is briefly absent, never partial. If 2 fails, 1 is undone (the previous
 partition is put back) and ``PublishError`` names the path. A crash leaves at worst a staging or
 trash folder, which readers ignore (they list ``dt=*`` folders that hold ``_SUCCESS``) and the
-next publish of that day cleans up. On object stores the same layout is used with the marker as
-the commit point (readers require ``_SUCCESS``); that path cannot be exercised here.
+next publish of that day cleans up.
 
 One writer per partition at a time: ``staged_partition`` holds an exclusive lock on the
 partition (``flock`` on a file under ``$TMPDIR/recsys-partition-locks/``, named by a hash of
 the partition's path, so that the zones hold nothing but data) from staging to publishing. A
 task whose process outlived its worker (an orphan) and the retry Airflow started meanwhile
 therefore write one after the other, instead of one deleting the other's staging folder as a
-"leftover". The kernel releases the lock of a killed writer. The lock covers the writers of one
-machine (the local profile); on object stores each writer has its own staging prefix and the
-marker decides.
+"leftover". The kernel releases the lock of a killed writer.
+
+Object stores (S3 and compatibles), where a rename is a copy and nothing spans two keys
+atomically. **The manifest is the commit**: a writer puts its files under a prefix of its own
+inside the partition (``dt=D/.attempt-<token>/…``), then writes ``dt=D/_SUCCESS`` (one PUT,
+atomic) listing them by their path relative to the partition. Readers trust only the manifest
+and the files it lists (``catalog.files_of``), so a killed writer's files are invisible and two
+writers of one day never mix: the last manifest wins whole. After its commit a writer deletes
+the attempt it replaced and every other attempt older than ``ORPHAN_GRACE_S`` (a writer still
+running is never that old; a dead one's leftovers go with the next publish of the day, or with
+``vacuum``). A marker written into a published partition afterwards (``_VALIDATION``) carries
+the digest of the manifest it is about, so a re-publish makes it stale without a second write.
+
+Paths: a plain path or ``file://`` is local; ``s3://`` goes through ``pyarrow.fs``, which takes
+the endpoint (``AWS_ENDPOINT_URL``) and credentials from the environment, never from config.
 """
 
 from __future__ import annotations
@@ -33,52 +45,52 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jobs.core.cli import Retryable
+from jobs.core.fs import (  # noqa: F401 - re-exported: callers reach files through storage
+    PublishError,
+    check_folder_writable,
+    delete_objects,
+    exists,
+    file_size,
+    filesystem,
+    is_dir,
+    is_local,
+    join,
+    list_files,
+    local_path,
+    open_input,
+    read_bytes,
+    read_text,
+    remote_error,
+    remove_tree,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 SUCCESS = "_SUCCESS"
-
-
-class PublishError(Retryable):
-    """The output location cannot be written (the message names it).
-
-    Retryable: an operator can lift the fault (free space, fix permissions) and the partition
-    is untouched, so the task's retry succeeds without redoing anything by hand.
-    """
-
-
-def local_path(uri: str) -> Path:
-    """Path of a local URI (plain path or file://); object-store URIs are rejected."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if "://" in uri:
-        raise PublishError(f"{uri}: only local paths can be published by this process")
-    return Path(uri)
-
-
-def _check_writable(parent: Path) -> None:
-    for folder in (parent, *parent.parents):
-        if folder.exists() and not folder.is_dir():
-            raise PublishError(f"cannot create output folder {parent}: {folder} is a file, not a folder")
-        if folder.exists():
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PublishError(f"cannot create output folder {parent}: {exc.strerror}") from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PublishError(f"output folder {parent} is not writable")
+ATTEMPT = ".attempt-"
+ORPHAN_GRACE_S = 3600.0  # an unreferenced attempt older than this is a dead writer's: deleted
 
 
 def check_writable(*uris: str) -> None:
-    """Fail before any work when the folder of one of ``uris`` cannot take a new partition."""
+    """Fail before any work when the folder of one of ``uris`` cannot take a new partition
+    (locally: the folder; on an object store: the bucket answers)."""
     for uri in uris:
-        _check_writable(local_path(uri).parent)
+        if is_local(uri):
+            check_folder_writable(local_path(uri).parent)
+            continue
+        fs, path = filesystem(uri)
+        try:
+            fs.get_file_info(path.split("/", 1)[0])
+        except OSError as exc:
+            raise remote_error("write", uri, exc) from exc
 
 
 @contextmanager
@@ -98,14 +110,50 @@ def _partition_lock(final: Path) -> Iterator[None]:
         os.close(fd)
 
 
-@contextmanager
-def staged_partition(final_uri: str) -> Iterator[Path]:
-    """Yield a fresh staging folder beside ``final_uri``; removed again if the body raises.
+class ObjectStaging:
+    """A writer's own prefix inside an object-store partition (``dt=D/.attempt-<token>``).
 
-    The partition's lock is held until the block ends (publish inside the block).
+    ``staging / name`` is the URI of a file in it; ``publish`` lists the files as
+    ``.attempt-<token>/<name>`` in the partition's manifest.
     """
+
+    def __init__(self, final_uri: str) -> None:
+        self.final = final_uri.rstrip("/")
+        self.token = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+        self.name = f"{ATTEMPT}{self.token}"
+        self.uri = f"{self.final}/{self.name}"
+
+    def __truediv__(self, name: str) -> str:
+        return f"{self.uri}/{name}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __fspath__(self) -> str:  # writers that take a path get the URI
+        return self.uri
+
+
+Staging = Path | ObjectStaging
+
+
+@contextmanager
+def staged_partition(final_uri: str) -> Iterator[Staging]:
+    """Yield a fresh staging folder beside ``final_uri`` (locally) or a writer's own prefix inside
+    it (object store); removed again if the body raises.
+
+    Locally the partition's lock is held until the block ends (publish inside the block).
+    """
+    if not is_local(final_uri):
+        check_writable(final_uri)
+        staging = ObjectStaging(final_uri)
+        try:
+            yield staging
+        except BaseException:
+            remove_tree(staging.uri)
+            raise
+        return
     final = local_path(final_uri)
-    _check_writable(final.parent)
+    check_folder_writable(final.parent)
     with _partition_lock(final):
         staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:12]}"
         try:
@@ -121,8 +169,32 @@ def staged_partition(final_uri: str) -> Iterator[Path]:
             raise
 
 
-def publish(staging: Path, final_uri: str, manifest: dict[str, Any]) -> None:
-    """Write the ``_SUCCESS`` manifest into ``staging`` and swap it in as ``final_uri``."""
+def staged_files(staging: Staging) -> list[str]:
+    """Names of the files written into a staging folder or prefix so far, sorted."""
+    return list_files(staging.uri if isinstance(staging, ObjectStaging) else staging)
+
+
+def rename_staged(staging: Staging, old: str, new: str) -> None:
+    """Rename a file inside a staging folder/prefix (a copy and a delete on an object store:
+    the prefix is the writer's own, so nobody sees the file under either name meanwhile)."""
+    if isinstance(staging, Path):
+        (staging / old).rename(staging / new)
+        return
+    fs, path = filesystem(staging.uri)
+    try:
+        fs.copy_file(f"{path}/{old}", f"{path}/{new}")  # server-side copy
+    except OSError as exc:
+        raise remote_error("stage", staging / new, exc) from exc
+    delete_objects(staging / old)
+
+
+def publish(staging: Staging, final_uri: str, manifest: dict[str, Any]) -> None:
+    """Write the ``_SUCCESS`` manifest into ``staging`` and swap it in as ``final_uri``
+    (object store: write the partition's manifest, listing the attempt's files; see the module
+    docstring)."""
+    if isinstance(staging, ObjectStaging):
+        _publish_object(staging, manifest)
+        return
     final = local_path(final_uri)
     marker = staging / SUCCESS
     try:
@@ -146,34 +218,50 @@ def publish(staging: Path, final_uri: str, manifest: dict[str, Any]) -> None:
     cleanup_leftovers(final.parent, final.name)
 
 
+def _publish_object(staging: ObjectStaging, manifest: dict[str, Any]) -> None:
+    """The object-store commit: the manifest (one PUT) names the attempt's files; then the
+    attempt it replaced and dead writers' attempts are deleted."""
+    previous = read_manifest(staging.final)
+    committed = {**manifest, "files": [f"{staging.name}/{name}" for name in manifest.get("files", [])]}
+    missing = [f for f in committed["files"] if not exists(join(staging.final, f))]
+    if missing:
+        raise PublishError(f"cannot publish {staging.final}: staged file(s) missing: {', '.join(missing[:5])}")
+    write_bytes_atomic(join(staging.final, SUCCESS), json.dumps(committed, sort_keys=True, default=str).encode())
+    replaced = {f.split("/", 1)[0] for f in (previous or {}).get("files", []) if f.startswith(ATTEMPT)}
+    vacuum(staging.final, also=replaced - {staging.name})
+
+
+def vacuum(
+    partition_uri: str, grace_s: float = ORPHAN_GRACE_S, also: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """Delete the attempts of an object-store partition that its manifest does not list and that
+    are older than ``grace_s`` (or named in ``also``: the attempt a commit just replaced);
+    returns the attempt names deleted. Locally, staging/trash leftovers are cleaned by publish."""
+    if is_local(partition_uri):
+        return []
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(partition_uri)
+    live = {f.split("/", 1)[0] for f in (read_manifest(partition_uri) or {}).get("files", [])}
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    newest: dict[str, float] = {}
+    for info in infos:
+        rel = info.path[len(path) + 1 :]
+        name = rel.split("/", 1)[0]
+        if name.startswith(ATTEMPT) and info.type == pafs.FileType.File:
+            newest[name] = max(newest.get(name, 0.0), info.mtime.timestamp() if info.mtime else 0.0)
+    now = time.time()
+    dead = sorted(n for n, t in newest.items() if n not in live and (n in also or now - t >= grace_s))
+    for name in dead:
+        remove_tree(join(partition_uri, name))
+    return dead
+
+
 def cleanup_leftovers(parent: Path, name: str) -> None:
     """Remove staging/trash folders that crashed writers left for partition ``name``."""
     for prefix in (".staging-", ".trash-"):
         for leftover in parent.glob(f"{prefix}{name}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def read_bytes(uri: str) -> bytes | None:
-    """The content of a file, or None when it does not exist."""
-    if "://" not in uri or uri.startswith("file://"):
-        try:
-            return local_path(uri).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri)
-    try:
-        with fs.open_input_stream(path) as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-
-
-def read_text(uri: str) -> str | None:
-    """The UTF-8 text of a file, or None when it does not exist."""
-    payload = read_bytes(uri)
-    return None if payload is None else payload.decode()
 
 
 def read_manifest(partition_uri: str) -> dict[str, Any] | None:
@@ -182,41 +270,26 @@ def read_manifest(partition_uri: str) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
+def manifest_digest(partition_uri: str) -> str | None:
+    """sha256 of a published partition's manifest bytes (what a later marker is about), or None."""
+    payload = read_bytes(f"{str(partition_uri).rstrip('/')}/{SUCCESS}")
+    return None if payload is None else hashlib.sha256(payload).hexdigest()
+
+
 def published_days(zone_uri: str) -> list[str]:
     """Days (``YYYY-MM-DD``) with a published partition in a zone, sorted."""
-    zone = local_path(zone_uri)
-    if not zone.is_dir():
-        return []
-    return sorted(p.name[3:] for p in zone.iterdir() if p.name.startswith("dt=") and (p / SUCCESS).is_file())
+    if is_local(zone_uri):
+        zone = local_path(zone_uri)
+        if not zone.is_dir():
+            return []
+        return sorted(p.name[3:] for p in zone.iterdir() if p.name.startswith("dt=") and (p / SUCCESS).is_file())
+    import pyarrow.fs as pafs
 
-
-def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
-    """Write a file via a temporary sibling and a rename (readers see the old or the new file).
-
-    Raises:
-        PublishError: naming ``path`` when it cannot be written (read-only or missing folder,
-            full disk); the previous file is left as it was and no temporary file remains.
-    """
-    path = local_path(str(path))
+    fs, path = filesystem(zone_uri)
     try:
-        _check_writable(path.parent)
-    except PublishError as exc:
-        raise PublishError(f"cannot write {path}: {exc}") from exc
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise PublishError(f"cannot write {path}: {exc.strerror}") from exc
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """``write_bytes_atomic`` of UTF-8 text."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """``write_bytes_atomic`` of indented, key-sorted JSON."""
-    write_bytes_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+        raise remote_error("list", zone_uri, exc) from exc
+    parts = [i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("dt=")]
+    markers = fs.get_file_info([f"{path}/{p}/{SUCCESS}" for p in parts]) if parts else []
+    return sorted(p[3:] for p, m in zip(parts, markers, strict=True) if m.type == pafs.FileType.File)

@@ -52,7 +52,6 @@ import argparse
 import csv
 import json
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.core import storage
@@ -73,12 +72,12 @@ class IngestError(BadInput):
     """The day cannot be ingested; the message names the day and the problem."""
 
 
-def landing_files(landing_day: str, fmt: str) -> list[Path]:
-    folder = storage.local_path(landing_day)
-    if not folder.is_dir():
+def landing_files(landing_day: str, fmt: str) -> list[str]:
+    """The day's landing files (local paths or object-store URIs), sorted by name."""
+    if not storage.is_dir(landing_day):
         raise IngestError(f"no landing folder for this day: {landing_day}")
     suffixes = (f".{fmt}", f".{fmt}.gz")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(suffixes))
+    files = [storage.join(landing_day, n) for n in storage.list_files(landing_day) if n.endswith(suffixes)]
     if not files:
         raise IngestError(f"landing folder {landing_day} holds no *.{fmt} or *.{fmt}.gz file")
     return files
@@ -132,7 +131,7 @@ def plan_splits(files: list[str], split_bytes: int = SPLIT_BYTES) -> list[tuple[
     A gzip file is one range (a compressed stream cannot be entered in the middle)."""
     splits = []
     for f in files:
-        size = Path(f).stat().st_size
+        size = storage.file_size(f)
         if is_gzip(f):
             splits += [(f, 0, size)] if size else []
             continue
@@ -143,11 +142,11 @@ def plan_splits(files: list[str], split_bytes: int = SPLIT_BYTES) -> list[tuple[
 def uncompressed_size(path: str) -> int:
     """Bytes of the landing file once decompressed: gzip's trailer (ISIZE, the size modulo 2^32)
     for a ``.gz`` file, its size otherwise."""
-    size = Path(path).stat().st_size
+    size = storage.file_size(path)
     if not is_gzip(path) or size < 18:
         return size
-    with open(path, "rb") as fh:
-        fh.seek(-4, 2)
+    with storage.open_input(path) as fh:
+        fh.seek(size - 4)
         return int.from_bytes(fh.read(4), "little")
 
 
@@ -194,7 +193,7 @@ def _curated_manifest(day: str, parts: list[dict[str, Any]], q: dict[str, Any], 
         "conflicting_duplicates": sum(p["conflicts"] for p in parts),
         "users": len({u for p in parts for u in p["users"]}),
         "items": len({i for p in parts for i in p["items"]}),
-        "input_files": [Path(f).name for f in files],
+        "input_files": [f.rsplit("/", 1)[-1] for f in files],
         "input_bytes": size,
         "files": [f"part-{idx:05d}.parquet" for idx in range(len(parts))],
         "schema": schema_text(curated_schema()),
@@ -210,8 +209,8 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
     # Both zones writable before any work: a read-only curated zone must not leave the day's
     # quarantine published without its curated partition.
     storage.check_writable(curated_day, quarantine_day)
-    files = [str(p) for p in landing_files(f"{landing_root or cfg.storage.zone('landing')}/dt={d}", fmt)]
-    input_bytes = sum(Path(f).stat().st_size for f in files)
+    files = landing_files(f"{landing_root or cfg.storage.zone('landing')}/dt={d}", fmt)
+    input_bytes = sum(storage.file_size(f) for f in files)
     if input_bytes:
         check_columns(files, fmt)
     stages.mark("list files and check columns")
@@ -233,7 +232,7 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
         parts = sorted((w for w in written if w["kind"] == "curated"), key=lambda w: w["part"])
         manifest = _curated_manifest(d, parts, q, files, input_bytes)
         for part, name in zip(parts, manifest["files"], strict=True):
-            (c_staging / f".part-{part['part']:05d}.parquet").rename(c_staging / name)
+            storage.rename_staged(c_staging, f".part-{part['part']:05d}.parquet", name)
         storage.publish(c_staging, curated_day, manifest)
         stages.mark("curated published")
     return {

@@ -46,7 +46,15 @@ def open_landing(path: str) -> IO[bytes]:
     """The landing file's bytes, decompressed when it is gzip."""
     import gzip
 
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+    from jobs.core import fs
+
+    if not is_gzip(path):
+        return fs.open_input(path)
+    if fs.is_local(path):
+        return gzip.open(fs.local_path(path), "rb")
+    stream = gzip.GzipFile(fileobj=fs.open_input(path), mode="rb")
+    stream.myfileobj = stream.fileobj  # closed with the gzip stream, as gzip.open(filename) does
+    return stream
 
 
 def read_range(path: str, start: int, end: int, fmt: str) -> tuple[bytes, bytes]:
@@ -64,7 +72,7 @@ def read_range(path: str, start: int, end: int, fmt: str) -> tuple[bytes, bytes]
             header = fh.readline() if fmt == "csv" else b""
             data = fh.read()
         return header, data
-    with open(path, "rb") as fh:
+    with open_landing(path) as fh:
         header = fh.readline() if fmt == "csv" else b""
         if start > 0:
             fh.seek(start - 1)

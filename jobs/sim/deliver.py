@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,11 +139,7 @@ def write_day(
     _write_truth(p, day, state, truth)
     final = f"{landing}/dt={day.isoformat()}"
     if "missing_day" in kinds:
-        final_path = storage.local_path(final)
-        if final_path.exists():
-            import shutil
-
-            shutil.rmtree(final_path)
+        storage.remove_tree(final)
         manifest["files"] = []
         manifest["corruptions"]["missing_day"] = len(frame)
         return manifest
@@ -148,7 +147,7 @@ def write_day(
         manifest["corruptions"]["empty_day"] = len(frame)
         frame = frame.slice(0, 0) if isinstance(frame, pa.Table) else frame.iloc[0:0]
     files: list[str] = []
-    with storage.staged_partition(final) as staging:
+    with _delivery(final) as staging:
         for part, start in enumerate(range(0, max(len(frame), 1), rows_per_file)):
             chunk = (
                 frame.slice(start, rows_per_file)
@@ -161,20 +160,41 @@ def write_day(
                 payload, bad = _malform(payload, float(share), rng, fmt)
                 manifest["corruptions"]["malformed_lines"] = manifest["corruptions"].get("malformed_lines", 0) + bad
             name = f"part-{part:05d}.{fmt}"
-            (staging / name).write_bytes(payload)
+            storage.write_bytes_atomic(staging / name, payload)
             files.append(name)
         if "empty_file" in kinds:
             name = f"part-{len(files):05d}.{fmt}"
-            (staging / name).write_bytes(b"")
+            storage.write_bytes_atomic(staging / name, b"")
             files.append(name)
             manifest["corruptions"]["empty_file"] = 0
         manifest["files"] = files
         manifest["rows_written"] = len(frame)
         # The published marker holds only deterministic fields (same arguments, same bytes);
         # the timing is returned to the caller only.
-        storage.publish(staging, final, manifest)
+        if isinstance(staging, Path):
+            storage.publish(staging, final, manifest)
+        else:  # an upstream's delivery to a bucket: the files, then the _SUCCESS marker last
+            storage.write_json_atomic(f"{final}/{storage.SUCCESS}", manifest)
     manifest["seconds"] = round(time.perf_counter() - started, 3)
     return manifest
+
+
+@contextmanager
+def _delivery(final: str) -> Iterator[Path | str]:
+    """Where a landing day's files go: a staged local folder (published by rename), or the
+    day's prefix itself on an object store, as an upstream system delivers to a bucket (files
+    first, the ``_SUCCESS`` marker last; the landing sensor waits for the marker)."""
+    if storage.is_local(final):
+        with storage.staged_partition(final) as staging:
+            yield staging
+        return
+    storage.remove_tree(final)
+    yield _Prefix(final)
+
+
+class _Prefix(str):
+    def __truediv__(self, name: str) -> str:
+        return f"{self}/{name}"
 
 
 def _write_truth(p: WorldParams, day: date, state: WorldState, truth: str) -> None:
@@ -205,5 +225,5 @@ def generate(
         "scenarios": [s.to_json() for s in p.scenarios],
         "format": fmt,
     }
-    storage.write_json_atomic(storage.local_path(truth) / "scenarios.json", log)
+    storage.write_json_atomic(f"{truth}/scenarios.json", log)
     return manifests

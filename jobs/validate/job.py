@@ -132,11 +132,14 @@ def _frames(cfg: PipelineConfig, day: str, manifest: dict[str, Any], engine: str
 
     files = catalog.curated_files(cfg, [day])
     if engine == "spark":
-        data = spark.read.parquet(*files)
+        from jobs.core.spark import read_parquet
+
+        data = read_parquet(spark, files)
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        data = pq.ParquetDataset(files, partitioning=None).read().to_pandas()
+        data = pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
     quarantined = int((catalog.manifest(cfg, "quarantine", day) or {"rows": 0})["rows"])
     input_rows = int(manifest.get("input_rows", manifest["rows"]))
     run_row = pd.DataFrame(
@@ -165,6 +168,7 @@ def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", s
     if manifest is None:
         where = catalog.partition(cfg, "curated", day)
         raise ValidationError(f"no published curated partition for dt={day} at {where}")
+    digest = storage.manifest_digest(catalog.partition(cfg, "curated", day))  # the verdict is about this
     params = parameters(cfg, date.fromisoformat(day))
     data, run_row = _frames(cfg, day, manifest, engine, spark)
     gx_params = {k: v for k, v in params.items() if k != "recent_days_rows"}
@@ -190,7 +194,13 @@ def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", s
     storage.write_json_atomic(summary["report_json"], {"summary": summary, "results": results})
     storage.write_json_atomic(
         f"{catalog.partition(cfg, 'curated', day)}/{catalog.VALIDATION_MARKER}",
-        {"success": not failures, "failures": failures, "report": summary["report_html"], "rows": summary["rows"]},
+        {
+            "success": not failures,
+            "failures": failures,
+            "report": summary["report_html"],
+            "rows": summary["rows"],
+            "manifest": digest,
+        },
     )
     return summary
 

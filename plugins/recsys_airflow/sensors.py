@@ -1,14 +1,16 @@
 """Deferrable wait for a landing day: the worker slot is released while the triggerer polls.
 
 A landing day is complete when its folder holds the ``_SUCCESS`` marker that the upstream
-writes last (the Hadoop convention; ``jobs.generate`` does the same). On timeout the task fails
-with a message naming the folder it waited for.
+writes last (the Hadoop convention; ``jobs.sim`` does the same). The folder is a local path or an
+object-store URI (``s3://…``): the marker is looked up through ``jobs.core.fs`` (pyarrow; endpoint
+and credentials from the triggerer's environment) in a thread, so the triggerer's event loop never
+blocks on the store. An unreachable store counts as "not yet" and is logged. On timeout the task
+fails with a message naming the folder it waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -19,7 +21,14 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 def _marker(folder: str) -> str:
-    return os.path.join(folder.removeprefix("file://"), "_SUCCESS")
+    return f"{folder.rstrip('/')}/_SUCCESS"
+
+
+def marker_exists(folder: str) -> bool:
+    """True when the landing folder's ``_SUCCESS`` marker exists (local or object store)."""
+    from jobs.core import fs
+
+    return fs.exists(_marker(folder))
 
 
 class PathTrigger(BaseTrigger):
@@ -39,7 +48,12 @@ class PathTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            if os.path.exists(_marker(self.folder)):
+            try:
+                found = await asyncio.to_thread(marker_exists, self.folder)
+            except Exception as exc:  # the store is down: keep waiting until the deadline
+                self.log.warning("cannot look for %s: %s", _marker(self.folder), exc)
+                found = False
+            if found:
                 yield TriggerEvent({"status": "found", "folder": self.folder})
                 return
             if time.time() >= self.deadline:
@@ -68,7 +82,7 @@ class LandingSensor(BaseOperator):
 
     def execute(self, context: Any) -> str:
         self.timeout_s = float(self.timeout_s)
-        if os.path.exists(_marker(self.folder)):
+        if marker_exists(self.folder):
             self.log.info("landing folder complete: %s", self.folder)
             return self.folder
         self.log.info("waiting up to %ss for %s", self.timeout_s, _marker(self.folder))
