@@ -78,6 +78,7 @@ class Stack:
     spark_ui_port: int = 14040
     spark_cluster: str = "local"
     spark_master_port: int = 17077
+    mlflow_artifacts: str = ""  # MLflow's --artifacts-destination; default: the state folder
 
     def __post_init__(self) -> None:
         if self.spark_cluster not in SPARK_CLUSTERS:
@@ -104,6 +105,7 @@ class Stack:
             int(os.environ.get("RECSYS_SPARK_UI_PORT", "14040")),
             os.environ.get("RECSYS_SPARK_CLUSTER", "local").lower(),
             int(os.environ.get("RECSYS_SPARK_MASTER_PORT", "17077")),
+            os.environ.get("RECSYS_MLFLOW_ARTIFACTS", ""),
         )
 
     @property
@@ -138,6 +140,7 @@ class Stack:
             "RECSYS_SPARK_CLUSTER": self.spark_cluster,
             "RECSYS_DB": self.db,
             "RECSYS_EXECUTOR": self.executor,
+            "RECSYS_MLFLOW_ARTIFACTS": self.mlflow_artifacts,
         }
 
     @property
@@ -358,7 +361,9 @@ class Stack:
                 "--backend-store-uri",
                 self.mlflow_db_url,
                 "--artifacts-destination",
-                str(mlflow_dir / "artifacts"),
+                # An object store (s3://…) in the cluster shape: the server proxies artifacts, so
+                # only it needs the store's endpoint and keys (from its environment).
+                self.mlflow_artifacts or str(mlflow_dir / "artifacts"),
             ],
             "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.airflow_port)],
             # Restarted if it exits: on SQLite a write race (StaleDataError) can end the
@@ -614,8 +619,10 @@ def _healthy(stack: Stack, only: tuple[str, ...]) -> bool:
 def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] | None = None) -> None:
     """Start the components in ``only`` (default: all of this shape) not running yet; wait until healthy."""
     only = tuple(n for n in stack.components if n in (stack.components if only is None else only))
-    if set(only) <= set(spark_service.components(stack.spark_cluster)):
-        make_folders(stack)  # Spark alone (benchmarks): no Airflow DB to migrate
+    if not set(only) & {*COMPONENTS[1:], CELERY_WORKER}:
+        make_folders(stack)  # Spark and/or MLflow alone (tests, benchmarks): no Airflow DB to migrate
+        if stack.db == "postgres" and "mlflow" in only:
+            create_databases(stack)
     else:
         init(stack)
     env = stack.full_env()

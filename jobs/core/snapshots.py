@@ -53,10 +53,10 @@ class TrainData:
         return CSR.from_pairs(self.users, self.items, self.n_users, self.n_items)
 
 
-def _read_table(uri: str, name: str, columns: dict[str, str]):
+def _read_table(uri: str, manifest: dict[str, Any], name: str, columns: dict[str, str]):
     import pyarrow.parquet as pq
 
-    path = f"{uri.rstrip('/')}/{name}"
+    path = storage.partition_file(uri, manifest, name)
     try:
         table = pq.read_table(path)
     except (FileNotFoundError, OSError) as exc:
@@ -78,8 +78,7 @@ def _read_table(uri: str, name: str, columns: dict[str, str]):
 def load_snapshot(uri: str) -> TrainData:
     """Read and check a snapshot folder; raises SnapshotError naming what is wrong."""
     uri = str(uri).rstrip("/")
-    local = "://" not in uri or uri.startswith("file://")
-    if local and not storage.local_path(uri).is_dir():
+    if storage.is_local(uri) and not storage.local_path(uri).is_dir():
         raise SnapshotError(f"snapshot folder not found: {uri}")
     try:
         manifest = storage.read_manifest(uri)
@@ -89,10 +88,12 @@ def load_snapshot(uri: str) -> TrainData:
         raise SnapshotError(f"snapshot {uri}: {storage.SUCCESS} is not JSON: {exc}") from None
     if manifest is None:
         raise SnapshotError(f"snapshot {uri} is not published: {storage.SUCCESS} manifest missing")
-    train = _read_table(uri, "train.parquet", {"user_idx": "int64", "item_idx": "int64", "weight": "float32"})
-    test = _read_table(uri, "test.parquet", {"user_idx": "int64", "item_idx": "int64"})
-    users = _read_table(uri, "users.parquet", {"user_idx": "int64", "user_id": "int64"})
-    items = _read_table(uri, "items.parquet", {"item_idx": "int64", "item_id": "int64", "popularity": "int64"})
+    train = _read_table(uri, manifest, "train.parquet", {"user_idx": "int64", "item_idx": "int64", "weight": "float32"})
+    test = _read_table(uri, manifest, "test.parquet", {"user_idx": "int64", "item_idx": "int64"})
+    users = _read_table(uri, manifest, "users.parquet", {"user_idx": "int64", "user_id": "int64"})
+    items = _read_table(
+        uri, manifest, "items.parquet", {"item_idx": "int64", "item_id": "int64", "popularity": "int64"}
+    )
     if not len(train["user_idx"]):
         raise SnapshotError(f"snapshot {uri}: the training set is empty (train.parquet has 0 rows)")
     n_users, n_items = len(users["user_idx"]), len(items["item_idx"])

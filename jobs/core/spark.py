@@ -175,8 +175,9 @@ def task_location() -> dict[str, Any]:
     return {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-def read_parquet(spark: SparkSession, files: list[str]) -> Any:
-    """A DataFrame of Parquet files, local or on an object store.
+def read_parquet(spark: SparkSession, files: list[str], file_column: str | None = None) -> Any:
+    """A DataFrame of Parquet files, local or on an object store (with the file of each row in
+    ``file_column`` when given).
 
     Local paths go to Spark's own reader. Object-store URIs are read in Spark's Python workers
     through ``jobs.core.fs`` (pyarrow; endpoint and credentials from the workers' environment):
@@ -188,18 +189,26 @@ def read_parquet(spark: SparkSession, files: list[str]) -> Any:
     if not files:
         raise ValueError("no Parquet file to read")
     if all(fs.is_local(f) for f in files):
-        return spark.read.parquet(*files)
+        frame = spark.read.parquet(*files)
+        if file_column:
+            from pyspark.sql import functions as F
+
+            frame = frame.withColumn(file_column, F.col("_metadata.file_path"))
+        return frame
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from pyspark.sql.pandas.types import from_arrow_schema
 
     fsys, path = fs.filesystem(files[0])
     schema = pq.read_schema(path, filesystem=fsys)
+    out = schema.append(pa.field(file_column, pa.string())) if file_column else schema
     paths = spark.createDataFrame([(f,) for f in files], "uri string").repartition(len(files))
-    return paths.mapInArrow(_parquet_reader(schema), from_arrow_schema(schema))
+    return paths.mapInArrow(_parquet_reader(schema, file_column), from_arrow_schema(out))
 
 
-def _parquet_reader(schema: Any):
+def _parquet_reader(schema: Any, file_column: str | None):
     def read(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from jobs.core import fs
@@ -207,6 +216,9 @@ def _parquet_reader(schema: Any):
         for batch in batches:
             for uri in batch.column("uri").to_pylist():
                 fsys, path = fs.filesystem(uri)
-                yield from pq.read_table(path, filesystem=fsys, schema=schema).to_batches()
+                for part in pq.read_table(path, filesystem=fsys, schema=schema).to_batches():
+                    if file_column:
+                        part = part.append_column(file_column, pa.array([uri] * part.num_rows, pa.string()))
+                    yield part
 
     return read

@@ -117,11 +117,12 @@ class ObjectStaging:
     ``.attempt-<token>/<name>`` in the partition's manifest.
     """
 
-    def __init__(self, final_uri: str) -> None:
+    def __init__(self, final_uri: str, flat: bool = False) -> None:
         self.final = final_uri.rstrip("/")
         self.token = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
-        self.name = f"{ATTEMPT}{self.token}"
-        self.uri = f"{self.final}/{self.name}"
+        self.flat = flat
+        self.name = "" if flat else f"{ATTEMPT}{self.token}"
+        self.uri = self.final if flat else f"{self.final}/{self.name}"
 
     def __truediv__(self, name: str) -> str:
         return f"{self.uri}/{name}"
@@ -137,19 +138,26 @@ Staging = Path | ObjectStaging
 
 
 @contextmanager
-def staged_partition(final_uri: str) -> Iterator[Staging]:
+def staged_partition(final_uri: str, flat: bool = False) -> Iterator[Staging]:
     """Yield a fresh staging folder beside ``final_uri`` (locally) or a writer's own prefix inside
     it (object store); removed again if the body raises.
 
     Locally the partition's lock is held until the block ends (publish inside the block).
+
+    Args:
+        flat: object store only, for partitions whose files must keep fixed addresses (reports
+            linked from the UI): files are written in place, each one PUT (readers see a file's
+            old or new bytes), and the manifest last; a failed writer leaves the files it
+            replaced and the old manifest.
     """
     if not is_local(final_uri):
         check_writable(final_uri)
-        staging = ObjectStaging(final_uri)
+        staging = ObjectStaging(final_uri, flat=flat)
         try:
             yield staging
         except BaseException:
-            remove_tree(staging.uri)
+            if not flat:
+                remove_tree(staging.uri)
             raise
         return
     final = local_path(final_uri)
@@ -222,11 +230,14 @@ def _publish_object(staging: ObjectStaging, manifest: dict[str, Any]) -> None:
     """The object-store commit: the manifest (one PUT) names the attempt's files; then the
     attempt it replaced and dead writers' attempts are deleted."""
     previous = read_manifest(staging.final)
-    committed = {**manifest, "files": [f"{staging.name}/{name}" for name in manifest.get("files", [])]}
+    prefix = f"{staging.name}/" if staging.name else ""
+    committed = {**manifest, "files": [f"{prefix}{name}" for name in manifest.get("files", [])]}
     missing = [f for f in committed["files"] if not exists(join(staging.final, f))]
     if missing:
         raise PublishError(f"cannot publish {staging.final}: staged file(s) missing: {', '.join(missing[:5])}")
     write_bytes_atomic(join(staging.final, SUCCESS), json.dumps(committed, sort_keys=True, default=str).encode())
+    if staging.flat:
+        return
     replaced = {f.split("/", 1)[0] for f in (previous or {}).get("files", []) if f.startswith(ATTEMPT)}
     vacuum(staging.final, also=replaced - {staging.name})
 
@@ -268,6 +279,15 @@ def read_manifest(partition_uri: str) -> dict[str, Any] | None:
     """The manifest of a published partition, or None when the day is not published."""
     text = read_text(f"{partition_uri.rstrip('/')}/{SUCCESS}")
     return None if text is None else json.loads(text)
+
+
+def partition_file(partition_uri: str, manifest: dict[str, Any], name: str) -> str:
+    """The URI of file ``name`` of a published partition: through its manifest's ``files`` (on an
+    object store they sit in the committed attempt's prefix), else directly in the folder."""
+    for entry in manifest.get("files", []):
+        if entry == name or entry.endswith(f"/{name}"):
+            return join(partition_uri, entry)
+    return join(partition_uri, name)
 
 
 def manifest_digest(partition_uri: str) -> str | None:

@@ -235,9 +235,9 @@ def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str 
     }
     report["trend"] = [*trend(cfg, day, cfg.drift.trend_days), summary(report)]
     html_text = render_html(report)
-    with storage.staged_partition(folder) as staging:
+    with storage.staged_partition(folder, flat=True) as staging:  # the report keeps its address
         storage.write_json_atomic(staging / "report.json", report)
-        (staging / "report.html").write_text(html_text)
+        storage.write_text_atomic(staging / "report.html", html_text)
         storage.publish(
             staging,
             folder,

@@ -201,12 +201,14 @@ def active_users(spark: SparkSession, cfg: PipelineConfig, day: str, excl_days: 
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    day_of_file = F.regexp_extract(F.col("_metadata.file_path"), r"dt=(\d{4}-\d{2}-\d{2})", 1)
+    from jobs.core.spark import read_parquet
+
+    day_of_file = F.regexp_extract(F.col("_file"), r"dt=(\d{4}-\d{2}-\d{2})", 1)
     excluded_item = F.when(
         F.col("event_type").isin(*POSITIVE_TYPES) & day_of_file.isin(*excl_days), F.col("item_id").cast("long")
     )
     return (
-        spark.read.parquet(*catalog.curated_files(cfg, sorted({day, *excl_days})))
+        read_parquet(spark, catalog.curated_files(cfg, sorted({day, *excl_days})), file_column="_file")
         .groupBy(F.col("user_id").cast("long").alias("user_id"))
         .agg(
             F.max((day_of_file == F.lit(day)).cast("int")).alias("active"),
@@ -341,7 +343,7 @@ def score_day(
 
 
 def _publish(
-    staging: Path,
+    staging: storage.Staging,
     part: str,
     counts: list[dict[str, Any]],
     n_users: int,
@@ -357,7 +359,7 @@ def _publish(
     files = []
     for row in counts:
         name = f"part-{row['bucket']:05d}.parquet"
-        (staging / f".part-{row['bucket']:05d}.parquet").rename(staging / name)
+        storage.rename_staged(staging, f".part-{row['bucket']:05d}.parquet", name)
         files.append(name)
     users = sum(r["users"] for r in counts)
     if users != n_users:

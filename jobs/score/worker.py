@@ -84,12 +84,22 @@ def scored_table(scored: Scored, model_version: str, model_run_id: str) -> pa.Ta
     )
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Deterministic Parquet bytes (fixed writer options), written via a temporary sibling."""
+def write_parquet(table: pa.Table, path: Path | str) -> None:
+    """Deterministic Parquet bytes (fixed writer options): locally via a temporary sibling and a
+    rename; on an object store one PUT into the writer's own attempt prefix (nobody reads it
+    before the manifest lists it)."""
     import pyarrow.parquet as pq
 
+    options = {"compression": "snappy", "write_statistics": True, "row_group_size": 1_000_000}
+    if "://" in str(path) and not str(path).startswith("file://"):
+        from jobs.core import fs
+
+        filesystem, key = fs.filesystem(str(path))
+        pq.write_table(table, key, filesystem=filesystem, **options)
+        return
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp, compression="snappy", write_statistics=True, row_group_size=1_000_000)
+    pq.write_table(table, tmp, **options)
     os.replace(tmp, path)
 
 
@@ -124,7 +134,7 @@ def _partition_scorer(
             scored = score_users(
                 model, users, Exclusions.from_arrow(extra) if extra is not None else None, k, batch_users=batch_users
             )
-            write_parquet(scored_table(scored, version, run_id), Path(target) / f".part-{bucket:05d}.parquet")
+            write_parquet(scored_table(scored, version, run_id), f"{target}/.part-{bucket:05d}.parquet")
             pending["users"], pending["extra"] = [], []
             yield pa.RecordBatch.from_pydict(
                 {

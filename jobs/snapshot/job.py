@@ -62,6 +62,8 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from jobs.core.spark import read_parquet
+
     started = time.perf_counter()
     wanted = [(day - timedelta(days=k)).isoformat() for k in range(window_days, 0, -1)]
     train_days = [d for d in wanted if catalog.is_validated(cfg, d)]
@@ -73,7 +75,7 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
 
     def positives(days: list[str]):
         return (
-            spark.read.parquet(*catalog.curated_files(cfg, days))
+            read_parquet(spark, catalog.curated_files(cfg, days))
             .where(F.col("event_type").isin(*POSITIVE_TYPES))
             .select("user_id", "item_id")
         )
@@ -134,12 +136,13 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     with storage.staged_partition(uri) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet", compression="snappy")
-        (staging / REFERENCE_FILE).write_text(reference)
+        storage.write_text_atomic(staging / REFERENCE_FILE, reference)
         # What the snapshot holds, by content: the same data gives the same bytes, so the same
-        # hash (a trainer's cache key starts from it).
+        # hash (a trainer's cache key starts from it), on local disk and on an object store alike.
         digest = hashlib.sha256()
-        for path in sorted(staging.iterdir()):
-            digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        manifest["files"] = storage.staged_files(staging)
+        for name in manifest["files"]:
+            digest.update(name.encode() + b"\0" + hashlib.sha256(storage.read_bytes(staging / name)).digest())
         manifest["content_hash"] = digest.hexdigest()
         storage.publish(staging, uri, manifest)
     return {**manifest, "uri": uri, "seconds": round(time.perf_counter() - started, 3)}

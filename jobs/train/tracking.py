@@ -88,7 +88,8 @@ class Tracker:
             mlflow.log_input(dataset, context="training")
         reference = data.manifest.get("reference_stats")
         if reference:  # the drift reference travels with the model (jobs/drift_metrics.py)
-            mlflow.log_text(storage.read_text(f"{data.uri}/{reference}") or "", REFERENCE_ARTIFACT)
+            text = storage.read_text(storage.partition_file(data.uri, data.manifest, reference))
+            mlflow.log_text(text or "", REFERENCE_ARTIFACT)
 
     def log_epochs(self, history: list[dict[str, Any]]) -> None:
         """Log the epochs of ``history`` that the run does not have yet (step = epoch).
