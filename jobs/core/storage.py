@@ -156,8 +156,9 @@ def staged_partition(final_uri: str, flat: bool = False) -> Iterator[Staging]:
         try:
             yield staging
         except BaseException:
-            if not flat:
-                remove_tree(staging.uri)
+            if not flat:  # best effort: with the store down the attempt stays, unreferenced (vacuum)
+                with contextlib.suppress(PublishError):
+                    remove_tree(staging.uri)
             raise
         return
     final = local_path(final_uri)
