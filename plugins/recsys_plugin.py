@@ -6,10 +6,10 @@ from typing import ClassVar
 from airflow.plugins_manager import AirflowPlugin
 
 from recsys_airflow.deadlines import LiveRunLogicalDate
-from recsys_airflow.links import DriftReportLink, MlflowRunLink
+from recsys_airflow.links import DriftReportLink, MlflowRunLink, ModelCardLink
 
 
 class RecsysPlugin(AirflowPlugin):
     name = "recsys"
-    operator_extra_links: ClassVar[list] = [MlflowRunLink(), DriftReportLink()]
+    operator_extra_links: ClassVar[list] = [MlflowRunLink(), DriftReportLink(), ModelCardLink()]
     deadline_references: ClassVar[list] = [LiveRunLogicalDate]

@@ -120,6 +120,7 @@ def run_job(
     body: Callable[[PipelineConfig, argparse.Namespace], dict[str, Any] | None],
     argv: list[str] | None = None,
     summary: Callable[[dict[str, Any]], str] | None = None,
+    ledger: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> int:
     """Parse ``argv``, run ``body(cfg, args)`` and report; returns the exit code.
 
@@ -132,6 +133,8 @@ def run_job(
             carry a partial result, written with the message.
         argv: the arguments (default ``sys.argv[1:]``).
         summary: one human line printed on success (the task log's last word on the job).
+        ledger: the key of the result's entry in the cost ledger (``<stage>/<day or run>``),
+            or None for none; ``record_cost`` writes it after a success.
     """
     cfg: PipelineConfig | None = None
     if not isinstance(parser, argparse.ArgumentParser):
@@ -161,10 +164,28 @@ def run_job(
         raise
     if result is not None:
         result.setdefault("cost", cost_since(*started))
+        if ledger is not None and cfg is not None and (key := ledger(result)):
+            record_cost(cfg, key, name, result)
         emit_result(result, result_file)
         if summary is not None:
             print(summary(result), flush=True)
     return ExitCode.OK
+
+
+def record_cost(cfg: PipelineConfig, key: str, name: str, result: dict[str, Any]) -> None:
+    """Write the job's cost to the ledger zone (``ledger/<key>.json``; a rerun replaces it).
+
+    The ledger outlives XComs and task logs: registration sums the entries of the chain that
+    produced a model (``jobs.registry.card``). A ledger that cannot be written costs a warning,
+    never the job's result.
+    """
+    from jobs.core.storage import PublishError, write_json_atomic
+
+    entry = {"job": name, "key": key, "cost": result["cost"], "rows": result.get("rows"), "day": result.get("day")}
+    try:
+        write_json_atomic(f"{cfg.storage.zone('ledger')}/{key}.json", entry)
+    except (PublishError, OSError) as exc:
+        print(f"warning: cost ledger entry {key} not written: {exc}", file=sys.stderr, flush=True)
 
 
 def _cpu_seconds() -> float:

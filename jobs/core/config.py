@@ -34,6 +34,7 @@ ZONES = (
     "reports",
     "ground_truth",
     "checkpoints",
+    "ledger",
 )
 
 
@@ -229,6 +230,14 @@ class AirflowConfig(_Section):
     )
 
 
+class LedgerConfig(_Section):
+    """Prices that turn the cost ledger's seconds into money (0 = not priced, e.g. a laptop)."""
+
+    cpu_hour_price: float = Field(0.0, ge=0.0, description="price of one CPU-hour (a core for an hour)")
+    gpu_hour_price: float = Field(0.0, ge=0.0, description="price of one GPU-hour")
+    currency: str = "USD"
+
+
 class PipelineConfig(_Section):
     profile: str
     storage: StorageConfig
@@ -241,6 +250,7 @@ class PipelineConfig(_Section):
     drift: DriftConfig = DriftConfig()
     world: WorldConfig = WorldConfig()
     airflow: AirflowConfig = AirflowConfig()
+    ledger: LedgerConfig = LedgerConfig()
 
     @field_validator("profile")
     @classmethod

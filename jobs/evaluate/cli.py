@@ -27,4 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     infra.add_arguments(
         sub.add_parser("infra", help="load the registered model in a fresh process, score a smoke batch")
     )
-    return run_job("evaluation", ap, run, argv, summary=_summary)
+    return run_job(
+        "evaluation",
+        ap,
+        run,
+        argv,
+        summary=_summary,
+        ledger=lambda r: f"evaluate/{r['run_id']}" if "blessed" in r and r.get("run_id") else None,
+    )

@@ -65,7 +65,16 @@ from jobs.ingest.rows import is_gzip, open_landing
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-SPLIT_BYTES = 32 * 2**20  # landing bytes per stage-1 task
+SPLIT_BYTES = 32 * 2**20  # landing bytes per stage-1 task, at least ...
+MAX_SPLIT_BYTES = 256 * 2**20  # ... and at most (a task holds its range in memory while parsing)
+
+
+def split_bytes_for(total_bytes: int, slots: int) -> int:
+    """Bytes per stage-1 task: one wave of tasks over the server's task slots when that stays in
+    [SPLIT_BYTES, MAX_SPLIT_BYTES]. Few, large tasks: every Python task on the Connect server
+    starts its own Python worker (about 1.5 s; ``spark.python.use.daemon`` is off, see
+    ``pipeline.yaml``), so a 10M-event day in 32 MiB ranges paid that 55 times."""
+    return int(min(MAX_SPLIT_BYTES, max(SPLIT_BYTES, -(-total_bytes // max(1, slots)))))
 
 
 class IngestError(BadInput):
@@ -178,6 +187,9 @@ def run_stages(
     if len(splits) == 1:
         written = plan.mapInArrow(one_task(splits[0], day, fmt, n_out, curated, quarantine), STAGE2_SCHEMA)
         return [json.loads(r) for r in written.toArrow().column("report").to_pylist()]
+    # One shuffle partition per bucket (n_out curated + quarantine): every stage-2 task starts a
+    # Python worker, so an empty partition is not free. The conf is this job's session's alone.
+    spark.conf.set("spark.sql.shuffle.partitions", str(n_out + 1))
     records = plan.mapInArrow(stage1(splits, day, fmt, n_out), STAGE1_SCHEMA)
     written = records.groupBy("bucket").applyInArrow(stage2(n_out, curated, quarantine), STAGE2_SCHEMA)
     return [json.loads(r) for r in written.toArrow().column("report").to_pylist()]
@@ -214,7 +226,12 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
     if input_bytes:
         check_columns(files, fmt)
     stages.mark("list files and check columns")
-    splits = plan_splits(files)
+    split_bytes = SPLIT_BYTES
+    if input_bytes > SPLIT_BYTES:
+        from jobs.core.spark import parallelism
+
+        split_bytes = split_bytes_for(input_bytes, parallelism(spark))
+    splits = plan_splits(files, split_bytes)
     n_out = max(1, -(-estimate_rows(files) // ROWS_PER_FILE))
     with storage.staged_partition(quarantine_day) as q_staging, storage.staged_partition(curated_day) as c_staging:
         written = run_stages(spark, splits, d, fmt, n_out, str(c_staging), str(q_staging)) if splits else []
@@ -272,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         ap,
         run,
         argv,
+        ledger=lambda r: f"ingest/dt={r['day']}",
         summary=lambda r: (
             f"dt={r['day']}: {r['rows']} curated rows, {r['quarantined']} quarantined ({r['quarantine_share']:.2%}), "
             f"{r['duplicates_removed']} duplicates removed in {r['seconds']}s"

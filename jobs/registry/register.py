@@ -6,7 +6,7 @@ record rather than passed through the orchestrator: the snapshot manifest (``sna
 training day), the training run's cache key (``cache_key``: ``jobs.core.cache``), its gate tags (``decision`` = blessed / not_blessed,
 ``decision_reason``, ``gate_champion_version``), the code version (``git_commit``), the
 registration time and the caller's context (``trigger_reason``, Airflow run and DAG ids, and any
-``--tags``). Idempotent per run: a retried registration returns the same version and only fills
+``--tags``), and its model card (``jobs.registry.card``, tag ``model_card``). Idempotent per run: a retried registration returns the same version and only fills
 in tags that are missing (it never rewrites what happened since, e.g. ``decision=promoted``).
 """
 
@@ -20,6 +20,7 @@ from jobs.core.cli import BadArgument
 from jobs.core.config import PipelineConfig
 from jobs.core.tracking import CHALLENGER, client, git_commit
 from jobs.registry.aliases import now_iso, registry_lock
+from jobs.registry.card import write_card
 
 SNAPSHOT_FIELDS = {"snapshot_day": "day", "window_start": "window_start", "window_end": "window_end"}
 
@@ -84,10 +85,15 @@ def register(
             if key not in kept:
                 cl.set_model_version_tag(name, version, key, str(value))
         cl.set_registered_model_alias(name, CHALLENGER, version)
+    card = write_card(cfg, cl, name, version, run_id, snapshot_uri, {**all_tags, **kept})
+    run = cl.get_run(run_id)
     return {
         "name": name,
         "version": version,
         "model_uri": f"models:/{name}/{version}",
         "reused": bool(existing),
-        "tags": {**all_tags, **kept},
+        "tags": {**all_tags, **kept, "model_card": card},
+        "model_card": card,
+        "run_id": run_id,
+        "experiment_id": run.info.experiment_id,
     }

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ap,
         run,
         argv,
+        ledger=lambda r: f"snapshot/{r['uri'].rstrip('/').rsplit('/', 1)[-1]}",
         summary=lambda r: (
             f"snapshot {r['uri']}: {r['train_rows']} train pairs over {len(r['train_days'])} days, "
             f"{r['test_rows']} test pairs ({r['n_users']} users, {r['n_items']} items)"

@@ -197,7 +197,9 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return run_job("training", build_parser, run, argv)
+    return run_job(
+        "training", build_parser, run, argv, ledger=lambda r: f"train/{r['run_id']}" if r.get("run_id") else None
+    )
 
 
 def _already_trained(

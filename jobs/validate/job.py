@@ -227,5 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         ap,
         run,
         argv,
+        ledger=lambda r: f"validate/dt={r['day']}",
         summary=lambda s: f"dt={s['day']}: {s['expectations']} expectations, PASSED; report {s['report_html']}",
     )

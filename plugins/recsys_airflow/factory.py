@@ -44,6 +44,7 @@ from airflow.sdk import Param, task
 
 from jobs.core.config import PipelineConfig
 from recsys_airflow.launcher import JobOperator
+from recsys_airflow.links import RegistryJobOperator
 from recsys_airflow.training import train_task
 
 RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }}"
@@ -51,7 +52,8 @@ DEFAULT_TRAINER = "jobs.train"
 # The caller's context on the registered version (the lineage — window, snapshot, gate decision —
 # is read by the registration job itself from the snapshot manifest and the training run).
 CONTEXT_TAGS = (
-    "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, 'trigger_reason': params.reason} | tojson }}"
+    "{{ {'airflow_run_id': run_id, 'airflow_dag_id': dag.dag_id, 'trigger_reason': params.reason,"
+    " 'report_html': params.report_html or ''} | tojson }}"
 )
 
 
@@ -222,7 +224,7 @@ def model_pipeline(
         ],
         doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day.",
     )
-    register = JobOperator(
+    register = RegistryJobOperator(
         task_id="register",
         module="jobs.registry",
         job_args=[

@@ -53,6 +53,30 @@ class DriftReportLink(BaseOperatorLink):
         return html
 
 
+class ModelCardLink(BaseOperatorLink):
+    """Link from the register task to the version's model card (HTML artifact in MLflow)."""
+
+    name = "Model card"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from jobs.core.config import get_config
+
+        result = XCom.get_value(ti_key=ti_key, key="return_value") or {}
+        if not isinstance(result, dict) or not result.get("run_id"):
+            return ""
+        base = get_config().mlflow.public_url
+        return (
+            f"{base}/#/experiments/{result.get('experiment_id') or 0}/runs/{result['run_id']}"
+            "/artifactPath/model_card/model_card.html"
+        )
+
+
+class RegistryJobOperator(JobOperator):
+    """``JobOperator`` for ``jobs.registry register``, with the *Model card* link."""
+
+    operator_extra_links = (ModelCardLink(),)
+
+
 class DriftJobOperator(JobOperator):
     """``JobOperator`` for ``jobs.drift``, with the *Drift report* link."""
 

@@ -51,6 +51,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert tags["airflow_run_id"] == run.run_id
     train = xcom(run, "train")
     assert train["run_id"] and train["model_uri"]
+    _check_model_card(run, registered, evaluation, train, tags)
 
     # A worse challenger on the same data (1 epoch vs the champion's 4): the champion rule
     # alone decides (floor and popularity lift off, no tolerance), so the gate must refuse it, the
@@ -109,3 +110,58 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     forced_train = xcom(forced, "train")
     assert forced_train["cached"] is False and forced_train["cache_key"] == hit["cache_key"]
     assert xcom(forced, "register")["version"] not in (registered["version"], challenger)
+
+
+def _check_model_card(run, registered: dict, evaluation: dict, train: dict, tags: dict) -> None:
+    """The version's model card, field by field, against the evidence of the same run."""
+    import json
+
+    import mlflow
+
+    assert tags["model_card"] == f"runs:/{train['run_id']}/model_card/model_card.html" == registered["model_card"]
+    card = json.loads(mlflow.artifacts.load_text(f"runs:/{train['run_id']}/model_card/model_card.json"))
+    snapshot = xcom(run, "snapshot")
+    assert card["model"] == {
+        "name": get_config().mlflow.model_name,
+        "version": registered["version"],
+        "run_id": train["run_id"],
+        "registered_at": tags["registered_at"],
+    }
+    data = card["data"]
+    assert (data["window_start"], data["window_end"], data["held_out_day"]) == (
+        "2026-01-01",
+        "2026-01-04",
+        "2026-01-05",
+    )
+    assert data["train_days"] == ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"] and data["skipped_days"] == []
+    assert (data["train_pairs"], data["test_pairs"], data["users"], data["items"]) == (
+        snapshot["train_rows"],
+        snapshot["test_rows"],
+        snapshot["n_users"],
+        snapshot["n_items"],
+    )
+    assert data["content_hash"] == snapshot["content_hash"] and data["snapshot_uri"] == snapshot["uri"]
+    assert set(card["validation"]) == {*data["train_days"], "2026-01-05"}
+    assert all(v["success"] and v["rows"] > 3000 for v in card["validation"].values()), card["validation"]
+    assert card["evaluation"]["metrics"] == evaluation["metrics"] and card["evaluation"]["blessed"] is True
+    assert card["decision"] == {"decision": "blessed", "reason": evaluation["reason"]}
+    assert card["context"]["airflow_run_id"] == run.run_id and card["context"]["airflow_dag_id"] == "recsys_train"
+    assert card["lineage"]["git_commit"] == tags["git_commit"] and card["lineage"]["cache_key"] == tags["cache_key"]
+    assert card["training"]["params"]["epochs"] == "4" and card["approval"] is None
+    page = mlflow.artifacts.load_text(tags["model_card"])
+    assert f"v{registered['version']}</h1>" in page and "oracle" in page and "2026-01-05" in page
+    # What producing it cost, from the ledger: the snapshot, training and gate ran as jobs here;
+    # this test ingested and validated its days in process (no job, so no ledger entries).
+    cost = card["cost"]
+    assert set(cost["stages"]) == {"snapshot", "train", "evaluate"}, cost
+    assert sorted(cost["missing"]) == sorted(f"{s}/dt={d}" for s in ("ingest", "validate") for d in card["validation"])
+    for stage in cost["stages"].values():
+        assert stage["jobs"] == 1 and 0 < stage["cpu_s"] <= stage["wall_s"] * 2 + 0.5 and stage["gpu_s"] == 0, cost
+    assert cost["totals"]["cpu_s"] == round(sum(s["cpu_s"] for s in cost["stages"].values()), 3)
+    assert cost["totals"]["price"] == 0 and cost["totals"]["currency"] == "USD"  # the local profile prices nothing
+    assert float(tags["cost.cpu_s"]) == cost["totals"]["cpu_s"] and float(tags["cost.price"]) == 0
+    # The register task's link opens it.
+    from tests.dag_runs import repo_dag
+
+    links = [link.name for link in repo_dag("recsys_train").get_task("register").operator_extra_links]
+    assert "Model card" in links

@@ -196,3 +196,12 @@ def test_text_numbers_are_typed_like_sql_try_cast(user_id, watch, expected):
     header = b"event_id,user_id,item_id,event_type,ts,watch_seconds,rating,device,country\n"
     data = f"e1,{user_id},3,play,2026-03-01T10:00:00Z,{watch},,tv,US\n".encode()
     assert reasons_of(data, "csv", header) == [expected]
+
+
+def test_stage1_tasks_are_one_wave_over_the_slots_within_bounds():
+    """Few, large byte ranges: each Python task on the Connect server starts its own worker."""
+    mib = 2**20
+    assert job.split_bytes_for(10 * mib, 2) == job.SPLIT_BYTES  # small days: the floor
+    assert job.split_bytes_for(350 * mib, 2) == 175 * mib  # one range per task slot
+    assert job.split_bytes_for(1746 * mib, 2) == job.MAX_SPLIT_BYTES  # a 10M-event day: capped
+    assert job.split_bytes_for(1746 * mib, 0) == job.MAX_SPLIT_BYTES
