@@ -325,6 +325,17 @@ class Loop:
                 out.setdefault(ranker, {})[metric] = value
         return out
 
+    def version_costs(self) -> dict[str, dict[str, float]]:
+        """What producing each registered version cost (its ``cost.*`` tags: the ledger's totals)."""
+        from jobs.core.tracking import client
+
+        cl = client(self.cfg)
+        out = {}
+        for mv in cl.search_model_versions(f"name='{self.cfg.mlflow.model_name}'"):
+            tags = mv.tags or {}
+            out[str(mv.version)] = {k[5:]: float(v) for k, v in tags.items() if k.startswith("cost.")}
+        return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
     def run(self) -> list[dict[str, Any]]:
         w = self.world
         self.generate()
@@ -427,8 +438,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
         return 1
     task_time = loop.api.task_time(DAG_IDS)
+    costs = loop.version_costs()
     print()
     print(render(rows, loop.aliases, loop.champion_metrics))
+    print("\ncost per version (ledger: ingest + validation of its days, snapshot, training, gate):")
+    for version, cost in costs.items():
+        print(
+            f"  v{version}: {cost.get('wall_s', 0):.0f} s wall, {cost.get('cpu_s', 0):.0f} CPU-s, "
+            f"{cost.get('gpu_s', 0):.0f} GPU-s, price {cost.get('price', 0):.4f}"
+        )
     print()
     print(render_task_time(task_time))
     if args.timeline_file:
@@ -437,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             "aliases": loop.aliases,
             "champion_metrics": loop.champion_metrics,
             "task_time": task_time,
+            "version_costs": costs,
         }
         args.timeline_file.write_text(json.dumps(payload, indent=2))
     creds = stack.credentials()

@@ -62,6 +62,11 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert spent[("recsys_ingest", "ingest")]["tasks"] == len(days), spent
     assert all(r["seconds"] > 0 for r in spent.values()) and ("recsys_train", "train") in spent, spent
     assert "task time per stage (Airflow metadata DB" in done.stdout
+    # What each version cost, summed from the ledger of the jobs that produced it.
+    costs = timeline["version_costs"]
+    assert set(costs) == {"1", "2"}, costs
+    assert all(c["cpu_s"] > 0 and c["wall_s"] >= c["cpu_s"] / 2 and c["gpu_s"] == 0 for c in costs.values()), costs
+    assert "cost per version" in done.stdout
 
     # The reprocess backfill that followed (policy: served recommendations are a record;
     # reloaded history is never served and never starts a retraining).
