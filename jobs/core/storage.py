@@ -27,9 +27,9 @@ inside the partition (``dt=D/.attempt-<token>/…``), then writes ``dt=D/_SUCCES
 atomic) listing them by their path relative to the partition. Readers trust only the manifest
 and the files it lists (``catalog.files_of``), so a killed writer's files are invisible and two
 writers of one day never mix: the last manifest wins whole. After its commit a writer deletes
-the attempt it replaced and every other attempt older than ``ORPHAN_GRACE_S`` (a writer still
-running is never that old; a dead one's leftovers go with the next publish of the day, or with
-``vacuum``). A marker written into a published partition afterwards (``_VALIDATION``) carries
+the attempt it replaced and every other unreferenced attempt whose newest file is older than
+``ORPHAN_GRACE_S`` (an hour: longer than a writer of one day goes without writing a file here; a
+dead writer's leftovers go with the next publish of the day, or with ``vacuum``). A marker written into a published partition afterwards (``_VALIDATION``) carries
 the digest of the manifest it is about, so a re-publish makes it stale without a second write.
 
 Paths: a plain path or ``file://`` is local; ``s3://`` goes through ``pyarrow.fs``, which takes
