@@ -31,6 +31,7 @@ BENCHMARKS: list[str] = [
     "generate",
     "ingest",
     "connect",
+    "object_store",
     "train",
     "score",
     "drift",

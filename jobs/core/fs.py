@@ -79,6 +79,7 @@ def filesystem(uri: str | Path):
 
 
 def remote_error(what: str, uri: str, exc: BaseException) -> PublishError:
+    """A retryable error naming the operation, the URI and the endpoint (first line of ``exc``)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return PublishError(f"cannot {what} {uri} (object store {endpoint()}): {first[:300]}")
 
@@ -133,7 +134,12 @@ def file_size(uri: str | Path) -> int:
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri)
-    info = fs.get_file_info(path)
+    try:
+        info = fs.get_file_info(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # the store did not answer: say which endpoint
+        raise remote_error("read", str(uri), exc) from exc
     if info.type != pafs.FileType.File:
         raise FileNotFoundError(str(uri))
     return int(info.size)
@@ -161,7 +167,10 @@ def is_dir(uri: str | Path) -> bool:
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri)
-    return fs.get_file_info(path).type == pafs.FileType.Directory
+    try:
+        return fs.get_file_info(path).type == pafs.FileType.Directory
+    except OSError as exc:
+        raise remote_error("list", str(uri), exc) from exc
 
 
 def join(base: str | Path, *names: str) -> str:
@@ -170,6 +179,7 @@ def join(base: str | Path, *names: str) -> str:
 
 
 def check_folder_writable(parent: Path) -> None:
+    """Create a local output folder if needed; ``PublishError`` saying why it cannot take files."""
     for folder in (parent, *parent.parents):
         if folder.exists() and not folder.is_dir():
             raise PublishError(f"cannot create output folder {parent}: {folder} is a file, not a folder")
@@ -184,6 +194,7 @@ def check_folder_writable(parent: Path) -> None:
 
 
 def exists(uri: str) -> bool:
+    """True when the file exists (local or object store)."""
     try:
         file_size(uri)
     except FileNotFoundError:
