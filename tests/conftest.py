@@ -57,8 +57,18 @@ os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "true"
 
 
 @pytest.fixture(scope="session")
-def stack() -> Stack:
-    return STACK
+def stack():
+    """The session's stack (state folder, ports) and its S3-compatible server (moto on loopback,
+    bucket ``recsys-test``), started first: every component the stack starts — the Spark Connect
+    server's Python workers above all — inherits the endpoint and keys (``AWS_*``), as a cluster's
+    workers get them from their environment, whichever test starts the stack first."""
+    from scripts import s3_service
+
+    proc = s3_service.start(_free_port(), STACK.state / "logs" / "s3.log")
+    os.environ.update(s3_service.env(int(proc.args[-1])))
+    s3_service.create_bucket("recsys-test")
+    yield STACK
+    s3_service.stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -105,19 +115,8 @@ def cfg(data_root):
 
 @pytest.fixture(scope="session")
 def s3_server(stack: Stack) -> str:
-    """The session's S3-compatible server (moto, loopback), its bucket ``recsys-test``.
-
-    Started before the Spark Connect server so that the server's Python workers inherit the
-    endpoint and credentials (``AWS_*``), as a cluster's workers get them from their environment.
-    """
-    from scripts import s3_service
-
-    proc = s3_service.start(_free_port(), stack.state / "logs" / "s3.log")
-    port = int(proc.args[-1])
-    os.environ.update(s3_service.env(port))
-    s3_service.create_bucket("recsys-test")
-    yield os.environ["AWS_ENDPOINT_URL"]
-    s3_service.stop(proc)
+    """The endpoint of the session's S3 server (started with ``stack``)."""
+    return os.environ["AWS_ENDPOINT_URL"]
 
 
 @pytest.fixture(scope="session")

@@ -224,7 +224,8 @@ def end_state(stack: Stack, timeline: dict[str, Any]) -> dict[str, Any]:
         "quarantine": zone_fingerprint(zone_path(cfg, "quarantine")),
         "recommendations": _recommendations(zone_path(cfg, "recommendations")),
         "registry": registry,
-        "timeline": timeline,
+        # what happened, not how long it took (task seconds and version costs are measurements)
+        "timeline": {k: v for k, v in timeline.items() if k not in ("task_time", "version_costs")},
         "runs": runs,
         "asset_events": {name: dict(sorted(asset_events(api, name).items())) for name in ASSETS},
     }

@@ -32,14 +32,17 @@ CONTEXT_KEYS = ("trigger_reason", "report_html", "airflow_dag_id", "airflow_run_
 
 
 def _gate(cl: Any, run_id: str) -> dict[str, Any] | None:
-    """The gate's evaluation of the run (None when the run was never evaluated)."""
-    import mlflow
+    """The gate's evaluation of the run (None when the run was never evaluated). Through the
+    caller's client: an outage of the tracking server is an error of the registration, retried
+    by Airflow, not a card without its numbers."""
+    import tempfile
 
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/gate/evaluation.json")
-    except Exception:  # no such artifact: registered without a gate (a manual registration)
+    if not any(a.path == "gate/evaluation.json" for a in cl.list_artifacts(run_id, "gate")):
         return None
-    return json.loads(text)
+    with tempfile.TemporaryDirectory(prefix="recsys-card-") as tmp:
+        local = cl.download_artifacts(run_id, "gate/evaluation.json", tmp)
+        with open(local) as fh:
+            return json.load(fh)
 
 
 def build_card(
@@ -60,7 +63,13 @@ def build_card(
         }
     gate = _gate(cl, run_id)
     return {
-        "model": {"name": name, "version": version, "run_id": run_id, "registered_at": tags.get("registered_at")},
+        "model": {
+            "name": name,
+            "version": version,
+            "run_id": run_id,
+            "experiment_id": run.info.experiment_id,
+            "registered_at": tags.get("registered_at"),
+        },
         "data": {
             "snapshot_uri": snapshot_uri,
             "held_out_day": manifest.get("day"),
@@ -184,8 +193,8 @@ def render_html(card: dict[str, Any]) -> str:
 
 def write_card(
     cfg: PipelineConfig, cl: Any, name: str, version: str, run_id: str, snapshot_uri: str | None, tags: dict[str, Any]
-) -> str:
-    """Build, log (JSON + HTML on the run) and tag the card; returns its HTML artifact URI."""
+) -> dict[str, Any]:
+    """Build, log (JSON + HTML on the run) and tag the card; returns the card."""
     card = build_card(cfg, cl, name, version, run_id, snapshot_uri, tags)
     cl.log_dict(run_id, card, CARD_JSON)
     cl.log_text(run_id, render_html(card), CARD_HTML)
@@ -194,4 +203,4 @@ def write_card(
     totals = card["cost"]["totals"]
     for key in ("wall_s", "cpu_s", "gpu_s", "price"):
         cl.set_model_version_tag(name, version, f"cost.{key}", str(totals[key]))
-    return uri
+    return {**card, "uri": uri}

@@ -86,14 +86,13 @@ def register(
                 cl.set_model_version_tag(name, version, key, str(value))
         cl.set_registered_model_alias(name, CHALLENGER, version)
     card = write_card(cfg, cl, name, version, run_id, snapshot_uri, {**all_tags, **kept})
-    run = cl.get_run(run_id)
     return {
         "name": name,
         "version": version,
         "model_uri": f"models:/{name}/{version}",
         "reused": bool(existing),
-        "tags": {**all_tags, **kept, "model_card": card},
-        "model_card": card,
+        "tags": {**all_tags, **kept, "model_card": card["uri"]},
+        "model_card": card["uri"],
         "run_id": run_id,
-        "experiment_id": run.info.experiment_id,
+        "experiment_id": card["model"]["experiment_id"],
     }

@@ -125,6 +125,7 @@ def _check_model_card(run, registered: dict, evaluation: dict, train: dict, tags
         "name": get_config().mlflow.model_name,
         "version": registered["version"],
         "run_id": train["run_id"],
+        "experiment_id": registered["experiment_id"],
         "registered_at": tags["registered_at"],
     }
     data = card["data"]

@@ -542,7 +542,8 @@ def journal_state(state: dict[str, Any]) -> str | None:
 
 
 def normalised(state: dict[str, Any]) -> dict[str, Any]:
-    """A registry state without what differs between two clean runs (timestamps, commit)."""
+    """A registry state without what differs between two clean runs (timestamps, commit, the
+    measured cost of producing a version)."""
     out = json.loads(json.dumps(state))
     if "alias_move" in out["model_tags"]:
         move = json.loads(out["model_tags"]["alias_move"])
@@ -551,6 +552,10 @@ def normalised(state: dict[str, Any]) -> dict[str, Any]:
         v.pop("run_id", None)
         for key in TIMESTAMP_TAGS:
             v["tags"].pop(key, None)
+        for key in [k for k in v["tags"] if k.startswith("cost.")]:  # measured seconds, not state
+            v["tags"].pop(key)
+        if "model_card" in v["tags"]:  # an artifact of the version's run, whose id differs per run
+            v["tags"]["model_card"] = v["tags"]["model_card"].split("/", 2)[-1]
         if "decision_reason" in v["tags"]:
             v["tags"]["decision_reason"] = v["tags"]["decision_reason"].split(" (by ")[0]
     return out
