@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-unit test-integration test-e2e up down status env lint format bench lock clean
+.PHONY: help venv demo rehearsal rehearsal-down test test-unit test-integration test-e2e up down status env lint format bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ venv: $(STAMP)  ## create/refresh the virtualenv from the pinned requirements
 
 demo: venv  ## generate a week of events, start the stack, run the pipeline, print a summary
 	$(BIN)/python scripts/demo.py
+
+rehearsal: venv  ## the demo's loop on the cluster profile: Postgres + Celery, standalone Spark, S3, MLflow on S3
+	$(BIN)/python scripts/rehearsal.py
+
+rehearsal-down:  ## stop the rehearsal's stack, drop its databases and Redis keys
+	RECSYS_STATE_DIR=$(CURDIR)/.local/rehearsal RECSYS_DB=postgres RECSYS_EXECUTOR=celery RECSYS_SPARK_CLUSTER=standalone RECSYS_OBJECT_STORE=s3 $(BIN)/python scripts/stack.py destroy
 
 test: venv  ## run the whole suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -21,7 +21,7 @@
 
 The demo starts from a clean slate: it stops the stack of its state folder (``RECSYS_STATE_DIR``,
 default ``.local``) and deletes that folder's databases and data zones first (``--keep-state``
-skips this). The retrain cooldown (``drift.cooldown_hours``, 24 h) is about wall-clock time; the demo
+skips this; a Postgres stack's databases and Redis keys are dropped too). The retrain cooldown (``drift.cooldown_hours``, 24 h) is about wall-clock time; the demo
 replays weeks in minutes, so it runs its stack with ``RECSYS__DRIFT__COOLDOWN_HOURS=0`` (a
 running training still blocks a second one). A stack already running with other settings is
 restarted. Idempotent: the generator and every task replace their partitions with identical
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 from scripts.recsys_api import AirflowApi, ApiError, render_task_time  # noqa: E402
-from scripts.stack import Stack, down, up  # noqa: E402
+from scripts.stack import Stack, destroy, down, up  # noqa: E402
 
 DEMO_ENV = {"RECSYS__DRIFT__COOLDOWN_HOURS": "0"}
 
@@ -421,10 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     if stack.running():
         print("stopping the running stack so the demo's settings apply")
         down(stack)
+    if not args.keep_state and stack.db == "postgres":  # its databases and Redis keys live outside the folder
+        destroy(stack)
     if not args.keep_state and stack.state.exists():
         print(f"starting from a clean slate: removing {stack.state}")
         shutil.rmtree(stack.state)
-    print("starting the local stack (Airflow + MLflow on 127.0.0.1)")
+    print(f"starting the stack on 127.0.0.1: {', '.join(stack.components)}")
     up(stack)
     loop = Loop(stack, world)
     try:

@@ -27,6 +27,12 @@ Redis key or a Celery queue. ``python scripts/stack.py destroy`` stops the stack
 those databases and Redis keys. ``RECSYS_EXTRA_DAG_FOLDERS`` (``os.pathsep``-separated) adds
 DAG bundles next to ``dags/`` (the test suite's own DAGs).
 
+Object storage (``RECSYS_OBJECT_STORE=s3``, port ``RECSYS_S3_PORT``, default 19000): an
+S3-compatible server (moto) runs as the first component; every other component and every task
+gets its endpoint and keys as ``AWS_*`` variables (never in config), and ``up`` creates the
+buckets that the storage root and ``RECSYS_MLFLOW_ARTIFACTS`` name. Its objects live in memory:
+a restarted server starts empty. The cluster rehearsal (``make rehearsal``) runs this shape.
+
 No component opens a port beyond the two above: the scheduler's and the triggerer's log
 servers (``serve_logs`` binds every interface) are switched off, because every component
 writes its task logs into the one local log folder the api-server reads.
@@ -52,12 +58,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts import spark_service
+from scripts import s3_service, spark_service
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
 CELERY_WORKER = "celery-worker"
-ALL_COMPONENTS = (*COMPONENTS, CELERY_WORKER, spark_service.MASTER, *spark_service.WORKERS, spark_service.CONNECT)
+S3 = "s3"
+ALL_COMPONENTS = (
+    S3,
+    *COMPONENTS,
+    CELERY_WORKER,
+    spark_service.MASTER,
+    *spark_service.WORKERS,
+    spark_service.CONNECT,
+)
+OBJECT_STORES = ("", "s3")
 SPARK_CLUSTERS = ("local", "standalone")
 USERS = {"admin": "admin", "viewer": "viewer", "operator": "op"}
 DBS = ("sqlite", "postgres")
@@ -79,6 +94,8 @@ class Stack:
     spark_cluster: str = "local"
     spark_master_port: int = 17077
     mlflow_artifacts: str = ""  # MLflow's --artifacts-destination; default: the state folder
+    object_store: str = ""  # "s3": run an S3-compatible server (moto) on s3_port as a component
+    s3_port: int = 19000
 
     def __post_init__(self) -> None:
         if self.spark_cluster not in SPARK_CLUSTERS:
@@ -89,6 +106,8 @@ class Stack:
             raise ValueError(f"RECSYS_DB={self.db!r}: expected one of {', '.join(DBS)}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"RECSYS_EXECUTOR={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+        if self.object_store not in OBJECT_STORES:
+            raise ValueError(f"RECSYS_OBJECT_STORE={self.object_store!r}: expected '' or 's3'")
         if self.executor == "celery" and self.db != "postgres":
             raise ValueError("RECSYS_EXECUTOR=celery needs RECSYS_DB=postgres (workers share the metadata DB)")
 
@@ -106,14 +125,17 @@ class Stack:
             os.environ.get("RECSYS_SPARK_CLUSTER", "local").lower(),
             int(os.environ.get("RECSYS_SPARK_MASTER_PORT", "17077")),
             os.environ.get("RECSYS_MLFLOW_ARTIFACTS", ""),
+            os.environ.get("RECSYS_OBJECT_STORE", "").lower(),
+            int(os.environ.get("RECSYS_S3_PORT", "19000")),
         )
 
     @property
     def components(self) -> tuple[str, ...]:
-        """The components ``up`` starts for this shape, in start order (Spark first; a Celery
-        worker only with Celery)."""
+        """The components ``up`` starts for this shape, in start order (the S3 server first, then
+        Spark; a Celery worker only with Celery)."""
         airflow = (*COMPONENTS, CELERY_WORKER) if self.executor == "celery" else COMPONENTS
-        return (*spark_service.components(self.spark_cluster), *airflow)
+        store = (S3,) if self.object_store == "s3" else ()
+        return (*store, *spark_service.components(self.spark_cluster), *airflow)
 
     @classmethod
     def on_free_ports(cls, state: Path, **kwargs: str) -> Stack:
@@ -125,6 +147,7 @@ class Stack:
             connect_port=free_port(),
             spark_ui_port=free_port(),
             spark_master_port=free_port(),
+            s3_port=free_port(),
             **kwargs,
         )
 
@@ -141,7 +164,14 @@ class Stack:
             "RECSYS_DB": self.db,
             "RECSYS_EXECUTOR": self.executor,
             "RECSYS_MLFLOW_ARTIFACTS": self.mlflow_artifacts,
+            "RECSYS_OBJECT_STORE": self.object_store,
+            "RECSYS_S3_PORT": str(self.s3_port),
         }
+
+    def object_store_env(self) -> dict[str, str]:
+        """The S3 endpoint and keys every component and task reads from its environment (empty
+        without the stack's own S3 server: then the user's ``AWS_*`` apply)."""
+        return s3_service.env(self.s3_port) if self.object_store == "s3" else {}
 
     @property
     def spark_remote(self) -> str:
@@ -316,8 +346,9 @@ class Stack:
                 for i, f in enumerate(extra)
             ]
             env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(bundles)
-        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
-            env["RECSYS__STORAGE__ROOT"] = str(self.state / "data")
+        env.update(self.object_store_env())
+        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ and _local_root():
+            env["RECSYS__STORAGE__ROOT"] = str(self.state / "data")  # a state folder's own data zones
         return env
 
     def full_env(self) -> dict[str, str]:
@@ -348,6 +379,7 @@ class Stack:
         airflow = [_airflow_bin()]
         mlflow_dir = self.state / "mlflow"
         return {
+            S3: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)],
             **self.spark_commands(),
             "mlflow": [
                 str(Path(sys.executable).parent / "mlflow"),
@@ -399,6 +431,13 @@ class Stack:
             if pid and _alive(pid):
                 out[name] = pid
         return out
+
+
+def _local_root() -> bool:
+    """The profile's storage root is a local folder (an object-store root is kept as it is)."""
+    from jobs.core.config import get_config
+
+    return get_config().storage.is_local
 
 
 def _airflow_bin() -> str:
@@ -475,6 +514,33 @@ def airflow_health(stack: Stack) -> dict[str, str]:
 def mlflow_healthy(stack: Stack) -> bool:
     code, _ = http_json(f"{stack.mlflow_url}/health")
     return code == 200
+
+
+def s3_healthy(stack: Stack) -> bool:
+    code, _ = http_json(f"http://127.0.0.1:{stack.s3_port}/")
+    return code == 200
+
+
+def create_buckets(stack: Stack) -> list[str]:
+    """Create the buckets the stack's storage root and MLflow artifacts name (idempotent; the
+    stack's own S3 server keeps objects in memory, so a restarted one starts empty)."""
+    from jobs.core.config import load_config
+
+    env = stack.full_env()
+    uris = [load_config(environ=env).storage.root_path(), stack.mlflow_artifacts]
+    buckets = sorted({u.split("://", 1)[1].split("/", 1)[0] for u in uris if u.startswith("s3://")})
+    saved = {k: os.environ.get(k) for k in stack.object_store_env()}
+    os.environ.update(stack.object_store_env())
+    try:
+        for bucket in buckets:
+            s3_service.create_bucket(bucket)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return buckets
 
 
 def make_folders(stack: Stack) -> None:
@@ -583,7 +649,8 @@ def _start(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> int:
     log = open(stack.state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     cwd = REPO
     if name.startswith("spark-"):  # the Spark JVMs see neither the repository nor its environment
-        env, cwd = spark_service.env(stack.state), stack.state / "spark"
+        # (only the object store's endpoint and keys: their Python workers read and write it)
+        env, cwd = {**spark_service.env(stack.state), **stack.object_store_env()}, stack.state / "spark"
         for sub in ("scratch", "work", name):
             (cwd / sub).mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -600,10 +667,13 @@ def _ports(stack: Stack) -> dict[str, tuple[int, str]]:
         "api-server": (stack.airflow_port, "RECSYS_AIRFLOW_PORT"),
         spark_service.CONNECT: (stack.connect_port, "RECSYS_SPARK_CONNECT_PORT"),
         spark_service.MASTER: (stack.spark_master_port, "RECSYS_SPARK_MASTER_PORT"),
+        S3: (stack.s3_port, "RECSYS_S3_PORT"),
     }
 
 
 def _healthy(stack: Stack, only: tuple[str, ...]) -> bool:
+    if S3 in only and not s3_healthy(stack):
+        return False
     if "mlflow" in only and not mlflow_healthy(stack):
         return False
     if spark_service.CONNECT in only and not (
@@ -637,6 +707,10 @@ def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] | None = None
         _start(stack, name, commands[name], env)
         if name == spark_service.MASTER:  # workers and the server register with it
             _wait_port(stack, name, stack.spark_master_port, timeout)
+        if name == S3:  # the buckets exist before anything writes
+            _wait_port(stack, name, stack.s3_port, timeout)
+            _wait(lambda: s3_healthy(stack), f"{name} on port {stack.s3_port}", timeout)
+            create_buckets(stack)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         dead = [n for n in only if n not in stack.running()]
@@ -645,12 +719,20 @@ def up(stack: Stack, timeout: float = 240.0, only: tuple[str, ...] | None = None
             logs = "\n".join(f"  {stack.state / 'logs' / (n + '.log')}" for n in dead)
             raise SystemExit(f"component(s) exited during start-up: {', '.join(dead)}; see\n{logs}")
         if _healthy(stack, only):
-            if set(only) - {"mlflow", *spark_service.components(stack.spark_cluster)}:
+            if set(only) - {"mlflow", S3, *spark_service.components(stack.spark_cluster)}:
                 status(stack)
             return
         time.sleep(1.0)
     status(stack)
     raise SystemExit(f"stack not healthy after {timeout:.0f}s; logs under {stack.state / 'logs'}")
+
+
+def _wait(check, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not healthy after {timeout:.0f}s")
+        time.sleep(0.3)
 
 
 def _wait_port(stack: Stack, name: str, port: int, timeout: float) -> None:
@@ -704,6 +786,11 @@ def status(stack: Stack) -> int:
     health = airflow_health(stack)
     print(f"Airflow UI/API: {stack.airflow_url}  health: {health or 'unreachable'}")
     print(f"MLflow UI     : {stack.mlflow_url}  {'healthy' if mlflow_healthy(stack) else 'unreachable'}")
+    if stack.object_store == "s3":
+        print(
+            f"S3 endpoint   : http://127.0.0.1:{stack.s3_port}  {'healthy' if s3_healthy(stack) else 'unreachable'}"
+            " (moto, objects in memory: gone when it stops)"
+        )
     spark = spark_service.health(stack.spark_ui_port, stack.spark_cluster)
     print(
         f"Spark Connect : {stack.spark_remote}  {'healthy' if spark['healthy'] else 'unreachable'}"

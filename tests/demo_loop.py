@@ -7,7 +7,8 @@ state with the clean run's. The clean run is made once per session (``clean_demo
 
 ``end_state`` is everything a fault must leave as a clean run leaves it:
 
-* curated and quarantine partitions: file checksums and manifests (byte-identical);
+* curated and quarantine partitions: file checksums (by file name) and manifests without their
+  file lists (on an object store the files sit under the committing attempt's prefix);
 * recommendations per day: a checksum of the rows without ``model_run_id`` (an MLflow run id
   is random per run), the rows and the model version in the manifest;
 * the registry: versions, aliases and tags, with timestamps, run ids and the state folder's
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,14 +112,16 @@ def run_demo(
     during: Callable[[Stack, threading.Event], None] | None = None,
     timeout: float = 2400,
     after: Callable[[Stack], dict[str, Any]] | None = None,
+    shape: dict[str, str] | None = None,
 ) -> DemoRun:
     """Run the demo in ``workdir/state``; ``during(stack, done)`` runs in a thread meanwhile.
 
     The end state is read while the demo's stack still runs (registry, REST); then ``after``
     (when the demo succeeded) works on the same stack, its result in ``DemoRun.after``; the
-    stack is stopped afterwards whatever happened.
+    stack is stopped afterwards whatever happened (a Postgres stack is destroyed: its databases
+    and Redis keys dropped). ``shape``: ``Stack`` fields (the cluster rehearsal's).
     """
-    stack = Stack.on_free_ports(workdir / "state")
+    stack = Stack.on_free_ports(workdir / "state", **(shape or {}))
     env = demo_env(stack, extra_env)
     timeline_file = workdir / "timeline.json"
     out, err = workdir / "demo.out", workdir / "demo.err"
@@ -148,18 +152,64 @@ def run_demo(
         run = DemoRun(stack, code, out.read_text(), err.read_text(), round(time.monotonic() - started, 1))
         if code == 0:
             run.timeline = json.loads(timeline_file.read_text())
-            run.end_state = end_state(stack, run.timeline)
+            run.end_state = end_state(stack, run.timeline, storage_root(stack, env))
             if after is not None:
                 run.after = after(stack)
         return run
     finally:
         done.set()
-        subprocess.run(
-            [sys.executable, "scripts/stack.py", "down"], cwd=REPO, env=env, capture_output=True, timeout=180
-        )
+        stop = "destroy" if stack.db == "postgres" else "down"
+        subprocess.run([sys.executable, "scripts/stack.py", stop], cwd=REPO, env=env, capture_output=True, timeout=180)
 
 
-def _recommendations(zone: Path) -> dict[str, dict[str, Any]]:
+def storage_root(stack: Stack, env: dict[str, str]) -> str:
+    """The storage root the demo's tasks used (the profile's, or the state folder's ``data``)."""
+    from jobs.core.config import load_config
+
+    storage = load_config(environ=env).storage
+    if storage.is_local and "RECSYS__STORAGE__ROOT" not in env:  # scripts.stack: the state folder's zones
+        return str(stack.state / "data")
+    return storage.root_path()
+
+
+@contextmanager
+def object_store_env(stack: Stack):
+    """This process reaches the stack's own S3 server (if any) meanwhile."""
+    saved = {k: os.environ.get(k) for k in stack.object_store_env()}
+    os.environ.update(stack.object_store_env())
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def zone_content(zone: str) -> dict[str, dict[str, Any]]:
+    """Per published day of a zone (local or object store): sha256 of each file its manifest
+    lists (by file name), the manifest without its file list, the validation verdict."""
+    from jobs.core import storage
+
+    out: dict[str, dict[str, Any]] = {}
+    for day in storage.published_days(zone):
+        part = f"{zone}/dt={day}"
+        manifest = storage.read_manifest(part) or {}
+        files = {
+            name.rsplit("/", 1)[-1]: hashlib.sha256(storage.read_bytes(f"{part}/{name}") or b"").hexdigest()
+            for name in manifest.get("files", [])
+        }
+        marker = storage.read_text(f"{part}/_VALIDATION")
+        out[day] = {
+            "files": dict(sorted(files.items())),
+            "manifest": {k: v for k, v in manifest.items() if k != "files"},
+            "validated": None if marker is None else bool(json.loads(marker).get("success")),
+        }
+    return out
+
+
+def _recommendations(zone: str) -> dict[str, dict[str, Any]]:
     """Per day: a checksum of the ranked rows (without the MLflow run id) and the manifest's facts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -167,10 +217,13 @@ def _recommendations(zone: Path) -> dict[str, dict[str, Any]]:
     from jobs.core import storage
 
     out = {}
-    for day in storage.published_days(str(zone)):
-        part = zone / f"dt={day}"
-        manifest = storage.read_manifest(str(part)) or {}
-        table = pa.concat_tables(pq.read_table(part / name) for name in manifest["files"])
+    for day in storage.published_days(zone):
+        part = f"{zone}/dt={day}"
+        manifest = storage.read_manifest(part) or {}
+        fs, _ = storage.filesystem(part)
+        table = pa.concat_tables(
+            pq.read_table(storage.filesystem(f"{part}/{name}")[1], filesystem=fs) for name in manifest["files"]
+        )
         table = table.drop_columns(["model_run_id"]).sort_by([("user_id", "ascending"), ("rank", "ascending")])
         digest = hashlib.sha256()
         for batch in table.to_batches(65536):
@@ -184,21 +237,27 @@ def _recommendations(zone: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _strip(value: Any, state: str) -> Any:
-    """The state folder's path and manual run ids (trigger time) out of every string."""
-    text = json.dumps(value, sort_keys=True).replace(state, "<state>")
+def _strip(value: Any, state: str, root: str) -> Any:
+    """The storage root, the state folder's path and manual run ids (trigger time) out of every
+    string."""
+    text = json.dumps(value, sort_keys=True).replace(root, "<root>").replace(state, "<state>")
     return json.loads(_MANUAL_RUN.sub("manual__<time>", text))
 
 
-def end_state(stack: Stack, timeline: dict[str, Any]) -> dict[str, Any]:
-    """What the demo's stack ends with (see the module docstring)."""
+def end_state(stack: Stack, timeline: dict[str, Any], root: str) -> dict[str, Any]:
+    """What the demo's stack ends with (see the module docstring); ``root``: its storage root."""
+    with object_store_env(stack):
+        return _end_state(stack, timeline, root)
+
+
+def _end_state(stack: Stack, timeline: dict[str, Any], root: str) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     from jobs.core.config import load_config
     from scripts.recsys_api import AirflowApi
-    from tests.reliability.harness import asset_events, normalised, registry_state, zone_fingerprint, zone_path
+    from tests.reliability.harness import asset_events, normalised, registry_state
 
-    env = {**os.environ, **stack.env(), "RECSYS__STORAGE__ROOT": str(stack.state / "data")}
+    env = {**os.environ, **stack.env(), "RECSYS__STORAGE__ROOT": root}
     cfg = load_config(environ=env)
     api = AirflowApi(stack.airflow_url, "admin", stack.credentials()["admin"])
     runs: dict[str, dict[str, Any]] = {}
@@ -220,16 +279,16 @@ def end_state(stack: Stack, timeline: dict[str, Any]) -> dict[str, Any]:
         }
     registry = normalised(registry_state(MlflowClient(stack.mlflow_url), cfg.mlflow.model_name))
     state = {
-        "curated": zone_fingerprint(zone_path(cfg, "curated")),
-        "quarantine": zone_fingerprint(zone_path(cfg, "quarantine")),
-        "recommendations": _recommendations(zone_path(cfg, "recommendations")),
+        "curated": zone_content(cfg.storage.zone("curated")),
+        "quarantine": zone_content(cfg.storage.zone("quarantine")),
+        "recommendations": _recommendations(cfg.storage.zone("recommendations")),
         "registry": registry,
         # what happened, not how long it took (task seconds and version costs are measurements)
         "timeline": {k: v for k, v in timeline.items() if k not in ("task_time", "version_costs")},
         "runs": runs,
         "asset_events": {name: dict(sorted(asset_events(api, name).items())) for name in ASSETS},
     }
-    return _strip(state, str(stack.state))
+    return _strip(state, str(stack.state), root)
 
 
 REPROCESSED = ("2026-03-06", "2026-03-07", "2026-03-08")  # the last training day and two served days
@@ -251,7 +310,7 @@ def reprocess_history(stack: Stack) -> dict[str, Any]:
     def snapshot() -> dict[str, Any]:
         return {
             "curated": zone_fingerprint(zone_path(cfg, "curated")),
-            "recommendations": _recommendations(zone_path(cfg, "recommendations")),
+            "recommendations": _recommendations(cfg.storage.zone("recommendations")),
             "runs": {d: {r["dag_run_id"] for r in api.runs(d)} for d in followed},
         }
 

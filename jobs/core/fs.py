@@ -267,7 +267,8 @@ def read_text(uri: str) -> str | None:
 
 
 def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
-    """Write a file via a temporary sibling and a rename (readers see the old or the new file).
+    """Write a file via a temporary sibling, fsync and a rename (readers see the old or the new
+    file); on an object store one PUT.
 
     Raises:
         PublishError: naming ``path`` when it cannot be written (read-only or missing folder,
@@ -288,7 +289,10 @@ def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
         raise PublishError(f"cannot write {path}: {exc}") from exc
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_bytes(payload)
+        with open(tmp, "wb") as fh:  # fsync before the rename: a crash never leaves a torn file
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -101,9 +101,10 @@ def train(args: argparse.Namespace, default_k: int, cfg: PipelineConfig | None =
         if hit is not None:
             print(f"cached: version {hit['cached_version']} has this cache key ({key}); nothing trained", flush=True)
             return {"cached": True, "cache_key": key, "k": args.k, **hit}
-    done = Path(args.checkpoint_dir) / RESULT if args.checkpoint_dir and "://" not in args.checkpoint_dir else None
-    if done is not None and done.is_file():
-        previous = json.loads(done.read_text())
+    done = storage.join(args.checkpoint_dir, RESULT) if args.checkpoint_dir else None
+    text = storage.read_text(done) if done is not None else None
+    if text is not None:
+        previous = json.loads(text)
         if previous.get("fingerprint") == fp:
             print(f"already trained ({done}); re-emitting its result", file=sys.stderr)
             return previous
@@ -199,9 +200,7 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m jobs.popularity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--snapshot", required=True, help="snapshot folder (train/test/users/items parquet + _SUCCESS)")
     ap.add_argument("--run-name")
-    ap.add_argument(
-        "--checkpoint-dir", help="local folder for result.json (idempotent reruns); object-store URIs skip it"
-    )
+    ap.add_argument("--checkpoint-dir", help="folder or s3:// prefix for result.json (idempotent reruns)")
     ap.add_argument("--experiment", default=cfg.mlflow.experiment)
     ap.add_argument("--tracking-uri", default=cfg.mlflow.tracking_uri)
     ap.add_argument("--k", type=int, default=cfg.gate.k, help="cut-off of the test metrics (gate.k)")

@@ -1,13 +1,15 @@
-"""Epoch checkpoints: written atomically by rank 0, resumed only for the same snapshot and hyper-parameters."""
+"""Epoch checkpoints: written atomically by rank 0, resumed only for the same snapshot and hyper-parameters.
+
+The folder is a URI like every data zone's: a local folder, or ``s3://…`` in the cluster shape,
+where a restarted pod on another node finds its checkpoint (one PUT replaces it whole).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from jobs.core import storage
@@ -26,30 +28,28 @@ def fingerprint(data: TrainData, hp: Hparams) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
-    """Atomically replace ``folder/checkpoint.pt`` (temporary file, fsync, rename)."""
+def save_checkpoint(folder: str, payload: dict[str, Any]) -> str:
+    """Atomically replace ``folder/checkpoint.pt`` (local: temporary file, fsync, rename;
+    object store: one PUT)."""
     import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / CHECKPOINT
-    tmp = folder / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    final = storage.join(str(folder), CHECKPOINT)
+    storage.write_bytes_atomic(final, buffer.getvalue())
     return final
 
 
-def load_checkpoint(folder: Path, fp: str) -> dict[str, Any] | None:
+def load_checkpoint(folder: str, fp: str) -> dict[str, Any] | None:
     """The checkpoint in ``folder`` if it matches fingerprint ``fp`` (else None, with a warning)."""
     import torch
 
-    path = folder / CHECKPOINT
-    if not path.is_file():
+    path = storage.join(str(folder), CHECKPOINT)
+    raw = storage.read_bytes(path)
+    if raw is None:
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:
         log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
         return None
@@ -59,8 +59,7 @@ def load_checkpoint(folder: Path, fp: str) -> dict[str, Any] | None:
     return payload
 
 
-def default_checkpoint_dir(cfg: PipelineConfig, data: TrainData, fp: str) -> Path:
+def default_checkpoint_dir(cfg: PipelineConfig, data: TrainData, fp: str) -> str:
+    """``<checkpoints zone>/train-<day>-<fingerprint>`` (local folder or object-store prefix)."""
     name = f"train-{data.manifest.get('day', 'snapshot')}-{fp[:12]}"
-    if cfg.storage.is_local:
-        return storage.local_path(cfg.storage.zone("checkpoints")) / name
-    return Path(tempfile.gettempdir()) / "recsys-checkpoints" / name
+    return storage.join(cfg.storage.zone("checkpoints"), name)

@@ -81,7 +81,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from jobs.core import storage
@@ -122,7 +121,9 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     ap.add_argument("--no-weights", action="store_true", help="ignore the snapshot's pair weights")
     ap.add_argument("--max-seconds-per-epoch", type=float, help="cut an epoch after this many seconds")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--checkpoint-dir", type=Path, help="default: <checkpoints zone>/train-<day>-<fingerprint>")
+    ap.add_argument(
+        "--checkpoint-dir", help="folder or s3:// prefix; default: <checkpoints zone>/train-<day>-<fingerprint>"
+    )
     ap.add_argument("--fresh", action="store_true", help="ignore (and overwrite) an existing checkpoint")
     ap.add_argument("--run-name")
     ap.add_argument("--experiment", default=m.experiment)
@@ -211,11 +212,12 @@ def _already_trained(
     volume).
     """
     fp = fingerprint(data, hp)
-    done = (args.checkpoint_dir or default_checkpoint_dir(cfg, data, fp)) / RESULT
-    if not done.is_file():
+    done = storage.join(args.checkpoint_dir or default_checkpoint_dir(cfg, data, fp), RESULT)
+    text = storage.read_text(done)
+    if text is None:
         return None
     try:
-        previous = json.loads(done.read_text())
+        previous = json.loads(text)
     except ValueError:
         return None
     if previous.get("fingerprint") != fp or previous.get("epochs_done") != hp.epochs:
@@ -224,7 +226,7 @@ def _already_trained(
     return previous
 
 
-def _resume(trainer: Trainer, ckpt: dict[str, Any] | None, ckpt_dir: Path, ctx: DistContext) -> list[dict[str, Any]]:
+def _resume(trainer: Trainer, ckpt: dict[str, Any] | None, ckpt_dir: str, ctx: DistContext) -> list[dict[str, Any]]:
     """Load the checkpoint into the trainer (if any); the epoch history so far. Every rank must
     resume from the same epoch (a checkpoint folder not shared by all ranks is an error)."""
     import torch
@@ -234,7 +236,7 @@ def _resume(trainer: Trainer, ckpt: dict[str, Any] | None, ckpt_dir: Path, ctx: 
     if ckpt is not None:
         trainer.load_state(ckpt["state"])
         history = list(ckpt["history"])
-        log.info("resuming from %s at epoch %d", ckpt_dir / CHECKPOINT, int(ckpt["epoch"]))
+        log.info("resuming from %s at epoch %d", storage.join(ckpt_dir, CHECKPOINT), int(ckpt["epoch"]))
     if ctx.distributed:
         start = len(history)
         epochs = torch.tensor([start, -start], dtype=torch.int64, device=ctx.device)
@@ -245,7 +247,7 @@ def _resume(trainer: Trainer, ckpt: dict[str, Any] | None, ckpt_dir: Path, ctx: 
 
 
 def _epochs(
-    trainer: Trainer, history: list[dict[str, Any]], fp: str, run_id: str | None, ckpt_dir: Path, tracker: Any
+    trainer: Trainer, history: list[dict[str, Any]], fp: str, run_id: str | None, ckpt_dir: str, tracker: Any
 ) -> list[dict[str, Any]]:
     """Run the remaining epochs; rank 0 checkpoints and logs each. Returns the epochs run now."""
     hp, ctx = trainer.hp, trainer.ctx
@@ -347,7 +349,7 @@ def _train(
         "cache_key": args.cache_key,
     }
     tracker.finish(metrics, result)
-    storage.write_json_atomic(ckpt_dir / RESULT, result)
+    storage.write_json_atomic(storage.join(ckpt_dir, RESULT), result)
     log.info(
         "recall@%d=%.4f ndcg@%d=%.4f (popularity %.4f / %.4f)",
         *(k, metrics[f"recall_at_{k}"], k, metrics[f"ndcg_at_{k}"]),
