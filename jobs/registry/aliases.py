@@ -239,6 +239,30 @@ def rollback(cfg: PipelineConfig, reason: str, actor: str, model_name: str | Non
     return {"champion": previous, "previous_champion": current, "reason": reason, "actor": actor}
 
 
+REVIEW_TAGS = ("review.decision", "review.by", "review.reason", "review.at")
+
+
+def review(
+    cfg: PipelineConfig, version: str, decision: str, by: str, reason: str, model_name: str | None = None
+) -> dict[str, Any]:
+    """Record a person's approval or rejection of ``version`` as version tags (``review.*``);
+    a rejected version keeps its aliases: promotion is skipped, the champion stays."""
+    if decision not in ("approved", "rejected"):
+        raise RegistryError(f"review decision {decision!r}: expected approved or rejected")
+    if not by:
+        raise RegistryError("a review names who decided (--by)")
+    name = model_name or cfg.mlflow.model_name
+    cl = client(cfg)
+    try:
+        cl.get_model_version(name, version)
+    except Exception as exc:  # MlflowException RESOURCE_DOES_NOT_EXIST
+        raise RegistryError(f"{name} has no version {version!r}: {exc}") from exc
+    tags = dict(zip(REVIEW_TAGS, (decision, by, reason[:500], now_iso()), strict=True))
+    for key, value in tags.items():
+        cl.set_model_version_tag(name, version, key, value)
+    return {"model": name, "version": str(version), **tags}
+
+
 def show(cfg: PipelineConfig, model_name: str | None = None) -> dict[str, Any]:
     cl = client(cfg)
     name = model_name or cfg.mlflow.model_name

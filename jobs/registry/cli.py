@@ -1,4 +1,4 @@
-"""``python -m jobs.registry register|promote|rollback|show``."""
+"""``python -m jobs.registry register|promote|review|rollback|show``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from jobs.core.cli import run_job
 from jobs.core.config import PipelineConfig
-from jobs.registry.aliases import promote, rollback, show
+from jobs.registry.aliases import promote, review, rollback, show
 from jobs.registry.register import register
 
 
@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected-champion", default="")
     p.add_argument("--reason", required=True)
     p.add_argument("--actor", default=os.environ.get("USER", "airflow"))
+    p = sub.add_parser("review", help="record a person's approval or rejection of a version (tags)")
+    p.add_argument("--version", required=True)
+    p.add_argument("--decision", choices=("approved", "rejected"), required=True)
+    p.add_argument("--by", required=True, help="who decided (the Airflow user)")
+    p.add_argument("--reason", default="")
     p = sub.add_parser("rollback", help="champion ← previous_champion (audited)")
     p.add_argument("--reason", required=True)
     p.add_argument("--actor", default=os.environ.get("USER", "airflow"))
@@ -42,6 +47,8 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
         return register(cfg, args.run_id, args.tags, args.model_uri, args.model_name, args.snapshot)
     if args.command == "promote":
         return promote(cfg, args.version, args.expected_champion or None, args.reason, args.actor, args.model_name)
+    if args.command == "review":
+        return review(cfg, args.version, args.decision, args.by, args.reason, args.model_name)
     if args.command == "rollback":
         return rollback(cfg, args.reason, args.actor, args.model_name)
     return show(cfg, args.model_name)

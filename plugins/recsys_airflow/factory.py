@@ -2,7 +2,7 @@
 
 ``model_pipeline(cfg, model_name=..., train_module=...)`` wires
 
-    plan → snapshot → train → fresh → evaluate → register → infra_validate → blessed → promote
+    plan → snapshot → train → fresh → evaluate → register → infra_validate → blessed → approve → promote
 
 with the contracts of ``recsys_train`` (the first pipeline built from it):
 
@@ -22,7 +22,9 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   version with alias ``challenger`` and its lineage (window, snapshot, gate decision, code
   version, read from the snapshot manifest and the training run); **infra_validate**
   (``jobs.evaluate infra``) loads it by registry URI in a fresh process; **blessed**
-  short-circuits unless the gate blessed it; **promote** moves ``champion`` (compare-and-set on
+  short-circuits unless the gate blessed it; **approve** (``recsys_airflow.approval``) waits for a
+  person's Approve/Reject when ``require_approval`` (param; default ``gate.require_approval``) and
+  tags the version with the decision, else passes at once; **promote** moves ``champion`` (compare-and-set on
   the champion the gate saw) and emits ``outlets``.
 
 Tasks pass values to each other as XComArgs (``snapshot.output["uri"]``: every job task pushes
@@ -43,6 +45,7 @@ from typing import Any
 from airflow.sdk import Param, task
 
 from jobs.core.config import PipelineConfig
+from recsys_airflow.approval import PromotionApproval
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.links import RegistryJobOperator
 from recsys_airflow.training import train_task
@@ -70,6 +73,7 @@ class ModelPipeline:
     infra_validate: JobOperator
     blessed: Any
     promote: JobOperator
+    approve: Any = None
 
 
 def training_params(cfg: PipelineConfig) -> dict[str, Param]:
@@ -107,6 +111,13 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             maxLength=500,
             title="Reason",
             description="Why this training runs (set by the drift monitor; free text from the UI).",
+        ),
+        "require_approval": Param(
+            cfg.gate.require_approval,
+            type="boolean",
+            title="Require approval",
+            description="A person approves the blessed version before promotion (the approve task waits "
+            "for Approve/Reject in Required actions or over REST). Default: gate.require_approval.",
         ),
         "report_html": Param(
             None,
@@ -270,5 +281,12 @@ def model_pipeline(
     new = fresh(train.output)
     planned >> snapshot >> train >> new >> evaluate >> register >> infra_validate
     gate = blessed(evaluate.output)
-    infra_validate >> gate >> promote
-    return ModelPipeline(planned, snapshot, train, new, evaluate, register, infra_validate, gate, promote)
+    approve = PromotionApproval(
+        task_id="approve",
+        model_name=model_name or cfg.mlflow.model_name,
+        mlflow_url=cfg.mlflow.public_url,
+        doc_md="A person approves or rejects the blessed version (when require_approval): "
+        "gate numbers and the model card link in the request; the decision is tagged on the version.",
+    )
+    infra_validate >> gate >> approve >> promote
+    return ModelPipeline(planned, snapshot, train, new, evaluate, register, infra_validate, gate, promote, approve)

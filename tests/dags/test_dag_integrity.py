@@ -86,7 +86,8 @@ def test_train_dag_shape(dagbag):
         "evaluate": ["blessed", "promote", "register"],
         "register": ["infra_validate", "promote"],
         "infra_validate": ["blessed"],
-        "blessed": ["promote"],
+        "blessed": ["approve"],
+        "approve": ["promote"],
         "promote": [],
     }
     assert dag.max_active_runs == 1

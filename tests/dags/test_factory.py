@@ -25,7 +25,8 @@ EDGES = {  # the pipeline's order plus every data dependency (an XComArg makes i
     "evaluate": ["blessed", "promote", "register"],
     "register": ["infra_validate", "promote"],
     "infra_validate": ["blessed"],
-    "blessed": ["promote"],
+    "blessed": ["approve"],
+    "approve": ["promote"],
     "promote": [],
 }
 

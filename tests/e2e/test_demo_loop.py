@@ -15,6 +15,8 @@ say why.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.demo_loop import REPROCESSED, SERVED_DAYS, TRAIN_DAYS
@@ -82,3 +84,26 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert "dt=2026-03-06 held, not scored: published by a backfill only" in held, held
     for day in REPROCESSED[1:]:
         assert f"dt={day} held, not scored: served already (by " in held, held
+
+    # OpenLineage (the stack's file transport): each reprocessed day's ingest task reported two
+    # runs (the day's first ingestion and the reprocess), landing folder in, curated partition out.
+    stack = done.stack
+    lineage = [json.loads(line) for line in stack.lineage_file.read_text().splitlines() if line]
+    ingest_runs = [
+        e for e in lineage if e.get("eventType") == "COMPLETE" and e["job"]["name"] == "recsys_ingest.ingest"
+    ]
+    assert {e["job"]["namespace"] for e in ingest_runs} == {"recsys-local"}
+    data = stack.state / "data"
+    for day in REPROCESSED:
+        curated, landing = (
+            str(data / "curated" / "events" / f"dt={day}"),
+            str(data / "landing" / "events" / f"dt={day}"),
+        )
+        matching = [
+            e
+            for e in ingest_runs
+            if curated in {o["name"] for o in e["outputs"]} and landing in {i["name"] for i in e["inputs"]}
+        ]
+        assert len(matching) == 2, (day, [e["outputs"] for e in ingest_runs])
+    starts = [e for e in lineage if e.get("eventType") == "START" and e["job"]["name"].startswith("recsys_ingest.")]
+    assert len(starts) >= 3 * (len(days) + len(REPROCESSED))  # sensor, ingest, validate, …: every try starts

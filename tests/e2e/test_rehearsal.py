@@ -9,6 +9,13 @@ recommendations content, registry versions, aliases and tags, the timeline, the 
 asset events. Training uses the local launcher: there is no Kubernetes here (the pod is
 rendered and schema-checked in ``tests/unit/test_training_pod.py``).
 
+The cluster profile requires a person's approval before each promotion (``gate.require_approval``):
+the demo is that person and approves over REST (``scripts/demo.py``, ``Loop.wait_training``), so
+each promoted version carries ``review.*`` tags the local demo's versions lack (compared apart).
+After the loop, a forced retraining on the champion's own snapshot (identical inputs, so the gate
+blesses it as surely as it blessed the champion) is **rejected** over REST with a reason: the
+champion stays, promotion is skipped, and the new version records who rejected it and why.
+
 While the stack still runs, the checks only this shape can make: every task went through the
 Celery queue of this stack, Spark tasks ran on both workers, MLflow keeps its rows in Postgres
 and its artifacts in the bucket, no local data zone was written, every object in the bucket is
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,7 @@ import pytest
 import redis
 
 from scripts import rehearsal, spark_service
+from scripts.demo import APPROVAL_REASON
 from scripts.recsys_api import AirflowApi
 from scripts.stack import Stack, _group_alive
 from tests.demo_loop import DAGS, object_store_env, storage_root
@@ -42,6 +51,46 @@ def _query(database: str, sql: str) -> list[tuple]:
     with contextlib.closing(conn), conn.cursor() as cur:
         cur.execute(sql)
         return cur.fetchall()
+
+
+REJECTION = "rehearsal: rejected to check that the champion stays"
+
+
+def _reject_a_retraining(api: AirflowApi, stack: Stack) -> dict[str, Any]:
+    """Force a retraining on the champion's snapshot day, wait for its approval request, reject it."""
+    from mlflow import MlflowClient
+
+    cl = MlflowClient(stack.mlflow_url)
+    name = "recsys-mf"
+    champion = cl.get_model_version_by_alias(name, "champion")
+    conf = {
+        "day": champion.tags["snapshot_day"],
+        "force_retrain": True,
+        "require_approval": True,
+        "reason": "rehearsal: rejection check",
+    }
+    run_id = api.trigger("recsys_train", conf)["dag_run_id"]
+    request = None
+    for _ in range(400):
+        run = api.call("GET", f"/dags/recsys_train/dagRuns/{run_id}")
+        waiting = api.awaiting_input("recsys_train", run_id)
+        if waiting or run["state"] in ("success", "failed"):
+            request = waiting[0] if waiting else None
+            break
+        time.sleep(3)
+    assert request is not None, api.task_instances("recsys_train", run_id)
+    api.respond("recsys_train", run_id, "approve", "Reject", {"reason": REJECTION})
+    final = api.wait_run("recsys_train", run_id, timeout=600)
+    states = {t["task_id"]: t["state"] for t in api.task_instances("recsys_train", run_id)}
+    versions = [v for v in cl.search_model_versions(f"name='{name}'") if v.tags.get("airflow_run_id") == run_id]
+    return {
+        "champion_before": champion.version,
+        "champion_after": cl.get_model_version_by_alias(name, "champion").version,
+        "request": request["hitl"],
+        "run": final["state"],
+        "states": states,
+        "rejected": dict(versions[0].tags) if versions else {},
+    }
 
 
 def _observe(stack: Stack) -> dict[str, Any]:
@@ -74,6 +123,7 @@ def _observe(stack: Stack) -> dict[str, Any]:
         "account": accounted,
         "local_files": rehearsal.local_zone_files(stack),
         "sqlite_files": [p.name for p in stack.state.rglob("*.db")],
+        "rejection": _reject_a_retraining(api, stack),
         "groups": stack.running(),
     }
 
@@ -90,6 +140,17 @@ def test_rehearsal_on_the_cluster_shape_ends_as_the_local_demo(clean_demo, tmp_p
     assert "spark-master" in run.stdout and "celery-worker" in run.stdout and "s3" in run.stdout
 
     clean, got = clean_demo.end_state, run.end_state
+    # Approvals: every promoted version was approved over REST by the demo's operator; the
+    # local demo (no approval required) has no review tags, so they are compared apart.
+    reviews = {}
+    for number, version in got["registry"]["versions"].items():
+        tags = version["tags"]
+        reviews[number] = {k: tags.pop(k) for k in [k for k in tags if k.startswith("review.")]}
+    promoted = {n for n, v in got["registry"]["versions"].items() if v["tags"].get("decision") == "promoted"}
+    assert promoted and {n for n, r in reviews.items() if r} == promoted, reviews
+    for number in promoted:
+        assert reviews[number]["review.decision"] == "approved" and reviews[number]["review.by"] == "admin"
+        assert reviews[number]["review.reason"] == APPROVAL_REASON
     (tmp_path / "end_state.local.json").write_text(json.dumps(clean, indent=1, sort_keys=True))
     (tmp_path / "end_state.rehearsal.json").write_text(json.dumps(got, indent=1, sort_keys=True))
     keys = ("curated", "quarantine", "recommendations", "registry", "timeline", "runs", "asset_events")
@@ -115,6 +176,16 @@ def test_rehearsal_on_the_cluster_shape_ends_as_the_local_demo(clean_demo, tmp_p
         f"rehearsal {run.seconds:.0f} s vs local demo {clean_demo.seconds:.0f} s;"
         f" bucket {seen['account']['objects']} objects: {categories}"
     )
+
+    # Rejection over REST: promotion skipped, champion unchanged, the version says who and why.
+    rejection = seen["rejection"]
+    assert rejection["run"] == "success" and rejection["states"]["promote"] == "skipped", rejection["states"]
+    assert rejection["states"]["approve"] == "success" and rejection["champion_after"] == rejection["champion_before"]
+    assert "Promote recsys-mf version" in rejection["request"]["subject"]
+    assert "| champion |" in rejection["request"]["body"] and "model_card.html" in rejection["request"]["body"]
+    tags = rejection["rejected"]
+    assert tags["review.decision"] == "rejected" and tags["review.by"] == "admin", tags
+    assert tags["review.reason"] == REJECTION and tags["decision"] != "promoted"
 
     # destroy (run_demo's last step): no process, database or Redis key of this stack is left.
     assert not [name for name, pgid in seen["groups"].items() if _group_alive(pgid)]

@@ -7,9 +7,10 @@
   are the server's workers; the client publishes), and the rerun is byte-identical;
 * the server killed mid-job fails the task as retryable with the endpoint named; restarted,
   the retry publishes byte-identical output;
-* a real standalone cluster (a Master and two Workers, separate JVMs on 127.0.0.1) behind its
-  own Connect server runs ingestion and scoring on both workers with output byte-identical to
-  the local server's.
+
+The standalone cluster (a Master and two Workers, separate JVMs on 127.0.0.1, behind its own
+Connect server) runs in the cluster rehearsal (``tests/e2e/test_rehearsal.py``): ingestion and
+scoring tasks on both workers, output byte-identical to the local demo's.
 """
 
 from __future__ import annotations
@@ -202,66 +203,3 @@ def test_server_killed_mid_job_is_a_retryable_failure_naming_the_endpoint(own_se
     retried = op.execute(context={})
     assert checksums(part) == before and retried["rows"] == reference["rows"]
     assert [p.name for p in zone.iterdir() if p.name.startswith(".")] == []
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A standalone Spark cluster on loopback — Master + 2 Workers (1 core, 1 GiB each) — and a
-    Connect server submitting to it, all from the pinned wheel."""
-    state = tmp_path_factory.mktemp("cluster") / "state"
-    stack = Stack(
-        state,
-        free_port(),
-        free_port(),
-        connect_port=free_port(),
-        spark_ui_port=free_port(),
-        spark_cluster="standalone",
-        spark_master_port=free_port(),
-    )
-    started = time.monotonic()
-    up(stack, only=("spark-master", "spark-worker-1", "spark-worker-2", "spark-connect"), timeout=300)
-    stack_started = round(time.monotonic() - started, 1)
-    yield stack, stack_started
-    down(stack)
-
-
-def test_standalone_cluster_runs_ingest_and_scoring_on_both_workers_byte_identical(
-    cluster, spark, mlflow_env, cfg, monkeypatch
-):
-    from scripts import spark_service
-    from tests.integration.test_score import D, build_days, log_and_register, make_arrays
-
-    stack, seconds = cluster
-    health = spark_service.health(stack.spark_ui_port, "standalone")
-    assert health["healthy"] and len(health["executors"]) == 2, health
-    # Local server first: the reference bytes.
-    gen.generate(BIG, DAY, 1, cfg.storage.zone("landing"), cfg.storage.zone("ground_truth"))
-    arrays = make_arrays(seed=31)
-    build_days(cfg, arrays)
-    model = log_and_register(cfg, arrays, promote_it=True)
-    runs = {}
-    for where, remote in (("local", cfg.spark.remote), ("cluster", stack.spark_remote)):
-        env = {"RECSYS__SPARK__REMOTE": remote}
-        for module, args in (
-            ("jobs.ingest", ["--day", DAY.isoformat()]),
-            ("jobs.score", ["--day", D.isoformat(), "--model-version", model["version"]]),
-        ):
-            result_file = Path(cfg.storage.root_path()) / f"{where}-{module}.json"
-            code, _, err = finished(job(module, *args, "--result-file", str(result_file), env=env))
-            assert code == 0, err[-3000:]
-            out = json.loads(result_file.read_text())
-            zone = "curated" if module == "jobs.ingest" else "recommendations"
-            day = DAY if module == "jobs.ingest" else D
-            runs[(where, module)] = (out, checksums(Path(cfg.storage.partition(zone, day))))
-    for module in ("jobs.ingest", "jobs.score"):
-        (local, local_sums), (remote, remote_sums) = runs[("local", module)], runs[("cluster", module)]
-        assert remote_sums == local_sums and remote["rows"] == local["rows"], module
-    # Where the tasks ran: the jobs' own reports and the server's REST API agree on two executors.
-    ingest_tasks = runs[("cluster", "jobs.ingest")][0]["executors"]
-    assert len(ingest_tasks) == 2 and all(not e.endswith("/driver") for e in ingest_tasks), ingest_tasks
-    assert runs[("local", "jobs.ingest")][0]["executors"][0].endswith("/driver")
-    per_executor = spark_service.executor_tasks(stack.spark_ui_port, tag="recsys-ingest")
-    assert len([e for e, n in per_executor.items() if n > 0 and e != "driver"]) == 2, per_executor
-    scored = spark_service.executor_tasks(stack.spark_ui_port, tag="recsys-score")
-    assert len([e for e, n in scored.items() if n > 0 and e != "driver"]) == 2, scored
-    print(f"standalone cluster (master + 2 workers + Connect) healthy after {seconds} s")
