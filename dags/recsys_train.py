@@ -1,5 +1,5 @@
 """
-### recsys_train — snapshot → train (GPU pod or local) → evaluation gate → register → infra check → promote
+### recsys_train — snapshot → train (GPU pod or local) → evaluation gate → register → infra check → approval → promote
 
 Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this DAG with a
 `reason` in the conf), or on demand from the UI/REST with the typed parameters below.
@@ -23,7 +23,12 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
    metrics, decision, git commit and Airflow run.
 6. **infra_validate** — loads the registered model by URI in a fresh process and scores a smoke
    batch (shape, types, no seen items).
-7. **promote** — only for a blessed challenger: moves `champion` (previous one kept as
+7. **approve** — when `require_approval` (param; default `gate.require_approval`: on in the
+   `cluster` profile, off locally) a person approves or rejects the blessed version: the request
+   (UI: the run's *Required actions*; REST: `…/taskInstances/approve/-1/hitlDetails`) shows the
+   gate's numbers and the model card link; the decision, who made it and why become version tags
+   (`review.*`); a rejection skips promotion and keeps the champion. Otherwise it passes at once.
+8. **promote** — only for a blessed (and approved) challenger: moves `champion` (previous one kept as
    `previous_champion` for one-step rollback, see `recsys_model_rollback`), emits the
    `recsys_champion_model` Asset event.
 

@@ -15,7 +15,9 @@
    ``recsys_score`` (champion pinned) → the recommendations Asset triggers ``recsys_monitor``
    (drift report; hit-rate of the previous day's recommendations) → when it decides to retrain
    it triggers ``recsys_train`` with the reason, and the demo waits for that run (gate,
-   promotion) before the next day, so the next day is scored by whichever model won.
+   promotion) before the next day, so the next day is scored by whichever model won. Where a
+   promotion waits for a person (``gate.require_approval``, the cluster profile), the demo reads
+   the request and approves it over REST, as the operator.
 6. Print the timeline: day → rows, champion version that scored it, hit-rate, drift verdict,
    retrain and promotion events.
 

@@ -14,6 +14,8 @@ the training launcher (``local``: there is no Kubernetes here; the GPU pod stays
 schema-checked by ``tests/unit/test_training_pod.py``). The training parameters are the local
 profile's, so the rehearsal's models, recommendations and registry can be compared with the
 local demo's on the same seed (the cluster profile's GPU batch size and epochs are for H200s).
+The profile's human approval of each promotion stays on: the demo is the operator and approves
+each request over REST (``Loop.wait_training``).
 
 After the loop it checks what only this shape can show: no file was written under the local
 data zones, and every object in the bucket is accounted for (a committed partition's manifest
