@@ -54,6 +54,7 @@ def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag)
             "window_days",
             "day",
             "reason",
+            "require_approval",
             "report_html",
         }
     )
