@@ -260,7 +260,10 @@ def review(
     tags = dict(zip(REVIEW_TAGS, (decision, by, reason[:500], now_iso()), strict=True))
     for key, value in tags.items():
         cl.set_model_version_tag(name, version, key, value)
-    return {"model": name, "version": str(version), **tags}
+    from jobs.registry.card import add_review
+
+    carded = add_review(cl, name, str(version), {k.split(".", 1)[1]: v for k, v in tags.items()})
+    return {"model": name, "version": str(version), **tags, "card_updated": carded}
 
 
 def show(cfg: PipelineConfig, model_name: str | None = None) -> dict[str, Any]:

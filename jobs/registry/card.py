@@ -3,7 +3,8 @@
 Written at registration (``jobs.registry register``) as two MLflow artifacts of the version's
 training run — ``model_card/model_card.json`` and ``model_card/model_card.html`` — and named on
 the version by the tag ``model_card`` (the artifact URI). The register task's *Model card* link
-in Airflow opens the HTML in MLflow's artifact viewer.
+in Airflow opens the HTML in MLflow's artifact viewer. A person's approval or rejection
+(``jobs.registry review``, the ``approve`` task) is added to the card afterwards (``review``).
 
 Every field is read from a source of record, never typed in: the snapshot's manifest (window,
 days used and skipped, users, items, pairs, content hash), the curated days' validation verdicts
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import Any
 
 from jobs.core import catalog, storage
@@ -172,6 +174,7 @@ def render_html(card: dict[str, Any]) -> str:
     parts += [
         "<h2>Decision</h2>",
         _table(list(card["decision"].items())),
+        *(["<h2>Human review</h2>", _table(list(card["review"].items()))] if card.get("review") else []),
         "<h2>Why it was trained</h2>",
         _table(list(card["context"].items()) or [("reason", "not recorded")]),
         "<h2>Training</h2>",
@@ -189,6 +192,22 @@ def render_html(card: dict[str, Any]) -> str:
     ]
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(m['name'])} v{m['version']}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def add_review(cl: Any, name: str, version: str, review: dict[str, str]) -> bool:
+    """Add a person's decision (``review``: decision, by, reason, at) to the version's card and
+    re-log its JSON and HTML; False when the version has no card (registered before cards)."""
+    import tempfile
+
+    mv = cl.get_model_version(name, version)
+    if "model_card" not in (mv.tags or {}):
+        return False
+    with tempfile.TemporaryDirectory(prefix="recsys-card-") as tmp:
+        card = json.loads(Path(cl.download_artifacts(mv.run_id, CARD_JSON, tmp)).read_text())
+    card["review"] = dict(review)
+    cl.log_dict(mv.run_id, card, CARD_JSON)
+    cl.log_text(mv.run_id, render_html(card), CARD_HTML)
+    return True
 
 
 def write_card(

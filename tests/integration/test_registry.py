@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from jobs.core.config import get_config
 from jobs.core.tracking import CHALLENGER, CHAMPION, PREVIOUS, alias_version, client
-from jobs.registry.aliases import RegistryError, promote, rollback, show
+from jobs.registry.aliases import RegistryError, promote, review, rollback, show
 from jobs.registry.register import register
 from tests.pyfuncs import FixedRanker
 
@@ -110,3 +111,32 @@ def test_rollback_without_previous_is_a_clear_error(mlflow_env, data_root):
     with pytest.raises(RegistryError, match="no previous_champion"):
         rollback(cfg, "oops", "test")
     assert show(cfg)[CHAMPION] == v1
+
+
+def test_review_tags_the_version_and_adds_the_decision_to_its_card(mlflow_env, data_root, tmp_path):
+    import json
+
+    from jobs.registry.card import CARD_HTML, CARD_JSON
+
+    cfg = get_config()
+    first = _register([4, 5])
+    version = first["version"]
+    cl = client(cfg)
+    assert "model_card" in cl.get_model_version(cfg.mlflow.model_name, version).tags
+    out = review(cfg, version, "rejected", "operator", "NDCG drop on new users")
+    assert out["card_updated"] is True
+    tags = cl.get_model_version(cfg.mlflow.model_name, version).tags
+    assert (tags["review.decision"], tags["review.by"], tags["review.reason"]) == (
+        "rejected",
+        "operator",
+        "NDCG drop on new users",
+    )
+    assert alias_version(cl, cfg.mlflow.model_name, CHAMPION) != version  # a review moves no alias
+    card = json.loads(Path(cl.download_artifacts(first["run_id"], CARD_JSON, str(tmp_path))).read_text())
+    assert card["review"]["decision"] == "rejected" and card["review"]["by"] == "operator"
+    page = Path(cl.download_artifacts(first["run_id"], CARD_HTML, str(tmp_path))).read_text()
+    assert "Human review" in page and "NDCG drop on new users" in page
+    with pytest.raises(RegistryError, match="expected approved or rejected"):
+        review(cfg, version, "maybe", "operator", "")
+    with pytest.raises(RegistryError, match="has no version"):
+        review(cfg, "999", "approved", "operator", "")
