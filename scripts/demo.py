@@ -485,7 +485,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Airflow UI : {stack.airflow_url}  (admin / {creds['admin']}; viewer / {creds['viewer']})")
     print(f"MLflow UI  : {stack.mlflow_url}")
     print(f"data zones : {loop.cfg.storage.root_path()}")
-    print("stop with  : make down")
+    print(
+        "stop with  : make down"
+        + (
+            " (python scripts/stack.py destroy also drops its databases and Redis keys)"
+            if stack.db == "postgres"
+            else ""
+        )
+    )
     return 0
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import psycopg2
 import pytest
 import redis
 
+from jobs.registry.card import CARD_JSON
 from scripts import rehearsal, spark_service
 from scripts.demo import APPROVAL_REASON
 from scripts.recsys_api import AirflowApi
@@ -83,7 +85,12 @@ def _reject_a_retraining(api: AirflowApi, stack: Stack) -> dict[str, Any]:
     final = api.wait_run("recsys_train", run_id, timeout=600)
     states = {t["task_id"]: t["state"] for t in api.task_instances("recsys_train", run_id)}
     versions = [v for v in cl.search_model_versions(f"name='{name}'") if v.tags.get("airflow_run_id") == run_id]
+    card = {}
+    if versions:
+        with tempfile.TemporaryDirectory() as tmp:
+            card = json.loads(Path(cl.download_artifacts(versions[0].run_id, CARD_JSON, tmp)).read_text())
     return {
+        "card_review": card.get("review"),
         "champion_before": champion.version,
         "champion_after": cl.get_model_version_by_alias(name, "champion").version,
         "request": request["hitl"],
@@ -186,6 +193,7 @@ def test_rehearsal_on_the_cluster_shape_ends_as_the_local_demo(clean_demo, tmp_p
     tags = rejection["rejected"]
     assert tags["review.decision"] == "rejected" and tags["review.by"] == "admin", tags
     assert tags["review.reason"] == REJECTION and tags["decision"] != "promoted"
+    assert rejection["card_review"]["decision"] == "rejected" and rejection["card_review"]["reason"] == REJECTION
 
     # destroy (run_demo's last step): no process, database or Redis key of this stack is left.
     assert not [name for name, pgid in seen["groups"].items() if _group_alive(pgid)]
