@@ -163,14 +163,11 @@ def local_zone_files(stack: Any) -> list[str]:
 
 def check(stack: Any, root: str) -> list[str]:
     """The rehearsal's own checks on a finished loop (printed); the problems found."""
+    from scripts.stack import patched_environ
+
     problems = []
-    saved = {k: os.environ.get(k) for k in stack.object_store_env()}
-    os.environ.update(stack.object_store_env())
-    try:
+    with patched_environ(stack.object_store_env()):
         acc = account(root, stack.mlflow_artifacts)
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     print(f"\nbucket {BUCKET}: {acc['objects']} objects")
     for category, n in acc["by_category"].items():
         print(f"  {category:26s} {n:6d}")

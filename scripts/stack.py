@@ -529,18 +529,26 @@ def create_buckets(stack: Stack) -> list[str]:
     env = stack.full_env()
     uris = [load_config(environ=env).storage.root_path(), stack.mlflow_artifacts]
     buckets = sorted({u.split("://", 1)[1].split("/", 1)[0] for u in uris if u.startswith("s3://")})
-    saved = {k: os.environ.get(k) for k in stack.object_store_env()}
-    os.environ.update(stack.object_store_env())
-    try:
+    with patched_environ(stack.object_store_env()):
         for bucket in buckets:
             s3_service.create_bucket(bucket)
+    return buckets
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]):
+    """``os.environ`` with ``values`` set while the block runs, restored afterwards (how this
+    process reaches a stack's own S3 server)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return buckets
 
 
 def make_folders(stack: Stack) -> None:

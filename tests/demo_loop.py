@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,19 +171,11 @@ def storage_root(stack: Stack, env: dict[str, str]) -> str:
     return storage.root_path()
 
 
-@contextmanager
 def object_store_env(stack: Stack):
-    """This process reaches the stack's own S3 server (if any) meanwhile."""
-    saved = {k: os.environ.get(k) for k in stack.object_store_env()}
-    os.environ.update(stack.object_store_env())
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """This process reaches the stack's own S3 server (if any) while the block runs."""
+    from scripts.stack import patched_environ
+
+    return patched_environ(stack.object_store_env())
 
 
 def zone_content(zone: str) -> dict[str, dict[str, Any]]:
