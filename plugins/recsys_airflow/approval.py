@@ -13,7 +13,9 @@ the model card link, and waits for *Approve* or *Reject* with a reason — from 
 
 On by default in the ``cluster`` profile (``gate.require_approval``), off locally; the DAG param
 ``require_approval`` overrides it per run. When approval is not required the task returns at
-once (nothing waits, nothing is tagged). The tags are written by ``python -m jobs.registry
+once (nothing waits, nothing is tagged). A waiting request is announced like a failure
+(``RECSYS APPROVAL: …`` in the task log, and on the ``recsys_webhook`` connection when there is
+one) with the link to the run's *Required actions* page. The tags are written by ``python -m jobs.registry
 review``, a job like every other (the plugin imports no MLflow).
 """
 
@@ -23,7 +25,7 @@ import subprocess
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Param
+from airflow.sdk import BaseNotifier, Param
 from airflow.sdk.exceptions import AirflowException
 
 from recsys_airflow.launcher import REPO_ROOT, build_argv, job_env
@@ -47,6 +49,25 @@ Approve to promote; Reject (with a reason) keeps the champion and tags the versi
 """
 
 
+class ApprovalRequested(BaseNotifier):
+    """Announce a waiting approval (``RECSYS APPROVAL: …`` log line, and the ``recsys_webhook``
+    connection when configured) with the link to the run's *Required actions* page."""
+
+    def notify(self, context: Any) -> None:
+        from recsys_airflow.notify import announce
+
+        task, ti = context["task"], context.get("task_instance") or context.get("ti")
+        try:
+            link = task.generate_link_to_ui_from_context(context=context)
+        except (ValueError, KeyError, AttributeError):  # no api.base_url: the message goes without it
+            link = ""
+        announce(
+            "approval",
+            f"approval requested: {task.subject}" + (f" — answer at {link}" if link else ""),
+            {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "url": link or None},
+        )
+
+
 class PromotionApproval(ApprovalOperator):
     """The ``approve`` task (see the module docstring)."""
 
@@ -66,6 +87,7 @@ class PromotionApproval(ApprovalOperator):
                     description="Why you approve or reject (recorded on the model version).",
                 )
             },
+            notifiers=[ApprovalRequested()],
             **kwargs,
         )
         self.model_name = model_name

@@ -95,3 +95,30 @@ def test_train_dag_shape(dagbag):
     assert [o.name for o in dag.get_task("promote").outlets] == ["recsys_champion_model"]
     assert dag.get_task("promote").pool == "model_registry"
     assert [link.name for link in dag.get_task("train").operator_extra_links] == ["MLflow run"]
+
+
+def test_a_waiting_approval_is_announced_with_its_required_actions_link(dagbag, monkeypatch):
+    """The approve task's notifier: the greppable log line and the webhook (a real local server)."""
+    from types import SimpleNamespace
+
+    from tests.webhook import Webhook
+
+    hook = Webhook()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_RECSYS_WEBHOOK", hook.connection())
+        monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://127.0.0.1:28080")
+        task = dagbag.dags["recsys_train"].get_task("approve")
+        assert [type(n).__name__ for n in task.notifiers] == ["ApprovalRequested"]
+        ti = SimpleNamespace(dag_id="recsys_train", run_id="manual__r1", task_id="approve", map_index=-1)
+        for notifier in task.notifiers:
+            notifier.notify({"task": task, "task_instance": ti})
+        [message] = hook.received
+        body = message["body"]
+        assert body["event"] == "approval" and body["run_id"] == "manual__r1"
+        assert body["text"].startswith("[recsys] approval requested: Promote recsys-mf version")
+        assert (
+            body["url"]
+            == "http://127.0.0.1:28080/dags/recsys_train/runs/manual__r1/tasks/approve/required_actions?map_index=-1"
+        )
+    finally:
+        hook.close()
