@@ -114,7 +114,8 @@ class PromotionApproval(ApprovalOperator):
     def _record(self, version: str, decision: str, who: str, reason: str) -> None:
         argv = build_argv(
             "jobs.registry",
-            ["review", "--version", version, "--decision", decision, "--by", who, "--reason", reason],
+            # "--x=value": a reason that starts with "-" is still a value, not an option
+            ["review", f"--version={version}", f"--decision={decision}", f"--by={who}", f"--reason={reason}"],
         )
         argv += ["--model-name", self.model_name]
         proc = subprocess.run(argv, cwd=REPO_ROOT, env=job_env(), capture_output=True, text=True, timeout=300)
