@@ -264,18 +264,14 @@ class Loop:
         """Wait for a ``recsys_train`` run; when its promotion waits for a person (``require_approval``,
         on in the cluster profile), the demo is that person: it reads the request and approves over
         REST, as an operator would after checking the gate numbers and the model card."""
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            run = self.api.call("GET", f"/dags/recsys_train/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                return run
-            for ti in self.api.awaiting_input("recsys_train", run_id):
-                self.log(f"approval requested: {ti['hitl']['subject']} — approving over REST as the demo's operator")
-                self.api.respond(
-                    "recsys_train", run_id, ti["task_id"], "Approve", {"reason": APPROVAL_REASON}, ti["map_index"]
-                )
-            time.sleep(3)
-        raise TimeoutError(f"recsys_train run {run_id}: not finished after {self.timeout:.0f}s")
+
+        def approve(ti: dict[str, Any]) -> None:
+            self.log(f"approval requested: {ti['hitl']['subject']} — approving over REST as the demo's operator")
+            self.api.respond(
+                "recsys_train", run_id, ti["task_id"], "Approve", {"reason": APPROVAL_REASON}, ti["map_index"]
+            )
+
+        return self.api.wait_run("recsys_train", run_id, timeout=self.timeout, on_awaiting=approve)
 
     def _note_training(self, run: dict[str, Any], day: str) -> None:
         from jobs.core.tracking import client

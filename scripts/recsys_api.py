@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -76,12 +77,28 @@ class AirflowApi:
     ) -> dict[str, Any]:
         return self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}})
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 1800, poll: float = 3) -> dict[str, Any]:
+    def wait_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float = 1800,
+        poll: float = 3,
+        on_awaiting: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll a run until it ends. ``on_awaiting`` is called once per task instance (and try)
+        that waits for a person, with its request (``awaiting_input``), to answer it."""
         deadline = time.monotonic() + timeout
+        answered: set[tuple[str, int, int]] = set()
         while time.monotonic() < deadline:
             run = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             if run["state"] in TERMINAL:
                 return run
+            if on_awaiting is not None:
+                for ti in self.awaiting_input(dag_id, run_id):
+                    key = (ti["task_id"], ti["map_index"], ti["try_number"])
+                    if key not in answered:
+                        answered.add(key)
+                        on_awaiting(ti)
             time.sleep(poll)
         raise ApiError(f"run {dag_id}/{run_id} not finished within {timeout:.0f}s")
 

@@ -54,24 +54,13 @@ SHAPE = {  # Stack fields of the cluster shape
 }
 # Fixed ports apart from `make up`'s, so the rehearsal can run beside the local stack.
 PORTS = {
-    "RECSYS_AIRFLOW_PORT": "28090",
-    "RECSYS_MLFLOW_PORT": "25010",
-    "RECSYS_SPARK_CONNECT_PORT": "15012",
-    "RECSYS_SPARK_UI_PORT": "14050",
-    "RECSYS_SPARK_MASTER_PORT": "17087",
-    "RECSYS_S3_PORT": "19010",
+    "airflow_port": 28090,
+    "mlflow_port": 25010,
+    "connect_port": 15012,
+    "spark_ui_port": 14050,
+    "spark_master_port": 17087,
+    "s3_port": 19010,
 }
-
-
-def shape_env() -> dict[str, str]:
-    """``RECSYS_*`` stack variables of the cluster shape (``Stack.from_env`` reads them)."""
-    return {
-        "RECSYS_DB": SHAPE["db"],
-        "RECSYS_EXECUTOR": SHAPE["executor"],
-        "RECSYS_SPARK_CLUSTER": SHAPE["spark_cluster"],
-        "RECSYS_OBJECT_STORE": SHAPE["object_store"],
-        "RECSYS_MLFLOW_ARTIFACTS": SHAPE["mlflow_artifacts"],
-    }
 
 
 def config_env() -> dict[str, str]:
@@ -188,27 +177,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from scripts.stack import Stack
 
+    stack = Stack(args.state.resolve(), **PORTS, **SHAPE)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},  # RECSYS__ overrides stay the user's
-        **PORTS,
-        **shape_env(),
+        **stack.port_env(),
         **config_env(),
-        "RECSYS_STATE_DIR": str(args.state.resolve()),
     }
     print("cluster rehearsal: profile 'cluster' on a loopback cluster shape")
-    for key, value in sorted({**shape_env(), **config_env()}.items()):
+    for key, value in sorted({**stack.port_env(), **config_env()}.items()):
         print(f"  {key}={value}")
     print("  training runs on the local launcher: there is no Kubernetes here (the pod is rendered, not sent)")
     started = time.monotonic()
     demo = subprocess.run([sys.executable, "scripts/demo.py", *args.demo_args], cwd=REPO, env=env)
     if demo.returncode != 0:
         return demo.returncode
-    os.environ.update({k: v for k, v in env.items() if k.startswith("RECSYS")})
-    stack = Stack.from_env()
-    from jobs.core.config import load_config
-
-    root = load_config(environ={**env, **stack.env()}).storage.root_path()
-    problems = check(stack, root)
+    problems = check(stack, stack.data_root(env))
     print(f"\nrehearsal wall time: {time.monotonic() - started:.0f} s")
     print("stack left running; to look at it: " + " ".join(f"{k}={v}" for k, v in stack.port_env().items() if v))
     print("  make status / make rehearsal-down (stops it, drops its databases and Redis keys)")

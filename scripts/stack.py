@@ -54,6 +54,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,9 +348,20 @@ class Stack:
             ]
             env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(bundles)
         env.update(self.object_store_env())
-        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ and _local_root():
-            env["RECSYS__STORAGE__ROOT"] = str(self.state / "data")  # a state folder's own data zones
+        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
+            env["RECSYS__STORAGE__ROOT"] = self.data_root(os.environ)
         return env
+
+    def data_root(self, environ: Mapping[str, str]) -> str:
+        """The storage root of this stack's tasks under ``environ``: an explicit
+        ``RECSYS__STORAGE__ROOT`` or an object-store profile root as it is, else the state
+        folder's own data zones (``<state>/data``)."""
+        from jobs.core.config import load_config
+
+        storage = load_config(environ=dict(environ)).storage
+        if storage.is_local and "RECSYS__STORAGE__ROOT" not in environ:
+            return str(self.state / "data")
+        return storage.root_path()
 
     def full_env(self) -> dict[str, str]:
         return {**os.environ, **self.env()}
@@ -431,13 +443,6 @@ class Stack:
             if pid and _alive(pid):
                 out[name] = pid
         return out
-
-
-def _local_root() -> bool:
-    """The profile's storage root is a local folder (an object-store root is kept as it is)."""
-    from jobs.core.config import get_config
-
-    return get_config().storage.is_local
 
 
 def _airflow_bin() -> str:

@@ -151,7 +151,7 @@ def run_demo(
         run = DemoRun(stack, code, out.read_text(), err.read_text(), round(time.monotonic() - started, 1))
         if code == 0:
             run.timeline = json.loads(timeline_file.read_text())
-            run.end_state = end_state(stack, run.timeline, storage_root(stack, env))
+            run.end_state = end_state(stack, run.timeline, stack.data_root(env))
             if after is not None:
                 run.after = after(stack)
         return run
@@ -159,16 +159,6 @@ def run_demo(
         done.set()
         stop = "destroy" if stack.db == "postgres" else "down"
         subprocess.run([sys.executable, "scripts/stack.py", stop], cwd=REPO, env=env, capture_output=True, timeout=180)
-
-
-def storage_root(stack: Stack, env: dict[str, str]) -> str:
-    """The storage root the demo's tasks used (the profile's, or the state folder's ``data``)."""
-    from jobs.core.config import load_config
-
-    storage = load_config(environ=env).storage
-    if storage.is_local and "RECSYS__STORAGE__ROOT" not in env:  # scripts.stack: the state folder's zones
-        return str(stack.state / "data")
-    return storage.root_path()
 
 
 def object_store_env(stack: Stack):
@@ -211,10 +201,8 @@ def _recommendations(zone: str) -> dict[str, dict[str, Any]]:
     for day in storage.published_days(zone):
         part = f"{zone}/dt={day}"
         manifest = storage.read_manifest(part) or {}
-        fs, _ = storage.filesystem(part)
-        table = pa.concat_tables(
-            pq.read_table(storage.filesystem(f"{part}/{name}")[1], filesystem=fs) for name in manifest["files"]
-        )
+        fs, path = storage.filesystem(part)
+        table = pa.concat_tables(pq.read_table(f"{path}/{name}", filesystem=fs) for name in manifest["files"])
         table = table.drop_columns(["model_run_id"]).sort_by([("user_id", "ascending"), ("rank", "ascending")])
         digest = hashlib.sha256()
         for batch in table.to_batches(65536):

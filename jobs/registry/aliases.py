@@ -254,7 +254,7 @@ def review(
     name = model_name or cfg.mlflow.model_name
     cl = client(cfg)
     try:
-        cl.get_model_version(name, version)
+        mv = cl.get_model_version(name, version)
     except Exception as exc:  # MlflowException RESOURCE_DOES_NOT_EXIST
         raise RegistryError(f"{name} has no version {version!r}: {exc}") from exc
     tags = dict(zip(REVIEW_TAGS, (decision, by, reason[:500], now_iso()), strict=True))
@@ -262,7 +262,7 @@ def review(
         cl.set_model_version_tag(name, version, key, value)
     from jobs.registry.card import add_review
 
-    carded = add_review(cl, name, str(version), {k.split(".", 1)[1]: v for k, v in tags.items()})
+    carded = add_review(cl, mv, {k.split(".", 1)[1]: v for k, v in tags.items()})
     return {"model": name, "version": str(version), **tags, "card_updated": carded}
 
 

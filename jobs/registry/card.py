@@ -194,12 +194,11 @@ def render_html(card: dict[str, Any]) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(m['name'])} v{m['version']}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
 
 
-def add_review(cl: Any, name: str, version: str, review: dict[str, str]) -> bool:
-    """Add a person's decision (``review``: decision, by, reason, at) to the version's card and
-    re-log its JSON and HTML; False when the version has no card (registered before cards)."""
+def add_review(cl: Any, mv: Any, review: dict[str, str]) -> bool:
+    """Add a person's decision (``review``: decision, by, reason, at) to the card of model version
+    ``mv`` and re-log its JSON and HTML; False when the version has no card (registered before cards)."""
     import tempfile
 
-    mv = cl.get_model_version(name, version)
     if "model_card" not in (mv.tags or {}):
         return False
     with tempfile.TemporaryDirectory(prefix="recsys-card-") as tmp:

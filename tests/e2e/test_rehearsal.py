@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from scripts import rehearsal, spark_service
 from scripts.demo import APPROVAL_REASON
 from scripts.recsys_api import AirflowApi
 from scripts.stack import Stack, _group_alive
-from tests.demo_loop import DAGS, object_store_env, storage_root
+from tests.demo_loop import DAGS, object_store_env
 
 pytestmark = pytest.mark.e2e
 
@@ -72,17 +71,14 @@ def _reject_a_retraining(api: AirflowApi, stack: Stack) -> dict[str, Any]:
         "reason": "rehearsal: rejection check",
     }
     run_id = api.trigger("recsys_train", conf)["dag_run_id"]
-    request = None
-    for _ in range(400):
-        run = api.call("GET", f"/dags/recsys_train/dagRuns/{run_id}")
-        waiting = api.awaiting_input("recsys_train", run_id)
-        if waiting or run["state"] in ("success", "failed"):
-            request = waiting[0] if waiting else None
-            break
-        time.sleep(3)
-    assert request is not None, api.task_instances("recsys_train", run_id)
-    api.respond("recsys_train", run_id, "approve", "Reject", {"reason": REJECTION})
-    final = api.wait_run("recsys_train", run_id, timeout=600)
+    requests = []
+
+    def reject(ti: dict[str, Any]) -> None:
+        requests.append(ti["hitl"])
+        api.respond("recsys_train", run_id, ti["task_id"], "Reject", {"reason": REJECTION}, ti["map_index"])
+
+    final = api.wait_run("recsys_train", run_id, timeout=1800, on_awaiting=reject)
+    assert requests, api.task_instances("recsys_train", run_id)  # the approval was requested
     states = {t["task_id"]: t["state"] for t in api.task_instances("recsys_train", run_id)}
     versions = [v for v in cl.search_model_versions(f"name='{name}'") if v.tags.get("airflow_run_id") == run_id]
     card = {}
@@ -93,7 +89,7 @@ def _reject_a_retraining(api: AirflowApi, stack: Stack) -> dict[str, Any]:
         "card_review": card.get("review"),
         "champion_before": champion.version,
         "champion_after": cl.get_model_version_by_alias(name, "champion").version,
-        "request": request["hitl"],
+        "request": requests[0],
         "run": final["state"],
         "states": states,
         "rejected": dict(versions[0].tags) if versions else {},
@@ -114,8 +110,7 @@ def _observe(stack: Stack) -> dict[str, Any]:
         keys = [k.decode() for k in client.scan_iter(match=stack.redis_key_prefix + "*")]
     finally:
         client.close()
-    env = {k: v for k, v in stack.port_env().items()}
-    root = storage_root(stack, {**env, **rehearsal.config_env()})
+    root = stack.data_root({**stack.port_env(), **rehearsal.config_env()})
     with object_store_env(stack):
         accounted = rehearsal.account(root, stack.mlflow_artifacts)
     return {
