@@ -4,7 +4,8 @@
 Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this DAG with a
 `reason` in the conf), or on demand from the UI/REST with the typed parameters below.
 
-1. **plan** — the evaluation day D: `day`, or the latest validated curated day.
+1. **plan** — the evaluation day D: `day`, or the latest validated curated day (`replay_days`
+   days before it when the replay gate is on: those newest days are the replay).
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
    `training/snapshots/`.
@@ -18,7 +19,9 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
 4. **evaluate** — the gate on day D: Recall@K / NDCG@K for the challenger, the champion, a
    popularity baseline and (synthetic worlds) the oracle; **blessed** only if it clears the
    absolute floor, beats popularity by the configured lift and does not regress against the
-   champion beyond the tolerance. Every number and the decision go to MLflow and the task log.
+   champion beyond the tolerance; with replay days, also non-inferior to the champion on them
+   (paired NDCG@K difference, bootstrap interval, `gate.replay_tolerance`). Every number, the
+   replay table and the decision go to MLflow and the task log.
 5. **register** — a new version of the model with alias `challenger`, tagged with data window,
    metrics, decision, git commit and Airflow run.
 6. **infra_validate** — loads the registered model by URI in a fresh process and scores a smoke

@@ -13,7 +13,9 @@ each override printed: the endpoints (the cluster's service names become loopbac
 the training launcher (``local``: there is no Kubernetes here; the GPU pod stays rendered and
 schema-checked by ``tests/unit/test_training_pod.py``). The training parameters are the local
 profile's, so the rehearsal's models, recommendations and registry can be compared with the
-local demo's on the same seed (the cluster profile's GPU batch size and epochs are for H200s).
+local demo's on the same seed (the cluster profile's GPU batch size and epochs are for H200s),
+and so is the gate's replay (the cluster profile's 2 replay days move the held-out day, hence
+the training window, 2 days back: other models than the local demo's).
 The profile's human approval of each promotion stays on: the demo is the operator and approves
 each request over REST (``Loop.wait_training``).
 
@@ -21,8 +23,8 @@ After the loop it checks what only this shape can show: no file was written unde
 data zones, and every object in the bucket is accounted for (a committed partition's manifest
 or a file it lists, a validation marker or the report it names, a ledger record, a checkpoint, the simulator's ground
 truth, an MLflow artifact); an uncommitted attempt or an unknown object is reported and fails
-the run. ``tests/e2e/test_rehearsal.py`` runs this on the e2e demo's world and compares the
-end state with the local demo's.
+the run. ``tests/reliability/test_chaos_rehearsal.py`` runs this on the e2e demo's world, with
+task processes killed at random, and compares the end state with the local demo's.
 
 The stack is left running for the UIs (``make status`` with the variables printed at the end);
 ``make rehearsal-down`` stops it and drops its databases and Redis keys.
@@ -68,12 +70,13 @@ def config_env() -> dict[str, str]:
     docstring): the local launcher, and the local profile's training parameters."""
     from jobs.core.config import load_config
 
-    local = load_config(profile="local", environ={}).training
+    local = load_config(profile="local", environ={})
     return {
         "RECSYS_PROFILE": "cluster",
         "RECSYS__TRAINING__LAUNCHER": "local",
-        "RECSYS__TRAINING__EPOCHS": str(local.epochs),
-        "RECSYS__TRAINING__BATCH_SIZE": str(local.batch_size),
+        "RECSYS__TRAINING__EPOCHS": str(local.training.epochs),
+        "RECSYS__TRAINING__BATCH_SIZE": str(local.training.batch_size),
+        "RECSYS__GATE__REPLAY_DAYS": str(local.gate.replay_days),
     }
 
 

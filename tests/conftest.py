@@ -230,7 +230,7 @@ def clean_demo(tmp_path_factory):
     """``scripts/demo.py`` on the small world of ``tests/demo_loop.py``, once per session, on its own stack.
 
     The e2e demo test checks its timeline and the reprocess that follows it; the reliability
-    chaos run compares its end state with this one's.
+    chaos run on the cluster rehearsal's shape compares its end state with this one's.
     """
     from tests.demo_loop import reprocess_history, run_demo
 

@@ -1,8 +1,8 @@
 """``scripts/demo.py`` on a small world, on its own stack, and its end state as one comparable dict.
 
 Two tests run the whole loop: the e2e demo test (a clean run, whose timeline it checks) and the
-reliability chaos run (the same world while task processes are killed), which compares its end
-state with the clean run's. The clean run is made once per session (``clean_demo`` in
+reliability chaos run (the same world on the cluster rehearsal's shape while task processes are
+killed), which compares its end state with the clean run's. The clean run is made once per session (``clean_demo`` in
 ``tests/conftest.py``) and serves both.
 
 ``end_state`` is everything a fault must leave as a clean run leaves it:

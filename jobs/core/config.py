@@ -173,6 +173,11 @@ class GateConfig(_Section):
     require_approval: bool = Field(
         False, description="A person approves each blessed version before promotion (Airflow HITL)."
     )
+    replay_days: int = Field(
+        0, ge=0, le=30, description="Validated days after the held-out day replayed by the gate (0: off)."
+    )
+    replay_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    replay_bootstrap: int = Field(1000, ge=100, le=100_000)
 
 
 class ScoringConfig(_Section):

@@ -36,7 +36,7 @@ def pair_keys(users: Any, items: Any, *more: tuple[Any, Any]) -> list[np.ndarray
 
 
 def ranking_metrics(
-    rec_users: Any, rec_items: Any, rec_ranks: Any, rel_users: Any, rel_items: Any, k: int
+    rec_users: Any, rec_items: Any, rec_ranks: Any, rel_users: Any, rel_items: Any, k: int, per_user: bool = False
 ) -> dict[str, Any]:
     """Recall, NDCG and hit rate at ``k`` of long-format ranked lists.
 
@@ -45,6 +45,8 @@ def ranking_metrics(
             1-based rank; entries ranked below ``k`` are ignored.
         rel_users, rel_items: the relevant pairs (duplicates count once).
         k: the cut-off.
+        per_user: also return ``"per_user": {"users", "recall", "ndcg"}`` (arrays over the users
+            with a relevant pair, sorted by user id): what a paired comparison of two rankers needs.
 
     Returns:
         ``{"recall", "ndcg", "hit_rate", "users", "relevant", "hits", "k"}``; the rates are None
@@ -59,7 +61,10 @@ def ranking_metrics(
     pu = np.asarray(rel_users, dtype=np.int64)
     pi = np.asarray(rel_items, dtype=np.int64)
     if not len(pu):
-        return {"recall": None, "ndcg": None, "hit_rate": None, "users": 0, "relevant": 0, "hits": 0, "k": k}
+        empty = {"recall": None, "ndcg": None, "hit_rate": None, "users": 0, "relevant": 0, "hits": 0, "k": k}
+        if per_user:
+            empty["per_user"] = {"users": pu, "recall": np.zeros(0), "ndcg": np.zeros(0)}
+        return empty
     width = max(np.unique(np.concatenate([ri, pi])).size, 1)
     rel_keys, rec_keys = pair_keys(pu, pi, (ru, ri))
     rel = np.unique(rel_keys)
@@ -70,7 +75,7 @@ def ranking_metrics(
     dcg = np.bincount(pos, weights=discount, minlength=len(users))
     hits = np.bincount(pos, minlength=len(users))
     idcg = np.cumsum(1.0 / np.log2(np.arange(1, k + 1) + 1.0))[np.minimum(n_rel, k) - 1]
-    return {
+    out = {
         "recall": float((hits / n_rel).mean()),
         "ndcg": float((dcg / idcg).mean()),
         "hit_rate": float((hits > 0).mean()),
@@ -79,6 +84,10 @@ def ranking_metrics(
         "hits": int(hits.sum()),
         "k": k,
     }
+    if per_user:
+        ids = np.unique(np.concatenate([pu, ru]))[users]  # the codes of ``pair_keys`` back to user ids
+        out["per_user"] = {"users": ids, "recall": hits / n_rel, "ndcg": dcg / idcg}
+    return out
 
 
 def evaluate_ranking(
@@ -119,7 +128,7 @@ def evaluate_ranking(
 
 
 def metrics_of_lists(
-    recs: Mapping[int, Sequence[int]], truth: Mapping[int, set[int] | Sequence[int]], k: int
+    recs: Mapping[int, Sequence[int]], truth: Mapping[int, set[int] | Sequence[int]], k: int, per_user: bool = False
 ) -> dict[str, Any]:
     """``ranking_metrics`` of ranked lists keyed by user id against relevant items keyed by user id."""
     rec_users = [u for u, items in recs.items() for _ in items[:k]]
@@ -127,7 +136,7 @@ def metrics_of_lists(
     rec_ranks = [r for items in recs.values() for r in range(1, len(items[:k]) + 1)]
     rel_users = [u for u, items in truth.items() for _ in items]
     rel_items = [i for items in truth.values() for i in items]
-    return ranking_metrics(rec_users, rec_items, rec_ranks, rel_users, rel_items, k)
+    return ranking_metrics(rec_users, rec_items, rec_ranks, rel_users, rel_items, k, per_user=per_user)
 
 
 def popularity_top_k(popularity: np.ndarray, users: np.ndarray, k: int, exclude: Any = None) -> np.ndarray:

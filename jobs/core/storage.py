@@ -29,7 +29,7 @@ and the files it lists (``catalog.files_of``), so a killed writer's files are in
 writers of one day never mix: the last manifest wins whole. After its commit a writer deletes
 the attempt it replaced and every other unreferenced attempt whose newest file is older than
 ``ORPHAN_GRACE_S`` (an hour: longer than a writer of one day goes without writing a file here; a
-dead writer's leftovers go with the next publish of the day, or with ``vacuum``). A marker written into a published partition afterwards (``_VALIDATION``) carries
+dead writer's leftovers go with the next publish of the day, or with ``vacuum`` / ``vacuum_root``). A marker written into a published partition afterwards (``_VALIDATION``) carries
 the digest of the manifest it is about, so a re-publish makes it stale without a second write.
 
 Paths: a plain path or ``file://`` is local; ``s3://`` goes through ``pyarrow.fs``, which takes
@@ -267,6 +267,30 @@ def vacuum(
     for name in dead:
         remove_tree(join(partition_uri, name))
     return dead
+
+
+def vacuum_root(root_uri: str, grace_s: float = ORPHAN_GRACE_S) -> dict[str, list[str]]:
+    """``vacuum`` every partition under an object-store root that holds an unreferenced attempt:
+    what an operator runs after an outage or a crash storm, when no later publish of those days
+    will come. Returns ``{partition URI: attempts deleted}`` (only partitions that lost one);
+    locally nothing to do (publish cleans staging leftovers)."""
+    if is_local(root_uri):
+        return {}
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(root_uri)
+    base = root_uri.rstrip("/")
+    partitions = set()
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
+        parts = info.path[len(path) + 1 :].split("/")
+        at = next((i for i, p in enumerate(parts) if p.startswith(ATTEMPT)), None)
+        if at and parts[at - 1].startswith("dt="):
+            partitions.add("/".join(parts[:at]))
+    deleted = {}
+    for partition in sorted(partitions):
+        if gone := vacuum(f"{base}/{partition}", grace_s=grace_s):
+            deleted[f"{base}/{partition}"] = gone
+    return deleted
 
 
 def cleanup_leftovers(parent: Path, name: str) -> None:

@@ -171,6 +171,23 @@ def render_html(card: dict[str, Any]) -> str:
             f"<table><tr><th></th>{head}</tr>{body}</table>",
             f"<p>Gate: {'blessed' if gate.get('blessed') else 'not blessed'} — {html.escape(str(gate.get('reason')))}</p>",
         ]
+        replayed = gate.get("replay")
+        if replayed and (replayed["days"] or replayed["skipped"]):
+            k = gate.get("k")
+            rows = [
+                (
+                    f"{row['day']} {name} ({row['users']} users)",
+                    f"recall@{k} {m[f'recall_at_{k}']:.4f}, ndcg@{k} {m[f'ndcg_at_{k}']:.4f}",
+                )
+                for row in replayed["days"]
+                for name, m in row["metrics"].items()
+            ]
+            rows += [(day, f"skipped: {why}") for day, why in replayed["skipped"].items()]
+            parts += [
+                "<h2>Replay of the days after the held-out day</h2>",
+                _table(rows),
+                f"<p>{html.escape(str(replayed.get('summary', '')))}</p>",
+            ]
     parts += [
         "<h2>Decision</h2>",
         _table(list(card["decision"].items())),

@@ -40,7 +40,9 @@ BODY = """\
 {% for name, m in ev.metrics.items() %}| {{ name }} | {{ '%.4f' | format(m['recall_at_' ~ ev.k]) }} \
 | {{ '%.4f' | format(m['ndcg_at_' ~ ev.k]) }} |
 {% endfor %}
-Champion when gated: {{ ev.champion_version or 'none' }}. Why this training ran: \
+{% if ev.replay and ev.replay.days %}**Replay:** {{ ev.replay.summary }}
+
+{% endif %}Champion when gated: {{ ev.champion_version or 'none' }}. Why this training ran: \
 {{ dag_run.conf.get('reason') or 'scheduled' }}.
 
 Model card: MLFLOW_URL/#/experiments/{{ reg.experiment_id }}/runs/{{ reg.run_id }}/artifactPath/model_card/model_card.html

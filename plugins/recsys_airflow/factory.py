@@ -7,7 +7,8 @@
 with the contracts of ``recsys_train`` (the first pipeline built from it):
 
 * **plan** picks the evaluation day D (``params.day`` or the latest validated curated day
-  not after the run's data interval) and the window (``params.window_days``);
+  not after the run's data interval — ``params.replay_days`` days before it when the replay gate
+  is on), the replay days after D and the window (``params.window_days``);
 * **snapshot** (``jobs.snapshot``, Spark) publishes the time-split train/test snapshot of D once;
 * **train** runs ``python -m <train_module> --snapshot S <train_args> --run-name R
   --checkpoint-dir C`` through ``recsys_airflow.training.train_task``, so the profile still picks
@@ -18,7 +19,7 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   registered version was trained on the same snapshot content, code and parameters; the log
   says which); ``force_retrain`` makes the trainer train anyway;
 * **evaluate** (``jobs.evaluate gate``) is the gate against the champion *of this model name*,
-  the popularity baseline and the oracle; **register** (``jobs.registry register``) adds a
+  the popularity baseline and the oracle, on the held-out day and on the replay days; **register** (``jobs.registry register``) adds a
   version with alias ``challenger`` and its lineage (window, snapshot, gate decision, code
   version, read from the snapshot manifest and the training run); **infra_validate**
   (``jobs.evaluate infra``) loads it by registry URI in a fresh process; **blessed**
@@ -105,6 +106,15 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             description="YYYY-MM-DD held out for the gate (the window ends the day before); "
             "empty = the latest validated curated day.",
         ),
+        "replay_days": Param(
+            cfg.gate.replay_days,
+            type="integer",
+            minimum=0,
+            maximum=30,
+            title="Replay days",
+            description="Validated days after the held-out day on which challenger and champion are replayed "
+            "before promotion (the held-out day moves back by as many days). Default: gate.replay_days.",
+        ),
         "reason": Param(
             "scheduled",
             type="string",
@@ -129,24 +139,40 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
     }
 
 
+def pick_days(validated: list[str], day: str | None, limit: str, replay_days: int) -> tuple[str, list[str]]:
+    """The held-out day D and the replay days after it (pure).
+
+    ``day`` given: D = day, replayed = up to ``replay_days`` validated days after it (≤ ``limit``).
+    Otherwise D = the validated day ``replay_days`` places before the newest one ≤ ``limit``
+    (with fewer days, the oldest), so that the newest days are the replay.
+    """
+    eligible = [d for d in sorted(validated) if d <= limit]
+    if day:
+        if day not in validated:
+            raise ValueError(f"day {day} is not a validated curated day (validated: {sorted(validated)[-5:]})")
+    elif not eligible:
+        raise ValueError("no validated curated day to evaluate on: run recsys_ingest first")
+    else:
+        day = eligible[max(0, len(eligible) - 1 - replay_days)]
+    return day, [d for d in eligible if d > day][:replay_days]
+
+
 @task(multiple_outputs=True)
 def plan(params: dict | None = None, data_interval_end=None) -> dict:
-    """Pick the evaluation day D (latest validated curated day unless given) and the window."""
+    """Pick the evaluation day D (latest validated curated day unless given, or ``replay_days``
+    before it), the replay days after it and the window."""
     from jobs.core import catalog
     from jobs.core.config import get_config
 
-    days = catalog.validated_days(get_config())
-    if params["day"]:
-        day = params["day"]
-    else:
-        limit = data_interval_end.date().isoformat() if data_interval_end else "9999-12-31"
-        eligible = [d for d in days if d <= limit]
-        if not eligible:
-            raise ValueError("no validated curated day to evaluate on: run recsys_ingest first")
-        day = eligible[-1]
-    if day not in days:
-        raise ValueError(f"day {day} is not a validated curated day (validated: {days[-5:]})")
-    return {"day": day, "window_days": int(params["window_days"]), "reason": params["reason"]}
+    limit = data_interval_end.date().isoformat() if data_interval_end and not params["day"] else "9999-12-31"
+    day, replayed = pick_days(catalog.validated_days(get_config()), params["day"], limit, int(params["replay_days"]))
+    print(f"held-out day {day}; replay days: {', '.join(replayed) or 'none'}")
+    return {
+        "day": day,
+        "window_days": int(params["window_days"]),
+        "reason": params["reason"],
+        "replay_days": ",".join(replayed),
+    }
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=True)
@@ -231,9 +257,12 @@ def model_pipeline(
             train.output["run_id"],
             "--model-uri",
             train.output["model_uri"],
+            "--replay-days",
+            planned["replay_days"],
             *name_args,
         ],
-        doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day.",
+        doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day, "
+        "and challenger vs champion on the replay days after it.",
     )
     register = RegistryJobOperator(
         task_id="register",

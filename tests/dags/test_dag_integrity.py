@@ -79,7 +79,7 @@ def test_train_dag_shape(dagbag):
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     # The order of the pipeline plus every data dependency (an XComArg makes its producer upstream).
     assert edges == {
-        "plan": ["snapshot"],
+        "plan": ["evaluate", "snapshot"],  # evaluate gets the replay days
         "snapshot": ["evaluate", "infra_validate", "register", "train"],
         "train": ["evaluate", "fresh", "register"],
         "fresh": ["evaluate"],

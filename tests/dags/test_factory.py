@@ -18,7 +18,7 @@ import pytest
 from tests.dag_runs import dag_test, repo_bag, task_states, xcom
 
 EDGES = {  # the pipeline's order plus every data dependency (an XComArg makes its producer upstream)
-    "plan": ["snapshot"],
+    "plan": ["evaluate", "snapshot"],  # evaluate gets the replay days
     "snapshot": ["evaluate", "infra_validate", "register", "train"],
     "train": ["evaluate", "fresh", "register"],
     "fresh": ["evaluate"],
@@ -53,6 +53,7 @@ def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag)
             "epochs",
             "window_days",
             "day",
+            "replay_days",
             "reason",
             "require_approval",
             "report_html",

@@ -18,7 +18,7 @@ from tests.dag_runs import dag_test, xcom
 pytestmark = pytest.mark.integration
 
 START = date(2026, 1, 1)
-DAYS = 5
+DAYS = 6  # the first runs train on days 1-4 and hold out day 5; day 6 is the replay's
 
 
 def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_env, cfg, spark):
@@ -30,7 +30,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     run = dag_test(
         "recsys_train",
         logical_date=pendulum.datetime(2026, 1, 6, tz="UTC"),
-        run_conf={"epochs": 4, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()},
+        run_conf={"epochs": 4, "window_days": 4, "day": "2026-01-05"},
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
@@ -53,29 +53,42 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert train["run_id"] and train["model_uri"]
     _check_model_card(run, registered, evaluation, train, tags)
 
-    # A worse challenger on the same data (1 epoch vs the champion's 4): the champion rule
-    # alone decides (floor and popularity lift off, no tolerance), so the gate must refuse it, the
+    # A worse challenger (1 epoch vs the champion's 4) with the replay gate on (replay_days 1):
+    # plan holds out the day before the newest (2026-01-05, as the champion's gate) and replays
+    # the newest, 2026-01-06 (after the champion's window too). The champion rules alone decide (floor and popularity lift off, no
+    # tolerance), so the gate must refuse it on the held-out day and on the replay, the
     # promotion is skipped and `champion` does not move; the version is still registered.
     import os
 
-    os.environ["RECSYS__GATE__MIN_RECALL"] = "0"
-    os.environ["RECSYS__GATE__MIN_LIFT_OVER_POPULARITY"] = "0"
-    os.environ["RECSYS__GATE__MAX_REGRESSION_VS_CHAMPION"] = "0"
+    gate_env = {"MIN_RECALL": "0", "MIN_LIFT_OVER_POPULARITY": "0", "MAX_REGRESSION_VS_CHAMPION": "0"}
+    os.environ.update({f"RECSYS__GATE__{key}": value for key, value in {**gate_env, "REPLAY_TOLERANCE": "0"}.items()})
     try:
         worse = dag_test(
             "recsys_train",
             logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"),
-            run_conf={"epochs": 1, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()},
+            run_conf={"epochs": 1, "window_days": 3, "replay_days": 1},
         )
     finally:
-        for key in ("MIN_RECALL", "MIN_LIFT_OVER_POPULARITY", "MAX_REGRESSION_VS_CHAMPION"):
+        for key in (*gate_env, "REPLAY_TOLERANCE"):
             del os.environ[f"RECSYS__GATE__{key}"]
     worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
+    assert xcom(worse, "plan")["day"] == "2026-01-05" and xcom(worse, "plan")["replay_days"] == "2026-01-06"
     second = xcom(worse, "evaluate")
-    assert second["champion_version"] == registered["version"]
+    assert second["champion_version"] == registered["version"] and second["day"] == "2026-01-05"
     assert second["blessed"] is False, second
     assert "champion" in second["reason"], second["reason"]
     assert second["metrics"]["challenger"][f"ndcg_at_{k}"] < second["metrics"]["champion"][f"ndcg_at_{k}"]
+    replayed = second["replay"]
+    assert [row["day"] for row in replayed["days"]] == ["2026-01-06"] and replayed["skipped"] == {}, replayed
+    day_metrics = replayed["days"][0]["metrics"]
+    assert set(day_metrics) == {"challenger", "champion", "popularity"} and replayed["days"][0]["users"] > 100
+    assert day_metrics["challenger"][f"ndcg_at_{k}"] < day_metrics["champion"][f"ndcg_at_{k}"]
+    interval = replayed["ndcg_diff"]
+    assert (
+        interval["low"] <= interval["mean"] <= interval["high"] < 0
+        and interval["pairs"] == replayed["days"][0]["users"]
+    )
+    assert replayed["verdict"] == "inferior" and replayed["summary"] in second["reason"]
     assert worse_states["infra_validate"] == "success"
     assert worse_states["promote"] == "skipped", worse_states
     after = show(get_config())
@@ -83,13 +96,17 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     challenger = xcom(worse, "register")["version"]
     assert challenger != registered["version"]
     assert after["challenger"] == challenger
-    assert client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags["decision"] == (
-        "not_blessed"
-    )
+    challenger_tags = client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags
+    assert challenger_tags["decision"] == "not_blessed" and challenger_tags["replay"] == replayed["summary"]
+    assert (challenger_tags["window_start"], challenger_tags["window_end"]) == ("2026-01-02", "2026-01-04")
+    import mlflow
+
+    page = mlflow.artifacts.load_text(challenger_tags["model_card"])
+    assert "Replay of the days after the held-out day" in page and "2026-01-06 challenger" in page, page
 
     # Caching: the same inputs again (snapshot content, code, parameters — epochs 4 as the
     # champion's run) register nothing and promote nothing; force_retrain trains anyway.
-    conf = {"epochs": 4, "window_days": 4, "day": (START + timedelta(days=DAYS - 1)).isoformat()}
+    conf = {"epochs": 4, "window_days": 4, "day": "2026-01-05"}
     versions_before = len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'"))
     cached = dag_test("recsys_train", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf=conf)
     cached_states = {ti.task_id: str(ti.state) for ti in cached.get_task_instances()}

@@ -1,7 +1,7 @@
 """Stack shapes without servers: what ``RECSYS_DB``, ``RECSYS_EXECUTOR`` and
 ``RECSYS_OBJECT_STORE`` change in ``scripts/stack.py``, and what they leave alone.
 
-The shapes themselves run in the cluster rehearsal (``tests/e2e/test_rehearsal.py``): Airflow on
+The shapes themselves run in the cluster rehearsal (``tests/reliability/test_chaos_rehearsal.py``): Airflow on
 PostgreSQL with the CeleryExecutor and Redis, MLflow on PostgreSQL and S3, a standalone Spark
 cluster, the whole loop.
 """

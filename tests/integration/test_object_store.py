@@ -77,7 +77,8 @@ def test_the_manifest_is_the_commit_on_an_object_store(s3_root):
     keys = _keys(s3_root)
     assert not [k for k in keys if first.name in k], keys  # the replaced attempt is deleted
     assert [k for k in keys if dead.name in k] == dead_keys  # a recent unreferenced one is kept
-    assert storage.vacuum(part, grace_s=0) == [dead.name]  # ... until the vacuum
+    assert storage.vacuum_root(zone) == {}  # still within the grace period
+    assert storage.vacuum_root(zone, grace_s=0) == {part: [dead.name]}  # ... until the vacuum
     assert storage.read_bytes(f"{part}/{storage.read_manifest(part)['files'][0]}") == b"v2"
     stale = json.loads(storage.read_text(f"{part}/_VALIDATION"))
     assert stale["manifest"] != storage.manifest_digest(part)

@@ -9,7 +9,7 @@
   the retry publishes byte-identical output;
 
 The standalone cluster (a Master and two Workers, separate JVMs on 127.0.0.1, behind its own
-Connect server) runs in the cluster rehearsal (``tests/e2e/test_rehearsal.py``): ingestion and
+Connect server) runs in the cluster rehearsal (``tests/reliability/test_chaos_rehearsal.py``): ingestion and
 scoring tasks on both workers, output byte-identical to the local demo's.
 """
 

@@ -493,25 +493,29 @@ def leftovers(zone: Path) -> list[str]:
     return sorted(p.name for p in zone.iterdir() if p.name.startswith((".staging-", ".trash-")) or p.suffix == ".tmp")
 
 
-def event_ids(part: Path) -> list[str]:
-    if not (part / SUCCESS).is_file():
-        return []
-    manifest = json.loads((part / SUCCESS).read_text())
+def event_ids(part: Path | str) -> list[str]:
+    """The ``event_id`` column of a published partition (a local folder or an object-store URI),
+    in the order of the files its manifest lists; [] when the day is not published."""
+    from jobs.core import storage
+
+    manifest = storage.read_manifest(str(part))
     ids: list[str] = []
-    for name in manifest.get("files", []):
-        ids += pq.read_table(part / name, columns=["event_id"]).column("event_id").to_pylist()
+    for name in (manifest or {}).get("files", []):
+        fs, path = storage.filesystem(storage.join(str(part), name))
+        ids += pq.read_table(path, columns=["event_id"], filesystem=fs).column("event_id").to_pylist()
     return ids
 
 
-def row_diff(reference_zone: Path, zone: Path, days: Iterable[str]) -> dict[str, int]:
-    """Rows lost and duplicated in ``zone`` against the reference, by ``event_id``, over ``days``.
+def row_diff(reference_zone: Path | str, zone: Path | str, days: Iterable[str]) -> dict[str, int]:
+    """Rows lost and duplicated in ``zone`` against the reference, by ``event_id``, over ``days``
+    (either zone a local folder or an object-store URI).
 
     duplicated = copies of an id beyond the first plus ids the reference does not have.
     """
     expected = lost = duplicated = actual = 0
     for day in days:
-        ref = event_ids(reference_zone / f"dt={day}")
-        got = event_ids(zone / f"dt={day}")
+        ref = event_ids(f"{str(reference_zone).rstrip('/')}/dt={day}")
+        got = event_ids(f"{str(zone).rstrip('/')}/dt={day}")
         ref_set, counts = set(ref), Counter(got)
         expected += len(ref)
         actual += len(got)

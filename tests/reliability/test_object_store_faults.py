@@ -31,10 +31,9 @@ import uuid
 from datetime import date
 
 import boto3
-import pyarrow.parquet as pq
 import pytest
 
-from tests.reliability.harness import CaseResult, crash_tree, launch_job, wait_until
+from tests.reliability.harness import CaseResult, crash_tree, event_ids, launch_job, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -112,13 +111,9 @@ def _published(cfg, zone: str) -> dict[str, str] | None:
 
 
 def _event_ids(cfg) -> list[str]:
-    from jobs.core import catalog, fs
+    from jobs.core import catalog
 
-    ids: list[str] = []
-    for f in catalog.files_of(cfg, "curated", [DAY.isoformat()]):
-        filesystem, path = fs.filesystem(f)
-        ids += pq.read_table(path, filesystem=filesystem, columns=["event_id"]).column("event_id").to_pylist()
-    return ids
+    return event_ids(catalog.partition(cfg, "curated", DAY))
 
 
 def _ingest(name: str, endpoint: str | None = None) -> tuple:

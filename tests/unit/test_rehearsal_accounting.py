@@ -40,11 +40,13 @@ def test_every_object_gets_one_category(key, category):
     assert _category(key, MANIFESTS, frozenset({"reports/validation/dt=2026-03-02"})) == category
 
 
-def test_the_cluster_profile_keeps_its_settings_but_the_launcher_and_training_size():
+def test_the_cluster_profile_keeps_its_settings_but_the_launcher_training_size_and_replay():
     env = config_env()
     assert env["RECSYS_PROFILE"] == "cluster" and env["RECSYS__TRAINING__LAUNCHER"] == "local"
     assert {k for k in env if k.startswith("RECSYS__")} == {
         "RECSYS__TRAINING__LAUNCHER",
         "RECSYS__TRAINING__EPOCHS",
         "RECSYS__TRAINING__BATCH_SIZE",
+        "RECSYS__GATE__REPLAY_DAYS",
     }
+    assert env["RECSYS__GATE__REPLAY_DAYS"] == "0"  # the local demo's models: comparable end states

@@ -1,0 +1,120 @@
+"""The replay gate's pure parts: which days, what counts as history, the paired interval, the rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jobs.core.config import GateConfig
+from jobs.core.ranking import metrics_of_lists
+from jobs.evaluate import replay
+from jobs.evaluate.gate import bless
+from recsys_airflow.factory import pick_days
+
+pytestmark = pytest.mark.unit
+
+DAYS = ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
+
+
+def test_pick_days_holds_out_r_days_before_the_newest_and_replays_the_rest():
+    assert pick_days(DAYS, None, "9999-12-31", 0) == ("2026-03-06", [])
+    assert pick_days(DAYS, None, "9999-12-31", 2) == ("2026-03-04", ["2026-03-05", "2026-03-06"])
+    # a backfilled run sees only the days up to its data interval
+    assert pick_days(DAYS, None, "2026-03-04", 1) == ("2026-03-03", ["2026-03-04"])
+    # an explicit day: the replay is what exists after it, at most R days
+    assert pick_days(DAYS, "2026-03-05", "9999-12-31", 3) == ("2026-03-05", ["2026-03-06"])
+    assert pick_days(DAYS, "2026-03-06", "9999-12-31", 2) == ("2026-03-06", [])
+    # fewer days than R + 1: the oldest is held out
+    assert pick_days(DAYS[:2], None, "9999-12-31", 5) == ("2026-03-02", ["2026-03-03"])
+    with pytest.raises(ValueError, match="2026-03-09 is not a validated curated day"):
+        pick_days(DAYS, "2026-03-09", "9999-12-31", 0)
+    with pytest.raises(ValueError, match="run recsys_ingest first"):
+        pick_days([], None, "9999-12-31", 1)
+
+
+def test_history_is_the_window_and_earlier_days_only():
+    positives = {
+        "D": {1: {10, 11}, 2: {20}},
+        "D+1": {1: {10, 12}, 2: {21}, 3: {30}},
+        "D+2": {1: {12, 13}, 3: {30}},
+    }
+    seen = {1: {9}, 2: {20, 22}}
+    sets = replay.replay_sets(positives.__getitem__, "D", seen, ["D+1", "D+2"])
+    assert [day for day, _, _ in sets] == ["D+1", "D+2"]
+    (_, truth1, hist1), (_, truth2, hist2) = sets
+    # D+1: user 1's item 10 was seen on the held-out day D: not a new positive
+    assert truth1 == {1: {12}, 2: {21}, 3: {30}}
+    assert hist1 == {1: {9, 10, 11}, 2: {20, 22}, 3: set()}
+    # D+2: D+1 is now history (user 3's item 30 again is no new positive: user 3 drops out);
+    # D+2 itself never is
+    assert truth2 == {1: {13}}
+    assert hist2 == {1: {9, 10, 11, 12}}
+
+
+def test_ranked_lists_skip_history_and_popularity_ties_go_to_the_lower_index():
+    assert replay.unseen_top_k({1: [5, 6, 7, 8]}, {1: {6, 8}}, 2) == {1: [5, 7]}
+    lists = replay.popularity_lists(np.array([100, 101, 102]), np.array([3, 5, 5]), [7, 8], 3)
+    assert lists == {7: [101, 102, 100], 8: [101, 102, 100]}
+
+
+def test_per_user_metrics_are_keyed_by_user_id_and_average_to_the_totals():
+    recs = {30: [1, 2], 10: [3, 4], 20: []}
+    truth = {10: {3}, 20: {9}, 30: {2, 5}}
+    m = metrics_of_lists(recs, truth, 2, per_user=True)
+    per = m["per_user"]
+    assert per["users"].tolist() == [10, 20, 30]
+    assert per["ndcg"][0] == pytest.approx(1.0) and per["ndcg"][1] == 0.0
+    assert per["ndcg"][2] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    assert per["ndcg"].mean() == pytest.approx(m["ndcg"]) and per["recall"].mean() == pytest.approx(m["recall"])
+
+
+def test_paired_interval_is_seeded_and_brackets_the_mean():
+    rng = np.random.default_rng(1)
+    diffs = rng.normal(0.01, 0.2, size=3000)
+    a = replay.paired_interval(diffs, 400)
+    assert a == replay.paired_interval(diffs, 400)  # the same interval on a rerun
+    assert a["low"] < a["mean"] < a["high"] and a["pairs"] == 3000 and a["resamples"] == 400
+    assert a["high"] - a["low"] == pytest.approx(2 * 1.96 * 0.2 / np.sqrt(3000), rel=0.25)
+    same = replay.paired_interval(np.zeros(50), 100)
+    assert (same["low"], same["mean"], same["high"]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="no paired observation"):
+        replay.paired_interval(np.zeros(0), 100)
+
+
+def test_an_inferior_replay_refuses_a_challenger_the_held_out_day_blesses():
+    rules = GateConfig(min_recall=0.0, min_lift_over_popularity=0.0, max_regression_vs_champion=0.02)
+    metrics = {
+        "challenger": {"recall_at_10": 0.2, "ndcg_at_10": 0.15},
+        "popularity": {"recall_at_10": 0.1, "ndcg_at_10": 0.1},
+        "champion": {"recall_at_10": 0.2, "ndcg_at_10": 0.15},
+    }
+
+    def replayed(low: float) -> dict:
+        interval = {
+            "mean": low + 0.01,
+            "low": low,
+            "high": low + 0.02,
+            "confidence": 0.95,
+            "resamples": 100,
+            "pairs": 600,
+        }
+        result = {
+            "days": [{"day": "2026-03-05", "users": 300, "metrics": {}}],
+            "skipped": {},
+            "ndcg_diff": interval,
+            "tolerance": 0.02,
+            "verdict": replay.verdict(interval, 0.02),
+            "why_not_compared": "",
+        }
+        return result
+
+    ok, reason = bless(metrics, 10, rules, replayed(-0.015))
+    assert ok and "replay over 1 day(s), 600 user-days" in reason and "non-inferior" in reason, reason
+    ok, reason = bless(metrics, 10, rules, replayed(-0.025))
+    assert not ok and reason.startswith("not blessed: replay over 1 day(s)") and ": inferior" in reason, reason
+    assert bless(metrics, 10, rules, None)[0]
+    # A champion that trained on the held-out day (the challenger's window is older: a backfill)
+    # cannot be compared there: refused, whatever the numbers.
+    ok, reason = bless(metrics, 10, rules, None, "champion v3 trained up to 2026-03-06, on or after the held-out day")
+    assert not ok and "champion v3 trained up to 2026-03-06" in reason
+    assert replay.verdict(None, 0.02) == "not compared"
