@@ -3,8 +3,8 @@
 The masking test runs ``recsys_test_secret_log`` (``tests/e2e/dags_extra/``), a DAG that prints a
 Variable, a Connection password and a token from the Connection's extra, plainly, inside a dict and
 through a rendered Bash template. The folder joins the stack's DAG bundles through
-``RECSYS_EXTRA_DAG_FOLDERS``, which this module sets at import time, i.e. during collection and
-before the session's stack starts (``scripts/stack.py`` reads it when it builds the environment).
+``RECSYS_EXTRA_DAG_FOLDERS``, which ``tests/e2e/conftest.py`` sets during collection, before the
+session's stack starts (``scripts/stack.py`` reads it when it builds the environment).
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ from scripts.demo import diagnose
 from scripts.recsys_api import AirflowApi
 
 pytestmark = pytest.mark.e2e
-
-EXTRA_DAGS = Path(__file__).resolve().parent / "dags_extra"
-_folders = [f for f in os.environ.get("RECSYS_EXTRA_DAG_FOLDERS", "").split(os.pathsep) if f]
-if str(EXTRA_DAGS) not in _folders:
-    os.environ["RECSYS_EXTRA_DAG_FOLDERS"] = os.pathsep.join([*_folders, str(EXTRA_DAGS)])
 
 SECRET_DAG = "recsys_test_secret_log"
 
