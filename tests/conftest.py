@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -201,8 +200,6 @@ def run_module(
 def pytest_sessionfinish(session, exitstatus):
     from scripts.stack import down
 
-    _LOOP_POOL.shutdown(wait=True)  # each loop stops its own stack when it ends
-
     if STACK.running():
         down(STACK)
     shutil.rmtree(_STATE, ignore_errors=True)
@@ -228,61 +225,18 @@ def mlflow_env(mlflow_server, monkeypatch, tmp_path) -> str:
     return name
 
 
-# Whole-loop runs (the clean demo, the rehearsal under chaos) start in background threads as soon
-# as the selection is known: each is a stack of its own that mostly waits (scheduler polls, process
-# start-ups; the suite uses ~0.4 of the 2 cores on average), so the other tiers run meanwhile
-# instead of after them. RECSYS_TEST_LOOPS_IN_BACKGROUND=0 runs them when first needed instead.
-_LOOP_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="whole-loop")
-_LOOPS: dict[str, Future] = {}
-
-
-def _clean_demo_run(workdir: Path):
-    from tests.demo_loop import reprocess_history, run_demo
-
-    # The end state (what the chaos run must match) is read first; then the same stack takes an
-    # operator's reprocess backfill of three past days (checked by the e2e demo test).
-    return run_demo(workdir, after=reprocess_history)
-
-
-def _start_clean_demo() -> Future:
-    if "clean_demo" not in _LOOPS:
-        workdir = Path(tempfile.mkdtemp(prefix="clean-demo-", dir=_STATE))
-        _LOOPS["clean_demo"] = _LOOP_POOL.submit(_clean_demo_run, workdir)
-    return _LOOPS["clean_demo"]
-
-
-def _start_module_loop(module) -> Future:
-    """A test module's ``start_in_background(workdir, clean_demo_future)``, once."""
-    if module.__name__ not in _LOOPS:
-        workdir = Path(tempfile.mkdtemp(prefix="loop-", dir=_STATE))
-        _LOOPS[module.__name__] = _LOOP_POOL.submit(module.start_in_background, workdir, _start_clean_demo())
-    return _LOOPS[module.__name__]
-
-
-def pytest_collection_finish(session):
-    if os.environ.get("RECSYS_TEST_LOOPS_IN_BACKGROUND", "1") == "0" or session.config.option.collectonly:
-        return
-    for item in session.items:
-        if "clean_demo" in getattr(item, "fixturenames", ()):
-            _start_clean_demo()
-        if "background_loop" in getattr(item, "fixturenames", ()):
-            _start_module_loop(item.module)
-
-
 @pytest.fixture(scope="session")
-def clean_demo():
+def clean_demo(tmp_path_factory):
     """``scripts/demo.py`` on the small world of ``tests/demo_loop.py``, once per session, on its own stack.
 
     The e2e demo test checks its timeline and the reprocess that follows it; the reliability
     chaos run on the cluster rehearsal's shape compares its end state with this one's.
     """
-    return _start_clean_demo().result()
+    from tests.demo_loop import reprocess_history, run_demo
 
-
-@pytest.fixture
-def background_loop(request):
-    """The result of the test module's ``start_in_background`` (started at collection)."""
-    return _start_module_loop(request.module).result()
+    # The end state (what the chaos run must match) is read first; then the same stack takes an
+    # operator's reprocess backfill of three past days (checked by the e2e demo test).
+    return run_demo(tmp_path_factory.mktemp("clean-demo"), after=reprocess_history)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,6 @@ import json
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -253,33 +252,21 @@ def _observe(stack: Stack, reference: Path) -> dict[str, Any]:
     }
 
 
-def start_in_background(workdir: Path, clean: Future) -> tuple[Any, Chaos]:
-    """The rehearsal under chaos, in a background thread started by ``tests/conftest.py`` when
-    this test is selected (it waits only for subprocesses, so the rest of the suite runs
-    meanwhile); ``clean``: the clean demo's future (its curated zone is the row diff's
-    reference, read once the rehearsal's loop is over). Returns (the run, the injector)."""
+@pytest.mark.timeout(4000)
+def test_rehearsal_under_chaos_ends_as_the_local_demo(clean_demo, tmp_path, report):
     from tests.demo_loop import run_demo
 
-    def observe(stack: Stack) -> dict[str, Any]:
-        reference = clean.result().stack.state / "data" / "curated" / "events"  # the local demo's
-        return _observe(stack, reference)
-
+    assert clean_demo.returncode == 0, clean_demo.failure()
+    reference = clean_demo.stack.state / "data" / "curated" / "events"  # the local demo's curated zone
     chaos = Chaos(SEED)
     run = run_demo(
-        workdir,
+        tmp_path,
         {**rehearsal.config_env(), "RECSYS__AIRFLOW__RETRY_DELAY_S": "2"},
         during=chaos,
         shape=rehearsal.SHAPE,
         timeout=3000,
-        after=observe,
+        after=lambda stack: _observe(stack, reference),
     )
-    return run, chaos
-
-
-@pytest.mark.timeout(4000)
-def test_rehearsal_under_chaos_ends_as_the_local_demo(clean_demo, background_loop, tmp_path, report):
-    assert clean_demo.returncode == 0, clean_demo.failure()
-    run, chaos = background_loop
     faults = chaos.inj.faults
     print("faults:", json.dumps([{"at_s": f.at, "job": f.target, **f.detail} for f in faults], indent=1))
     assert chaos.errors == []
