@@ -53,13 +53,77 @@ def reference_stats(cfg: PipelineConfig, train_days: list[str], day: date, users
     return dumps_reference(reference)
 
 
+def index_split(train_pairs: Any, test_pairs: Any) -> dict[str, Any]:
+    """The snapshot's four tables from the aggregated pairs (pure; pyarrow and numpy on the driver).
+
+    Args:
+        train_pairs: ``user_id``, ``item_id``, ``weight`` (float32), one row per pair, any order.
+        test_pairs: distinct ``user_id``, ``item_id`` of the held-out day, any order.
+
+    Returns:
+        ``train`` (``user_idx``, ``item_idx``, ``weight``), ``test`` (``user_idx``, ``item_idx``: the
+        held-out pairs of known users and items not in train), ``users`` (``user_idx``, ``user_id``)
+        and ``items`` (``item_idx``, ``item_id``, ``popularity`` = train pairs of the item), indices
+        dense in id order, every table sorted by its indices.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    users_np = train_pairs.column("user_id").to_numpy()
+    items_np = train_pairs.column("item_id").to_numpy()
+    user_ids, user_idx = np.unique(users_np, return_inverse=True)
+    item_ids, item_idx, popularity = np.unique(items_np, return_inverse=True, return_counts=True)
+    n_items = len(item_ids)
+    order = np.lexsort((item_idx, user_idx))
+    train_codes = user_idx.astype(np.int64) * n_items + item_idx
+
+    def lookup(ids: Any, values: Any) -> tuple[Any, Any]:
+        pos = np.clip(np.searchsorted(ids, values), 0, max(len(ids) - 1, 0))
+        return pos, (ids[pos] == values) if len(ids) else np.zeros(len(values), bool)
+
+    test_users, user_known = lookup(user_ids, test_pairs.column("user_id").to_numpy())
+    test_items, item_known = lookup(item_ids, test_pairs.column("item_id").to_numpy())
+    codes = test_users[user_known & item_known].astype(np.int64) * n_items + test_items[user_known & item_known]
+    codes = np.setdiff1d(codes, train_codes)  # sorted and distinct: (user_idx, item_idx) order
+
+    def idx(name: str) -> Any:
+        return pa.field(name, pa.int32(), nullable=False)
+
+    return {
+        "train": pa.table(
+            [
+                user_idx[order].astype(np.int32),
+                item_idx[order].astype(np.int32),
+                train_pairs.column("weight").to_numpy()[order].astype(np.float32),
+            ],
+            schema=pa.schema([idx("user_idx"), idx("item_idx"), pa.field("weight", pa.float32(), nullable=False)]),
+        ),
+        "test": pa.table(
+            [(codes // n_items).astype(np.int32), (codes % n_items).astype(np.int32)] if n_items else [[], []],
+            schema=pa.schema([idx("user_idx"), idx("item_idx")]),
+        ),
+        "users": pa.table(
+            [np.arange(len(user_ids), dtype=np.int32), user_ids],
+            schema=pa.schema([idx("user_idx"), pa.field("user_id", pa.int64())]),
+        ),
+        "items": pa.table(
+            [np.arange(n_items, dtype=np.int32), item_ids, popularity.astype(np.int64)],
+            schema=pa.schema(
+                [idx("item_idx"), pa.field("item_id", pa.int64()), pa.field("popularity", pa.int64(), nullable=False)]
+            ),
+        ),
+    }
+
+
 def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> dict[str, Any]:
     """Build (or rebuild) the snapshot for ``day``; returns its manifest plus ``uri``.
 
-    Long because it is the job's sequence: the window's days, the split, the index, the files and the manifest.
+    Spark reads the window's curated files and aggregates the positive pairs (one shuffle per
+    side); the dense indices and the split are computed on the driver (``index_split``), which
+    holds the result anyway (see the module docstring). Long because it is the job's sequence:
+    the window's days, the split, the files and the manifest.
     """
     import pyarrow.parquet as pq
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from jobs.core.spark import read_parquet
@@ -80,40 +144,10 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
             .select("user_id", "item_id")
         )
 
-    train = positives(train_days).groupBy("user_id", "item_id").agg(F.count(F.lit(1)).cast("float").alias("weight"))
-    train = train.persist()
-    users = (
-        train.select("user_id")
-        .distinct()
-        .withColumn("user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int"))
-    )
-    items = (
-        train.groupBy("item_id")
-        .agg(F.count(F.lit(1)).alias("popularity"))
-        .withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
-    )
-    train_idx = (
-        train.join(users, "user_id")
-        .join(items.select("item_id", "item_idx"), "item_id")
-        .select("user_idx", "item_idx", "weight")
-        .orderBy("user_idx", "item_idx")
-    )
-    test_idx = (
-        positives([day.isoformat()])
-        .distinct()
-        .join(users, "user_id")
-        .join(items.select("item_id", "item_idx"), "item_id")
-        .select("user_idx", "item_idx")
-        .join(train_idx.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti")
-        .orderBy("user_idx", "item_idx")
-    )
-    tables = {
-        "train": train_idx.toArrow(),
-        "test": test_idx.toArrow(),
-        "users": users.select("user_idx", "user_id").orderBy("user_idx").toArrow(),
-        "items": items.select("item_idx", "item_id", "popularity").orderBy("item_idx").toArrow(),
-    }
-    train.unpersist()
+    train_pairs = (
+        positives(train_days).groupBy("user_id", "item_id").agg(F.count(F.lit(1)).cast("float").alias("weight"))
+    ).toArrow()
+    tables = index_split(train_pairs, positives([day.isoformat()]).distinct().toArrow())
     if tables["train"].num_rows == 0:
         raise SnapshotError(f"the window {train_days[0]} … {train_days[-1]} holds no positive interaction")
     uri = catalog.snapshot_uri(cfg, day, window_days)
