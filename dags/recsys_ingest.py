@@ -113,7 +113,9 @@ def recsys_ingest():
             "duplicates_removed": ingested["duplicates_removed"],
             "report_html": validated["report_html"],
         }
-        context["outlet_events"][CURATED_EVENTS].extra = extra
+        outlet = context["outlet_events"][CURATED_EVENTS]
+        outlet.extra = extra
+        outlet.add_partitions(extra["day"])  # recsys_score runs once per day (its partition key)
         return extra
 
     wait >> ingest >> validate

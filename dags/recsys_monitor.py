@@ -1,13 +1,12 @@
 """
 ### recsys_monitor — drift report of each served day → retrain decision → trigger `recsys_train`
 
-Runs whenever scoring publishes recommendations (the `recsys_recommendations` Asset; its event
-extra carries `dt` and `model_version`), or on demand with the typed parameters below.
+Runs once per served day: scoring keys each `recsys_recommendations` event by its day (extra
+`day`, `model_version`) and this DAG runs on a `PartitionedAssetTimetable` (one run per key:
+`plugins/recsys_airflow/partitions.py`), or on demand with the typed parameters below.
 
-1. **plan** — the day(s): the `day` parameter, else every `recsys_recommendations` event no
-   earlier run claimed (Airflow 3.3 can leave an event of a busy consumer without a run; the
-   claim ledger, Variable `recsys_claims.recsys_monitor`, catches it:
-   `plugins/recsys_airflow/claims.py`). Nothing new → the run is skipped.
+1. **plan** — the day(s): the `day` parameter (one day or several, comma-separated), else the
+   run's partition key.
 2. **drift** — `python -m jobs.monitor --day D`: for every planned day D, a report under
    `reports/drift/dt=D/` (JSON + HTML with distribution
    overlays, metric table and trend; also MLflow artifacts of a run in
@@ -47,7 +46,7 @@ from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import RECOMMENDATIONS
@@ -61,7 +60,7 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
 
 @dag(
     dag_id="recsys_monitor",
-    schedule=[RECOMMENDATIONS],
+    schedule=PartitionedAssetTimetable(assets=RECOMMENDATIONS),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -75,7 +74,7 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
             pattern=DAYS_PATTERN,
             title="Day(s)",
             description="YYYY-MM-DD (or several, comma-separated) to monitor; empty = the days of the triggering "
-            "recommendations events.",
+            "recommendations event (the run's partition key).",
         ),
         "force_retrain": Param(
             False,
@@ -88,24 +87,21 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
 def recsys_monitor():
     """Long because it is the DAG body: its TaskFlow tasks are defined inline so that the graph reads in one place."""
 
-    @task(inlets=[RECOMMENDATIONS])
-    def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> str:
-        """The day(s) to monitor, comma-separated: the `day` param, else the events this run claims."""
-        from recsys_airflow.claims import claim_or_skip
+    @task
+    def plan(params: dict | None = None, triggering_asset_events=None, dag_run=None) -> str:
+        """The day(s) to monitor, comma-separated: the `day` param, else the run's partition key."""
+        from recsys_airflow.partitions import run_day
 
         if (params or {}).get("day"):
             days = str(params["day"])
         else:
-            days = ",".join(
-                claim_or_skip(
-                    "recsys_monitor",
-                    run_id,
-                    RECOMMENDATIONS.name,
-                    triggering_asset_events,
-                    inlet_events[RECOMMENDATIONS],
-                    "no day to monitor: set the `day` parameter or trigger through a recommendations event",
-                )
+            days, sources = run_day(
+                None,
+                dag_run.partition_key,
+                triggering_asset_events,
+                "no day to monitor: set the `day` parameter or trigger through a recommendations event",
             )
+            print(f"recommendations of {days} published by: {', '.join(sources) or 'unknown'}")
         print(f"days to monitor: {days}")
         return days
 

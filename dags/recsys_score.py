@@ -1,19 +1,18 @@
 """
 ### recsys_score — top-K recommendations for each validated day, with the champion pinned once
 
-Runs whenever `recsys_ingest` publishes a validated day (the `recsys_curated_events` Asset, its
-event's `extra["day"]` is the day), or by hand with the `day` param.
+Runs once per validated day: `recsys_ingest` keys each `recsys_curated_events` event by its
+day and this DAG runs on a `PartitionedAssetTimetable`, so each run's partition key is one day
+(a backfill of N days makes N runs; a retried or cleared run re-does its own day; events of
+other days that arrive meanwhile make their own runs: `plugins/recsys_airflow/partitions.py`).
+Or by hand with the `day` param.
 
-1. **plan** — the day(s) to score: the `day` param, else the `dt` of every
-   `recsys_curated_events` event no earlier run claimed (the scheduler may fold several days
-   into one run, and Airflow 3.3 can leave an event of a busy consumer without a run; the
-   claim ledger, Variable `recsys_claims.recsys_score`, catches it: see
-   `plugins/recsys_airflow/claims.py`). Nothing new to claim → the run is skipped.
+1. **plan** — the day to score: the `day` param, else the run's partition key.
    **Reprocessed history is not served**: a day whose recommendations another run already
    published is *held* (served recommendations are a record of what users got), and so is a day
    that only backfill runs published (reloading history does not serve it after the fact, so
    neither the monitor nor a retraining ever sees it). Held days are logged with the reason; a
-   run with every day held is skipped. To re-score a served day on purpose, trigger with `day`
+   held day skips the run. To re-score a served day on purpose, trigger with `day`
    and `rescore: true`: the copy goes to `rescored/dt=D/` (its manifest names the version) and
    is not announced.
 2. **resolve_champion** — `models:/<name>@champion` → a concrete version and its run id,
@@ -27,10 +26,10 @@ event's `extra["day"]` is the day), or by hand with the `day` param.
    items. Output `recommendations/dt=D/` is published atomically; a rerun replaces the day.
    Exit 3 (day not validated, model without artifact) and 2 (bad argument) fail without retry.
 4. **publish_recommendations** — one `recsys_recommendations` Asset event per day with
-   `{"day", "model_version", "users", "rows", ...}`; the monitoring DAG listens to it.
+   `{"day", "model_version", "users", "rows", ...}`, keyed by the day; the monitoring DAG
+   runs once per key.
 
-Days are scored one at a time (`max_active_tis_per_dagrun=1`) and at most one run is active:
-a Spark job already uses every core.
+At most one run is active (queued days wait their turn): a Spark job already uses every core.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS, RECOMMENDATIONS
@@ -51,7 +50,7 @@ cfg = get_config()
 
 @dag(
     dag_id="recsys_score",
-    schedule=CURATED_EVENTS,
+    schedule=PartitionedAssetTimetable(assets=CURATED_EVENTS),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -75,15 +74,13 @@ cfg = get_config()
     },
 )
 def recsys_score():
-    @task(inlets=[CURATED_EVENTS])
-    def plan(params: dict | None = None, triggering_asset_events=None, inlet_events=None, run_id=None) -> dict:
-        """The day(s) this run scores and where: the `day` param, else the curated events it
-        claims, minus the held days of reprocessed history."""
+    @task
+    def plan(params: dict | None = None, triggering_asset_events=None, dag_run=None, run_id=None) -> dict:
+        """The day this run scores and where: the `day` param, else the run's partition key,
+        unless it is held history."""
         from recsys_airflow.champion import plan_scoring
 
-        planned = plan_scoring(
-            get_config(), "recsys_score", run_id, params or {}, triggering_asset_events, inlet_events[CURATED_EVENTS]
-        )
+        planned = plan_scoring(get_config(), run_id, params or {}, dag_run.partition_key, triggering_asset_events)
         print(f"days to score: {', '.join(planned['days'])} → {planned['zone']}; held: {planned['held'] or 'none'}")
         return planned
 
@@ -126,7 +123,9 @@ def recsys_score():
             "uri": result["uri"],
         }
         print(f"recommendations dt={extra['day']}: {extra['rows']} rows, model version {extra['model_version']}")
-        context["outlet_events"][RECOMMENDATIONS].extra = extra
+        outlet = context["outlet_events"][RECOMMENDATIONS]
+        outlet.extra = extra
+        outlet.add_partitions(extra["day"])  # the monitor runs once per day (its partition key)
         return extra
 
     publish_recommendations.expand(result=score.output)

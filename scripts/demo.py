@@ -129,14 +129,16 @@ def _active(api: AirflowApi, dag_id: str) -> list[dict[str, Any]]:
 def _settled(api: AirflowApi, dag_ids: tuple[str, ...]) -> bool:
     """No run queued or running, and no asset event still waiting to become a run.
 
-    An asset event is queued for its consumer DAG when the producing task succeeds; the
-    scheduler turns it into a run a moment later. Without the queue check, the last ingested
-    day of the backfill could be scored only after the first training had promoted a champion.
-    (An event that found the queue entry taken gets no run of its own; the run made from that
-    entry claims it: ``recsys_airflow.claims``.)
+    An asset event is queued for its consumer DAG when the producing task succeeds (for the
+    partitioned consumers, a pending partition of the event's day); the scheduler turns it into
+    a run a moment later. Without this check, the last ingested day of the backfill could be
+    scored only after the first training had promoted a champion.
     """
     return not any(
-        _active(api, d) or api.call("GET", f"/dags/{d}/assets/queuedEvents")["total_entries"] for d in dag_ids
+        _active(api, d)
+        or api.pending_partitions(d)
+        or api.call("GET", f"/dags/{d}/assets/queuedEvents")["total_entries"]
+        for d in dag_ids
     )
 
 

@@ -60,6 +60,21 @@ class AirflowApi:
             raise ApiError(f"{method} {path} → {resp.status_code}: {resp.text[:500]}")
         return resp.json() if resp.content else None
 
+    def pending_partitions(self, dag_id: str) -> list[str]:
+        """Partition keys of ``dag_id`` (a ``PartitionedAssetTimetable`` DAG) whose asset events
+        arrived but whose run the scheduler has not made yet.
+
+        Airflow 3.3.2 shows them only through the UI's own endpoint (``/ui/partitioned_dag_runs``,
+        same token); the public ``assets/queuedEvents`` lists non-partitioned queues only."""
+        resp = self.http.get(
+            f"{self.base}/ui/partitioned_dag_runs",
+            params={"dag_id": dag_id, "has_created_dag_run_id": "false"},
+            timeout=self.timeout,
+        )
+        if resp.status_code >= 400:
+            raise ApiError(f"GET /ui/partitioned_dag_runs?dag_id={dag_id} → {resp.status_code}: {resp.text[:300]}")
+        return sorted(r["partition_key"] for r in resp.json()["partitioned_dag_runs"])
+
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -97,7 +97,7 @@ def scoring_plan(
        cleared run) is scored again: same run, same pinned champion, same bytes.
 
     Args:
-        days: the run's days (its ``day`` param, or the curated events it claimed).
+        days: the run's days (its ``day`` param, or its partition key).
         run_id: this run's id.
         served_by: day → the run id in the published recommendations' manifest, for every
             day that is published.

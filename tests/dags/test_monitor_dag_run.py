@@ -296,9 +296,8 @@ def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     dag = repo_dag("recsys_monitor")
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert edges == {"plan": ["drift"], "drift": ["decide"], "decide": ["trigger_retrain"], "trigger_retrain": []}
-    assert [i.name for i in dag.get_task("plan").inlets] == ["recsys_recommendations"]  # inlet_events
-    assert [a.name for a in dag.schedule] == ["recsys_recommendations"]
-    assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_recommendations"]
+    assert type(dag.timetable).__name__ == "PartitionedAssetTimetable"  # one run per served day
+    assert dag.timetable.asset_condition.name == "recsys_recommendations"
     assert dag.max_active_runs == 1
     assert dag.params["force_retrain"] is False and dag.params["day"] is None
     drift = dag.get_task("drift")
@@ -313,12 +312,21 @@ def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     assert "Drift report" in [link.name for link in RecsysPlugin.operator_extra_links]
 
 
-def test_monitored_days_come_from_the_param_else_from_the_claim_ledger():
-    """The ``date`` param wins and claims nothing; without it ``plan`` claims the recommendation
-    events no earlier run claimed (``recsys_airflow.claims``: tests/unit/test_claims.py, and
-    through the scheduler in the demo and chaos runs)."""
+def test_monitored_days_come_from_the_param_else_from_the_partition_key():
+    """The ``day`` param (one day or several) wins; without it ``plan`` monitors the run's
+    partition key, the day the recommendations event was keyed by (through the scheduler in the
+    demo and chaos runs)."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
     plan = repo_dag("recsys_monitor").get_task("plan")
-    assert plan.python_callable(params={"day": "2026-02-01,2026-02-02"}) == "2026-02-01,2026-02-02"
+    keyed = SimpleNamespace(partition_key="2026-02-03")
+    event = SimpleNamespace(extra={"day": "2026-02-03"}, source_run_id="asset_triggered__x")
+    assert plan.python_callable(params={"day": "2026-02-01,2026-02-02"}, dag_run=keyed) == "2026-02-01,2026-02-02"
+    assert plan.python_callable(params={}, dag_run=keyed, triggering_asset_events={"recs": [event]}) == "2026-02-03"
+    with pytest.raises(AirflowFailException, match="set the `day` parameter"):
+        plan.python_callable(params={}, dag_run=SimpleNamespace(partition_key=None), triggering_asset_events={})
 
 
 @pytest.mark.parametrize(

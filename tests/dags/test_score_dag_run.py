@@ -6,8 +6,8 @@
   ``recsys_recommendations`` Asset event; the served day is then a record: another run is held,
   ``rescore`` writes a copy to ``rescored/`` and announces nothing;
 * without a champion the run is skipped, not failed: nothing is written, no Asset event;
-* the day(s) come from the ``date`` param or the triggering curated-events Asset events
-  (``days_to_score`` on the task context's real ``TriggeringAssetEventsAccessor``).
+* the day comes from the ``day`` param or the run's partition key (``partitions.run_day`` on the
+  task context's real ``TriggeringAssetEventsAccessor``, with the run types that published it).
 """
 
 from __future__ import annotations
@@ -136,60 +136,7 @@ def test_no_champion_skips_the_run_without_failing_or_writing(airflow_db, mlflow
     assert _events(run.run_id) == []
 
 
-@pytest.mark.integration
-def test_a_run_claims_the_curated_events_no_earlier_run_claimed(airflow_db, mlflow_env, cfg):
-    """Through the Task SDK (real Variables, real ``inlet_events``): a run with no ``date`` claims
-    every curated event after the ledger's mark (here: two days whose events got no run of their
-    own, as Airflow 3.3 leaves them); the next run finds nothing new."""
-    import json
-
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    from recsys_airflow.assets import CURATED_EVENTS
-    from recsys_airflow.claims import ledger_key
-
-    key = ledger_key("recsys_score")
-    first = dag_test(
-        "recsys_score", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf={"day": D.isoformat()}
-    )
-    assert str(first.state) == "success"  # syncs the DAG and its assets; a `date` run claims nothing
-    assert Variable.get(key, default_var=None) is None
-    with create_session() as session:
-        asset_id = session.scalar(select(AssetModel.id).where(AssetModel.name == CURATED_EVENTS.name))
-        ids = []
-        for day in ("2026-01-05", "2026-01-06", "2026-01-07"):
-            event = AssetEvent(asset_id=asset_id, extra={"day": day}, source_dag_id="recsys_ingest")
-            session.add(event)
-            session.flush()
-            ids.append((event.id, event.timestamp.isoformat()))
-    Variable.set(key, json.dumps({"claimed_id": ids[0][0], "claimed_ts": ids[0][1], "runs": {}}))
-    try:
-        run = dag_test("recsys_score", logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={"day": None})
-        states = _states(run)
-        assert str(run.state) == "success" and states["plan"] == ["success"], states
-        assert states["resolve_champion"] == ["skipped"]  # no champion: claimed, then skipped
-        ledger = json.loads(Variable.get(key))
-        assert ledger["runs"][run.run_id] == {
-            "days": ["2026-01-06", "2026-01-07"],
-            "events": [i for i, _ in ids[1:]],
-            "sources": {"2026-01-06": ["unknown"], "2026-01-07": ["unknown"]},  # no source run
-        }
-        assert ledger["claimed_id"] == ids[2][0]
-        again = dag_test("recsys_score", logical_date=pendulum.datetime(2026, 1, 10, tz="UTC"), run_conf={"day": None})
-        # A manual run without a date and nothing new to claim fails at once, saying what to set
-        # (a run the scheduler made for events already claimed is skipped instead).
-        assert _states(again)["plan"] == ["failed"], _states(again)
-        assert json.loads(Variable.get(key))["runs"].get(again.run_id) == {"days": [], "events": [], "sources": {}}, (
-            Variable.get(key)
-        )
-    finally:
-        Variable.delete(key)
-
-
-def _accessor(extras: list[dict]):
+def _accessor(extras: list[dict], run_ids: list[str] | None = None):
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
     from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
 
@@ -201,7 +148,7 @@ def _accessor(extras: list[dict]):
             extra=extra,
             source_task_id="publish_curated_event",
             source_dag_id="recsys_ingest",
-            source_run_id=f"scheduled__{i}",
+            source_run_id=(run_ids or [])[i] if run_ids else f"scheduled__{i}",
             source_map_index=-1,
             source_aliases=[],
             timestamp=datetime(2026, 1, 7, tzinfo=UTC),
@@ -212,21 +159,31 @@ def _accessor(extras: list[dict]):
 
 
 @pytest.mark.unit
-def test_days_come_from_the_param_or_every_triggering_curated_event():
+def test_the_day_is_the_param_or_the_runs_partition_key_with_its_sources():
+    """``partitions.run_day`` on the task context's real ``TriggeringAssetEventsAccessor``: one
+    day per run (its partition key), the run types that published it, the param winning."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recsys_airflow.champion import days_to_score, score_argv
+    from recsys_airflow.champion import NOTHING, score_argv
+    from recsys_airflow.partitions import run_day
 
-    folded = _accessor([{"day": "2026-01-05", "rows": 10}, {"day": "2026-01-04"}, {"day": "2026-01-05"}])
-    assert days_to_score("", folded) == ["2026-01-04", "2026-01-05"]
-    assert days_to_score("2026-01-09", folded) == ["2026-01-09"]  # the param wins
-    assert days_to_score(None, _accessor([{"day": "2026-01-06"}])) == ["2026-01-06"]
+    reprocessed = _accessor(
+        [{"day": "2026-01-05", "rows": 10}, {"day": "2026-01-05"}],
+        ["scheduled__2026-01-05T00:00:00+00:00", "backfill__2026-01-05T00:00:00+00:00"],
+    )
+    assert run_day("", "2026-01-05", reprocessed, NOTHING) == ("2026-01-05", ["backfill", "scheduled"])
+    assert run_day("2026-01-09", "2026-01-05", reprocessed, NOTHING) == ("2026-01-09", [])  # the param wins
+    assert run_day(None, "2026-01-06", _accessor([{"day": "2026-01-06"}]), NOTHING) == ("2026-01-06", ["scheduled"])
     with pytest.raises(AirflowFailException, match="set the 'day' param"):
-        days_to_score("", _accessor([]))
-    with pytest.raises(AirflowFailException, match="has no 'day'"):
-        days_to_score("", _accessor([{"rows": 3}]))
+        run_day("", None, _accessor([]), NOTHING)  # a manual run with neither
+    with pytest.raises(AirflowFailException, match="names day None"):
+        run_day("", "2026-01-05", _accessor([{"rows": 3}]), NOTHING)
+    with pytest.raises(AirflowFailException, match="names day '2026-01-04'"):
+        run_day("", "2026-01-05", _accessor([{"day": "2026-01-04"}]), NOTHING)
     with pytest.raises(AirflowFailException, match="not a calendar day"):
-        days_to_score("2026-02-30", None)
+        run_day("2026-02-30", None, None, NOTHING)
+    with pytest.raises(AirflowFailException, match="partition key: 'latest' is not a day"):
+        run_day(None, "latest", None, NOTHING)
     assert score_argv({"day": "2026-01-06", "version": "7"}) == ["--day", "2026-01-06", "--model-version", "7"]
 
 
@@ -240,9 +197,9 @@ def test_score_dag_shape():
         "score": ["publish_recommendations"],
         "publish_recommendations": [],
     }
-    assert dag.max_active_runs == 1  # the claim ledger relies on one claiming run at a time
-    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
-    assert [i.name for i in dag.get_task("plan").inlets] == ["recsys_curated_events"]  # inlet_events
+    assert dag.max_active_runs == 1  # one Spark job at a time; queued days wait their turn
+    assert type(dag.timetable).__name__ == "PartitionedAssetTimetable"  # one run per day
+    assert dag.timetable.asset_condition.name == "recsys_curated_events"
     assert [o.name for o in dag.get_task("publish_recommendations").outlets] == ["recsys_recommendations"]
     score = dag.get_task("score")
     assert score.max_active_tis_per_dagrun == 1

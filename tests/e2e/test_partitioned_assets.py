@@ -2,16 +2,16 @@
 
 The probe DAGs (``tests/e2e/dags_extra/recsys_test_partitions.py``: a producer on a
 ``CronPartitionTimetable`` keyed by the day, a consumer on a ``PartitionedAssetTimetable`` over its
-asset) run on the session's live stack through REST, in the cases the claim ledger
-(``plugins/recsys_airflow/claims.py``) was built for (README, *One run per day*):
+asset) run on the session's live stack through REST, in the cases ``recsys_score`` and
+``recsys_monitor`` rely on (``plugins/recsys_airflow/partitions.py``; README, *Scoring*):
 
 * a backfill of three days, whose events arrive while consumer runs of other days are active
   (each consumer run takes seconds): one consumer run per day, keyed by that day, none lost;
 * a retry of a consumer task: the second try sees the same day as the first;
 * clear-and-rerun of one producer day: its event makes one more consumer run, for that day only.
 
-What this test records is what the README's decision rests on; it fails if the scheduler's
-behaviour changes under an upgrade.
+What this test records is what the pipeline's "one run per day" rests on (it replaced a claim
+ledger of Airflow Variables); it fails if the scheduler's behaviour changes under an upgrade.
 """
 
 from __future__ import annotations

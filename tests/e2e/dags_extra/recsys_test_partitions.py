@@ -7,8 +7,8 @@ partitioned assets: the producer runs on a `CronPartitionTimetable` (partition k
 `%Y-%m-%d`) and emits `recsys_test_partitioned` for its day; the consumer runs on a
 `PartitionedAssetTimetable` over that asset (identity mapper: its run's key is the producer's).
 
-The consumer task takes a few seconds (events of other days arrive while it runs: the case the
-claim ledger was built for), prints `PROBE key=<partition key> try=<n>` and fails the first try
+The consumer task takes a few seconds (events of other days arrive while it runs: the stranded-event
+case of apache/airflow#56050), prints `PROBE key=<partition key> try=<n>` and fails the first try
 of the day named by the `recsys_test_partition_fail_day` Variable, so a retry can show which
 day it sees.
 """
