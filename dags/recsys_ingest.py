@@ -12,7 +12,8 @@ One run = one UTC day (the run's logical date, `{{ ds }}`).
    report under `reports/validation/dt={{ ds }}/`. A failed validation fails the run (no retry:
    the data will not change) and nothing downstream sees the day.
 4. **publish_curated_event** — emits the `recsys_curated_events` Asset event with
-   `{"day", "rows", "quarantined", ...}` in its extra; scoring and training listen to it.
+   `{"day", "rows", "quarantined", ...}` in its extra, keyed by the day (its partition key):
+   `recsys_score` runs once per key.
 
 **Late data**: a Deadline alert fires when a day's run has not succeeded
 `airflow.late_ingest_after_hours` (6 h) after the day closed — one `RECSYS LATE` log line and
