@@ -21,26 +21,21 @@ The run types of the runs that published the triggering events (``backfill``, ``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from datetime import date
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
 
 def check_day(value: Any, where: str) -> str:
     """``value`` as a ``YYYY-MM-DD`` calendar day, or ``AirflowFailException`` naming ``where``."""
-    text = str(value or "").strip()
-    if not DAY.match(text):
-        raise AirflowFailException(f"{where}: {value!r} is not a day in YYYY-MM-DD form")
+    from jobs.core.catalog import day_text
+    from jobs.core.cli import BadArgument
+
     try:
-        date.fromisoformat(text)
-    except ValueError:
-        raise AirflowFailException(f"{where}: {text} is not a calendar day") from None
-    return text
+        return day_text(str(value or ""))
+    except BadArgument as exc:
+        raise AirflowFailException(f"{where}: {exc}") from None
 
 
 def source_type(event: Any) -> str:
