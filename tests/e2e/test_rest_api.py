@@ -128,9 +128,10 @@ def test_readme_curl_examples_token_backfill_trigger_poll_asset_event(curl_run, 
     params = {p["key"]: p["value"] for p in mlflow_run["data"]["params"]}
     assert params.get("epochs") == "2", params
 
-    # Asset event: posted with the extra, visible in the event list.
+    # Asset event: posted with its partition key (the day recsys_score would run for) and the
+    # extra, visible in the event list.
     posted = json.loads(curl_run["asset-event"])
-    assert posted["asset_id"] == int(curl_run["ASSET_ID"])
+    assert posted["asset_id"] == int(curl_run["ASSET_ID"]) and posted["partition_key"] == "2026-01-07", posted
     assert posted["extra"]["day"] == "2026-01-07" and posted["extra"]["source"] == "curl example"
     events = admin_client.call("GET", "/assets/events", params={"asset_id": posted["asset_id"], "limit": 100})
     assert posted["id"] in {e["id"] for e in events["asset_events"]}
