@@ -57,8 +57,9 @@ def plan_scoring(
     day, published_by = run_day(day_param, partition_key, triggering_asset_events, NOTHING)
     manifest = catalog.manifest(cfg, "recommendations", day)
     served_by = {} if manifest is None else {day: manifest.get("served_by")}
-    sources = {day: published_by} if published_by else {}
-    plan = scoring_plan([day], run_id=run_id, served_by=served_by, sources=sources, rescore=bool(params.get("rescore")))
+    plan = scoring_plan(
+        [day], run_id=run_id, served_by=served_by, sources={day: published_by}, rescore=bool(params.get("rescore"))
+    )
     for held, why in plan.held.items():
         log.warning("dt=%s held, not scored: %s (sources: %s)", held, why, ", ".join(published_by) or "-")
     if not plan.score:

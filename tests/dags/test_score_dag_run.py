@@ -148,7 +148,7 @@ def _accessor(extras: list[dict], run_ids: list[str] | None = None):
             extra=extra,
             source_task_id="publish_curated_event",
             source_dag_id="recsys_ingest",
-            source_run_id=(run_ids or [])[i] if run_ids else f"scheduled__{i}",
+            source_run_id=run_ids[i] if run_ids else f"scheduled__{i}",
             source_map_index=-1,
             source_aliases=[],
             timestamp=datetime(2026, 1, 7, tzinfo=UTC),
