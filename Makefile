@@ -7,6 +7,7 @@ STAMP := $(VENV)/.requirements-installed
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 
 .PHONY: help venv demo rehearsal rehearsal-down test test-unit test-integration test-e2e up down status env lint format bench lock clean
 
@@ -33,8 +34,8 @@ rehearsal: venv  ## the demo's loop on the cluster profile: Postgres + Celery, s
 rehearsal-down:  ## stop the rehearsal's stack, drop its databases and Redis keys
 	RECSYS_STATE_DIR=$(CURDIR)/.local/rehearsal RECSYS_DB=postgres RECSYS_EXECUTOR=celery RECSYS_SPARK_CLUSTER=standalone RECSYS_OBJECT_STORE=s3 $(BIN)/python scripts/stack.py destroy
 
-test: venv  ## run the whole suite (what CI runs)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: venv  ## run the whole suite (what CI runs), in two workers (tests/conftest.py: LOOP_GROUP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: venv  ## fast tier only
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)

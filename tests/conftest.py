@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ os.environ["RECSYS_TEST_SESSION_PID"] = str(os.getpid())
 _STATE = Path(tempfile.mkdtemp(prefix="recsys-test-"))
 os.environ["RECSYS_STATE_DIR"] = str(_STATE)
 for _port in ("AIRFLOW", "MLFLOW", "SPARK_CONNECT", "SPARK_UI"):
-    os.environ.setdefault(f"RECSYS_{_port}_PORT", str(_free_port()))
+    if "PYTEST_XDIST_WORKER" in os.environ:  # a worker of ``make test``: its own ports, not the controller's
+        os.environ[f"RECSYS_{_port}_PORT"] = str(_free_port())
+    else:
+        os.environ.setdefault(f"RECSYS_{_port}_PORT", str(_free_port()))
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["PYSPARK_PYTHON"] = sys.executable
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
@@ -146,9 +150,30 @@ def spark(spark_server: str):
 TIERS = ("unit", "integration", "e2e", "browser", "reliability")
 
 
+# ``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadgroup``), one per
+# group below; each worker has its own state folder, ports, servers and stacks. Most of the
+# suite waits on servers (a clean-clone run used 0.6 of its 2 cores), so two lines of tests
+# share the cores without slowing each other much. "loop": the two whole-loop runs (the local
+# demo and the cluster rehearsal under chaos, which compares itself with it: one session
+# fixture) and the reliability cases that need no live Airflow stack; "main": everything else,
+# around the session's live stack. The two are about the same length.
+LOOP_GROUP = ("tests/e2e/test_demo_loop.py", "tests/reliability/")
+LOOP_GROUP_EXCEPT = ("tests/reliability/test_stack_faults.py",)  # needs the live stack of "main"
+
+
+def xdist_group(nodeid: str) -> str:
+    """The worker group of a test (see ``LOOP_GROUP``)."""
+    path = nodeid.split("::", 1)[0]
+    return "loop" if path.startswith(LOOP_GROUP) and not path.startswith(LOOP_GROUP_EXCEPT) else "main"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks
 def pytest_collection_modifyitems(config, items):
     """Every test belongs to exactly one tier (its marker): a test without one would run in
-    ``make test`` but in no tier of its own, and its time would be counted nowhere."""
+    ``make test`` but in no tier of its own, and its time would be counted nowhere. Each test
+    also gets its worker group (``xdist_group``)."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
     wrong = [
         f"{item.nodeid}: {tiers or 'no tier marker'}"
         for item in items
@@ -162,11 +187,14 @@ def pytest_collection_modifyitems(config, items):
 
 _TIER_SECONDS: dict[str, float] = {}
 _TIER_TESTS: dict[str, set[str]] = {}
+_SESSION_STARTED = time.monotonic()
 
 
 def pytest_runtest_logreport(report):
     """Seconds per tier (setup + call + teardown; a session fixture counts in the first test that
-    needs it), printed at the end of the run."""
+    needs it), printed at the end of the run. Under xdist the controller gets every worker's
+    reports, so the tiers add up the test time of both workers; the session's wall time is
+    printed beside them."""
     tier = next((t for t in TIERS if t in report.keywords), "untiered")
     _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
     _TIER_TESTS.setdefault(tier, set()).add(report.nodeid)
@@ -184,6 +212,40 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"{'total':12s} {sum(map(len, _TIER_TESTS.values())):4d} tests {sum(_TIER_SECONDS.values()) / 60:7.1f} min"
     )
+    workers = getattr(terminalreporter.config.option, "numprocesses", None) or 0
+    terminalreporter.write_line(
+        f"{'wall':12s} {(time.monotonic() - _SESSION_STARTED) / 60:16.1f} min"
+        + (f" ({workers} workers: the tier times above add up both)" if workers else "")
+    )
+    from tests.reliability.harness import REPORT
+
+    if REPORT.cases:
+        terminalreporter.section("reliability: faults injected and recovered")
+        terminalreporter.write_line(REPORT.table())
+        terminalreporter.write_line(f"report: {REPORT.path}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A worker hands its reliability cases to the controller (``pytest_testnodedown``)."""
+    from scripts.stack import down
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from tests.reliability.harness import REPORT
+
+        workeroutput["reliability_cases"] = REPORT.dump()
+    if STACK.running():
+        down(STACK)
+    shutil.rmtree(_STATE, ignore_errors=True)
+
+
+def pytest_testnodedown(node, error):
+    """The controller merges each worker's reliability cases into one report."""
+    cases = getattr(node, "workeroutput", {}).get("reliability_cases")
+    if cases:
+        from tests.reliability.harness import REPORT
+
+        REPORT.load(cases)
 
 
 def run_module(
@@ -195,14 +257,6 @@ def run_module(
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def pytest_sessionfinish(session, exitstatus):
-    from scripts.stack import down
-
-    if STACK.running():
-        down(STACK)
-    shutil.rmtree(_STATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

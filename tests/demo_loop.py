@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,16 @@ def _recommendations(zone: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+LAST_DAY = (date.fromisoformat(START) + timedelta(days=TRAIN_DAYS + SERVED_DAYS - 1)).isoformat()
+
+
+def _world_day(day: str) -> str:
+    """A run's logical day, or ``<latest interval>`` for a day after the world's: the scheduled run
+    of the schedule's latest interval, which an unpaused DAG starts (catch-up off) and whose date
+    is the day the run happened (two runs either side of midnight UTC differ only in it)."""
+    return day if day <= LAST_DAY else "<latest interval>"
+
+
 def _strip(value: Any, state: str, root: str) -> Any:
     """The storage root, the state folder's path and manual run ids (trigger time) out of every
     string."""
@@ -247,7 +258,7 @@ def _end_state(stack: Stack, timeline: dict[str, Any], root: str) -> dict[str, A
         ]
         runs[dag_id] = {
             "dated": sorted(
-                f"{r['run_type']} {r['logical_date'][:10]} {r['state']}"
+                f"{r['run_type']} {_world_day(r['logical_date'][:10])} {r['state']}"
                 for r in listed
                 if r["run_type"] in ("backfill", "scheduled") or (r["run_type"] == "manual" and r["logical_date"])
             ),

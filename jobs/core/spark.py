@@ -182,7 +182,9 @@ def read_parquet(spark: SparkSession, files: list[str], file_column: str | None 
     Local paths go to Spark's own reader. Object-store URIs are read in Spark's Python workers
     through ``jobs.core.fs`` (pyarrow; endpoint and credentials from the workers' environment):
     the pyspark wheel carries no Hadoop S3 connector (``hadoop-aws``) and none can be fetched
-    here, and the workers then need no JVM-side credentials either. One task per file.
+    here, and the workers then need no JVM-side credentials either. One task per
+    ``READ_TASK_BYTES`` of files (``file_groups``): every Python task starts its own worker
+    (~1.6 s, ``pipeline.yaml``), so a task per small file cost more than reading it.
     """
     from jobs.core import fs
 
@@ -202,8 +204,27 @@ def read_parquet(spark: SparkSession, files: list[str], file_column: str | None 
     fsys, path = fs.filesystem(files[0])
     schema = pq.read_schema(path, filesystem=fsys)
     out = schema.append(pa.field(file_column, pa.string())) if file_column else schema
-    paths = spark.createDataFrame([(f,) for f in files], "uri string").repartition(len(files))
+    groups = file_groups(files, [fs.file_size(f) for f in files])
+    paths = spark.createDataFrame([("\n".join(g),) for g in groups], "uris string").repartition(len(groups))
     return paths.mapInArrow(_parquet_reader(schema, file_column), from_arrow_schema(out))
+
+
+READ_TASK_BYTES = 128 * 2**20  # Parquet bytes per reading task on an object store (Spark's maxPartitionBytes)
+
+
+def file_groups(files: list[str], sizes: list[int], target: int = READ_TASK_BYTES) -> list[list[str]]:
+    """``files`` in order, cut into consecutive groups of at most ``target`` bytes (a larger file
+    is a group of its own): one reading task each."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for name, n in zip(files, sizes, strict=True):
+        if current and size + n > target:
+            groups.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += n
+    return [*groups, current] if current else groups
 
 
 def _parquet_reader(schema: Any, file_column: str | None):
@@ -214,7 +235,7 @@ def _parquet_reader(schema: Any, file_column: str | None):
         from jobs.core import fs
 
         for batch in batches:
-            for uri in batch.column("uri").to_pylist():
+            for uri in (u for group in batch.column("uris").to_pylist() for u in group.split("\n")):
                 fsys, path = fs.filesystem(uri)
                 for part in pq.read_table(path, filesystem=fsys, schema=schema).to_batches():
                     if file_column:

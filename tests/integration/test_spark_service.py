@@ -29,6 +29,7 @@ import pytest
 
 from jobs import sim as gen
 from jobs.core import storage
+from scripts import spark_service
 from scripts.stack import Stack, down, free_port, up
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,13 @@ def test_job_code_reaches_the_workers_only_as_a_session_artifact(spark, cfg):
     assert "recsys_jobs_" in with_artifact and with_artifact.endswith("jobs/core/schema.py"), with_artifact
 
 
-def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(spark, cfg, tmp_path):
+def running_jobs(ui_port: int) -> list[int]:
+    """Ids of the Spark jobs running on the server (its REST API)."""
+    app = spark_service.rest(ui_port, "/applications")[0]["id"]
+    return [j["jobId"] for j in spark_service.rest(ui_port, f"/applications/{app}/jobs?status=running")]
+
+
+def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(spark, stack, cfg, tmp_path):
     from pyspark.errors.exceptions.connect import PythonException
 
     from jobs.ingest.job import ingest_day
@@ -145,10 +152,14 @@ def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(
     assert caught, "the job finished before its write was caught in progress"
     os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait(60) == -signal.SIGKILL
-    settle = time.monotonic() + 60  # the orphaned server-side work runs on; it never publishes
-    while time.monotonic() < settle:
+    # The orphaned server-side work may run on; it never publishes. Watched until the server has
+    # no running job left (nothing can write any more), then once more.
+    settle = time.monotonic() + 120
+    while running_jobs(stack.spark_ui_port):
         assert partition_is_whole(part) and checksums(part) == before
+        assert time.monotonic() < settle, "the killed client's job still runs on the server after 120 s"
         time.sleep(0.2)
+    assert partition_is_whole(part) and checksums(part) == before
     assert staging_with_files(zone), "the interrupted write left no staging folder: nothing was interrupted"
     rerun = ingest_day(cfg, spark, DAY)  # the next job: the server is healthy, the leftovers cleaned
     assert checksums(part) == before and rerun["rows"] == reference["rows"]

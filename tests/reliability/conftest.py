@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import Report
+from tests.reliability.harness import REPORT, Report
 
 os.environ.setdefault("AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL", "15")
 
@@ -46,19 +46,10 @@ class World:
         return self.days[-1]
 
 
-_REPORT = Report()
-
-
 @pytest.fixture(scope="session")
 def report() -> Report:
-    return _REPORT
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _REPORT.cases:
-        terminalreporter.section("reliability: faults injected and recovered")
-        terminalreporter.write_line(_REPORT.table())
-        terminalreporter.write_line(f"report: {_REPORT.path}")
+    """The session's reliability report (printed by ``tests/conftest.py`` at the end)."""
+    return REPORT
 
 
 def world_params():

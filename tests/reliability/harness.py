@@ -1012,9 +1012,18 @@ class Report:
             targets.append(Path(os.environ["RECSYS_STATE_DIR"]) / "reliability" / "report.json")
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # two xdist workers may write at once
             tmp.write_text(text)
             tmp.replace(target)
+
+    def dump(self) -> str:
+        """The cases as JSON text (what an xdist worker sends its controller)."""
+        return json.dumps([asdict(r) for r in self.cases], default=str)
+
+    def load(self, text: str) -> None:
+        """Add the cases of ``dump`` (a worker's) and rewrite the report with every case so far."""
+        self.cases.extend(CaseResult(**case) for case in json.loads(text))
+        self.write()
 
     def table(self) -> str:
         head = f"{'case':34s} {'faults':>6s} {'recovered':>9s} {'rows':>7s} {'lost':>5s} {'dup':>5s} {'sec':>6s}"
@@ -1031,3 +1040,6 @@ class Report:
             f"{t['rows_lost']:5d} {t['rows_duplicated']:5d}"
         )
         return "\n".join(lines)
+
+
+REPORT = Report()  # the session's report (an xdist controller merges its workers' into its own)

@@ -205,3 +205,15 @@ def test_stage1_tasks_are_one_wave_over_the_slots_within_bounds():
     assert job.split_bytes_for(350 * mib, 2) == 175 * mib  # one range per task slot
     assert job.split_bytes_for(1746 * mib, 2) == job.MAX_SPLIT_BYTES  # a 10M-event day: capped
     assert job.split_bytes_for(1746 * mib, 0) == job.MAX_SPLIT_BYTES
+
+
+def test_object_store_reads_group_small_files_into_one_task_each_up_to_the_target():
+    """``jobs.core.spark.file_groups``: in order, at most ``target`` bytes a task, a big file alone."""
+    from jobs.core.spark import file_groups
+
+    files = ["a", "b", "c", "d", "e"]
+    assert file_groups(files, [10, 10, 10, 10, 10], target=100) == [files]  # a demo's days: one task
+    assert file_groups(files, [40, 40, 40, 150, 10], target=100) == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert file_groups([], [], target=100) == []
+    with pytest.raises(ValueError):
+        file_groups(files, [1, 2], target=100)  # a size per file
