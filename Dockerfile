@@ -20,11 +20,11 @@ USER airflow
 #   * torch: training runs in its own CUDA image (Dockerfile.train) inside a Kubernetes pod, so
 #     no Airflow process imports it; on Linux the PyPI wheel also drags in several GB of
 #     nvidia-* CUDA libraries;
-#   * pytest, pytest-timeout, ruff, mypy, playwright, implicit (a benchmark baseline) and
-#     kubernetes-validate: test, lint and benchmark tools.
+#   * pytest, pytest-timeout, pytest-xdist, execnet (xdist's transport), ruff, mypy, playwright,
+#     implicit (a benchmark baseline) and kubernetes-validate: test, lint and benchmark tools.
 # Everything else is installed at exactly the locked version. tests/unit/test_dockerfiles.py
 # applies this pattern to requirements.txt and checks that no kept package depends on a dropped one.
-ARG AIRFLOW_IMAGE_EXCLUDE="^(torch|pytest|pytest-timeout|ruff|mypy|playwright|implicit|kubernetes-validate)=="
+ARG AIRFLOW_IMAGE_EXCLUDE="^(torch|pytest|pytest-timeout|pytest-xdist|execnet|ruff|mypy|playwright|implicit|kubernetes-validate)=="
 COPY --chown=airflow:0 requirements.txt /requirements.txt
 RUN set -eux; \
     grep -viE "${AIRFLOW_IMAGE_EXCLUDE}" /requirements.txt > /tmp/requirements-airflow.txt; \

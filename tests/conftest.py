@@ -167,13 +167,25 @@ def xdist_group(nodeid: str) -> str:
     return "loop" if path.startswith(LOOP_GROUP) and not path.startswith(LOOP_GROUP_EXCEPT) else "main"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: one worker per group of ``xdist_group`` (by path, no marks needed).
+
+    xdist's own loadgroup reads ``xdist_group`` marks through a node id suffix it sets in a way
+    pytest 9 no longer honours (``Item._nodeid``): every test became a group of its own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PathGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return PathGroups(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test belongs to exactly one tier (its marker): a test without one would run in
-    ``make test`` but in no tier of its own, and its time would be counted nowhere. Each test
-    also gets its worker group (``xdist_group``)."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
+    ``make test`` but in no tier of its own, and its time would be counted nowhere."""
     wrong = [
         f"{item.nodeid}: {tiers or 'no tier marker'}"
         for item in items

@@ -149,6 +149,34 @@ def parallelism(spark: SparkSession) -> int:
     return max(1, spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct().count())
 
 
+def place(spark: SparkSession, frame: Any, partition: Any, n: int) -> Any:
+    """``frame`` with each row in partition ``partition`` (an int column expression in
+    ``[0, n)``), exactly.
+
+    ``repartition(n, col)`` places a row in partition ``pmod(hash(col), n)`` (Spark's Murmur3
+    hash with seed 42, which ``F.hash`` also computes). One tiny Spark query finds, for each
+    partition, a small integer key that hashes to it, and the rows are repartitioned by that
+    key: no sampling pass and no two groups sharing a task by accident of hashing. Falls back to
+    ``repartitionByRange`` on ``partition`` if a key is missing (not seen in practice).
+    """
+    from pyspark.sql import functions as F
+
+    if n == 1:
+        return frame.coalesce(1)
+    found = (
+        spark.range(0, 64 * n)
+        .select("id", F.expr(f"pmod(hash(id), {n})").alias("partition"))
+        .groupBy("partition")
+        .agg(F.min("id").alias("key"))
+        .collect()
+    )
+    keys = {int(r["partition"]): int(r["key"]) for r in found}
+    if len(keys) < n:
+        return frame.repartitionByRange(n, partition)
+    key = F.element_at(F.array(*[F.lit(keys[p]).cast("long") for p in range(n)]), partition + 1)
+    return frame.withColumn("_key", key).repartition(n, "_key").drop("_key")
+
+
 def server_info(spark: SparkSession) -> dict[str, Any]:
     """Where the session's work runs: the server's master and application id."""
     info: dict[str, Any] = {"remote": None, "master": None, "app_id": None}

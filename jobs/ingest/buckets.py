@@ -229,38 +229,54 @@ def _located(record: tuple[int, tuple[str, bytes]]) -> tuple[int, tuple[str, byt
     return bucket, (kind, json.dumps({**json.loads(payload), "task": task_location()}).encode())
 
 
-def stage1(splits: list[tuple[str, int, int]], day: str, fmt: str, n_out: int) -> Any:
-    """``mapInArrow`` function: each input row is the index of one split (one per task)."""
+def stage1(tasks: list[list[tuple[str, int, int]]], day: str, fmt: str, n_out: int) -> Any:
+    """``mapInArrow`` function: each input row is the index of one task, which reads its byte
+    ranges one after the other (one batch of records per range: memory holds one range)."""
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
         for batch in batches:
             for index in batch.column("id").to_pylist():
-                records = [_located(r) for r in stage_split(splits[index], day, fmt, n_out)]
-                yield pa.RecordBatch.from_arrays(
-                    [
-                        pa.array([bucket for bucket, _ in records], pa.int32()),
-                        pa.array([kind for _, (kind, _) in records], pa.string()),
-                        pa.array([payload for _, (_, payload) in records], pa.binary()),
-                    ],
-                    names=["bucket", "kind", "payload"],
-                )
+                for split in tasks[index]:
+                    records = [_located(r) for r in stage_split(split, day, fmt, n_out)]
+                    yield pa.RecordBatch.from_arrays(
+                        [
+                            pa.array([bucket for bucket, _ in records], pa.int32()),
+                            pa.array([kind for _, (kind, _) in records], pa.string()),
+                            pa.array([payload for _, (_, payload) in records], pa.binary()),
+                        ],
+                        names=["bucket", "kind", "payload"],
+                    )
 
     return run
 
 
 def stage2(n_out: int, curated: str, quarantine: str) -> Any:
-    """``applyInArrow`` function of one bucket's records: write it, report what was written (JSON)."""
+    """``mapInArrow`` function over a partition of stage-1 records sorted by bucket (several
+    buckets a task: one Python worker each): write each bucket, report what was written (JSON)."""
 
-    def run(key, table):  # no type hints: pyspark picks the (key, table) form by arity
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        index = int(key[0].as_py())
-        kinds, payloads = table.column("kind").to_pylist(), table.column("payload").to_pylist()
-        records = ((index, kv) for kv in zip(kinds, payloads, strict=True))
-        reports = [{**r, "task": task_location()} for r in stage_bucket(index, records, n_out, curated, quarantine)]
-        return pa.table({"report": pa.array([json.dumps(r) for r in reports], pa.string())})
+        def written(bucket: int, records: list[tuple[int, tuple[str, bytes]]]) -> Any:
+            reports = [
+                {**r, "task": task_location()} for r in stage_bucket(bucket, iter(records), n_out, curated, quarantine)
+            ]
+            return pa.RecordBatch.from_pydict({"report": pa.array([json.dumps(r) for r in reports], pa.string())})
+
+        current = -1  # no bucket yet
+        records: list[tuple[int, tuple[str, bytes]]] = []
+        for batch in batches:
+            columns = (batch.column(c).to_pylist() for c in ("bucket", "kind", "payload"))
+            for bucket, kind, payload in zip(*columns, strict=True):
+                if bucket != current and records:
+                    yield written(current, records)
+                    records = []
+                current = bucket
+                records.append((bucket, (kind, payload)))
+        if records:
+            yield written(current, records)
 
     return run
 

@@ -5,9 +5,11 @@
 Spark distributes the work and moves the rows; every row-level step is an Arrow kernel in
 Spark's Python workers. One Spark job, two stages:
 
-**Stage 1, one task per ~32 MiB of landing data** (a byte range of a file, cut at line ends as
-Hadoop's line reader does, so a 10M-event day keeps every core busy; a gzip-compressed file,
-``*.jsonl.gz`` or ``*.csv.gz``, is one task, since a compressed stream has no byte ranges):
+**Stage 1, one task per task slot** (at most), each reading byte ranges of 32–256 MiB one after
+the other (a range of a file, cut at line ends as Hadoop's line reader does, so a 10M-event day
+keeps every core busy; a gzip-compressed file, ``*.jsonl.gz`` or ``*.csv.gz``, is one range,
+since a compressed stream has no byte ranges). Few tasks because every Python task on the
+Connect server starts its own worker (~1.6 s):
 
   1. **Read with an explicit schema** (no inference). JSON lines are parsed by pyarrow's reader
      against the typed landing contract; where a range does not fit it (a malformed line, a
@@ -21,11 +23,12 @@ Hadoop's line reader does, so a 10M-event day keeps every core busy; a gzip-comp
      its type, unknown enum value, timestamp outside the logical day, value out of range),
      ``"; "``-joined in a fixed order; ``malformed line`` when the line is not a JSON object.
   4. Valid rows are sent to the curated bucket ``hash(event_id) mod n`` (``n`` = output files,
-     from the day's size); rejected rows, with the reasons, the source file and their raw
+     from the day's size: at most 2M rows a file and, when several, a multiple of the task
+     slots); rejected rows, with the reasons, the source file and their raw
      text, to the quarantine bucket. The buckets travel through Spark's shuffle as Arrow IPC
      streams (a few large records per task instead of one per row).
 
-**Stage 2, one task per bucket**:
+**Stage 2, one task per task slot**, each writing its buckets (``b mod slots``) in turn:
 
   5. **Deduplicate**: the event identity is ``event_id`` (the upstream's delivery id; a
      redelivered event repeats it). The bucket is sorted by ``(event_id, ts, user_id, item_id,
@@ -171,6 +174,28 @@ def estimate_rows(files: list[str], sample_bytes: int = 1 << 16) -> int:
     return 0
 
 
+def assign_tasks(splits: list[tuple[str, int, int]], slots: int) -> list[list[tuple[str, int, int]]]:
+    """The byte ranges as at most ``slots`` stage-1 tasks (one wave), balanced by bytes: largest
+    range first, each to the least loaded task (the lowest index on a tie); a task reads its
+    ranges in file order. Every Python task on the Connect server starts its own worker (~1.6 s),
+    so ten ranges in ten tasks paid that ten times."""
+    n = max(1, min(slots, len(splits)))
+    tasks: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
+    load = [0] * n
+    for split in sorted(splits, key=lambda s: s[1] - s[2]):  # stable: equal sizes keep file order
+        k = load.index(min(load))
+        tasks[k].append(split)
+        load[k] += split[2] - split[1]
+    return [sorted(t) for t in tasks if t]
+
+
+def output_files(rows: int, slots: int) -> int:
+    """Curated files (buckets) of a day of about ``rows`` rows: at most ``ROWS_PER_FILE`` rows
+    each, and, when there are several, a multiple of ``slots`` so that stage 2 is whole waves."""
+    n = max(1, -(-rows // ROWS_PER_FILE))
+    return n if n == 1 else -(-n // max(1, slots)) * max(1, slots)
+
+
 def run_stages(
     spark: SparkSession,
     splits: list[tuple[str, int, int]],
@@ -179,19 +204,27 @@ def run_stages(
     n_out: int,
     curated: str,
     quarantine: str,
+    slots: int = 1,
 ) -> list[dict[str, Any]]:
-    """The one Spark job: stage 1 per split (one task each), stage 2 per bucket; the reports.
+    """The one Spark job: stage 1 over the ranges (``assign_tasks``), stage 2 over the buckets
+    (bucket ``b`` in partition ``b mod P``, ``P`` = min(slots, buckets): one Python worker per
+    task slot, each writing its buckets in turn); the reports.
 
     A day of one split runs both stages in one task (no shuffle)."""
-    plan = spark.range(0, len(splits), 1, len(splits))  # exactly one split index per partition
+    from pyspark.sql import functions as F
+
+    from jobs.core.spark import place
+
     if len(splits) == 1:
+        plan = spark.range(0, 1, 1, 1)
         written = plan.mapInArrow(one_task(splits[0], day, fmt, n_out, curated, quarantine), STAGE2_SCHEMA)
         return [json.loads(r) for r in written.toArrow().column("report").to_pylist()]
-    # One shuffle partition per bucket (n_out curated + quarantine): every stage-2 task starts a
-    # Python worker, so an empty partition is not free. The conf is this job's session's alone.
-    spark.conf.set("spark.sql.shuffle.partitions", str(n_out + 1))
-    records = plan.mapInArrow(stage1(splits, day, fmt, n_out), STAGE1_SCHEMA)
-    written = records.groupBy("bucket").applyInArrow(stage2(n_out, curated, quarantine), STAGE2_SCHEMA)
+    tasks = assign_tasks(splits, slots)
+    plan = spark.range(0, len(tasks), 1, len(tasks))  # exactly one task index per partition
+    records = plan.mapInArrow(stage1(tasks, day, fmt, n_out), STAGE1_SCHEMA)
+    parts = max(1, min(slots, n_out + 1))
+    spread = place(spark, records, F.col("bucket") % parts, parts).sortWithinPartitions("bucket")
+    written = spread.mapInArrow(stage2(n_out, curated, quarantine), STAGE2_SCHEMA)
     return [json.loads(r) for r in written.toArrow().column("report").to_pylist()]
 
 
@@ -226,15 +259,15 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
     if input_bytes:
         check_columns(files, fmt)
     stages.mark("list files and check columns")
-    split_bytes = SPLIT_BYTES
-    if input_bytes > SPLIT_BYTES:
-        from jobs.core.spark import parallelism
+    from jobs.core.spark import parallelism
 
-        split_bytes = split_bytes_for(input_bytes, parallelism(spark))
-    splits = plan_splits(files, split_bytes)
-    n_out = max(1, -(-estimate_rows(files) // ROWS_PER_FILE))
+    slots = parallelism(spark) if input_bytes > SPLIT_BYTES else 0  # asked only where it matters
+    splits = plan_splits(files, split_bytes_for(input_bytes, slots) if slots else SPLIT_BYTES)
+    if len(splits) > 1 and not slots:
+        slots = parallelism(spark)
+    n_out = output_files(estimate_rows(files), slots)
     with storage.staged_partition(quarantine_day) as q_staging, storage.staged_partition(curated_day) as c_staging:
-        written = run_stages(spark, splits, d, fmt, n_out, str(c_staging), str(q_staging)) if splits else []
+        written = run_stages(spark, splits, d, fmt, n_out, str(c_staging), str(q_staging), slots) if splits else []
         stages.mark("read, type, judge, dedup and write (one Spark job)")
         empty = {"input_rows": 0, "rows": 0, "reasons": {}, "files": []}
         q = next((w for w in written if w["kind"] == "quarantine"), empty)

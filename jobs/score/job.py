@@ -158,31 +158,13 @@ def plan_buckets(user_ids: np.ndarray, k: int, rows_per_file: int, parallelism: 
 
 
 def spread_buckets(spark: SparkSession, keyed: Any, n_buckets: int) -> Any:
-    """``keyed`` (with an int ``bucket`` column 0..n-1) with bucket ``b`` in partition ``b``, exactly.
-
-    ``repartition(n, col)`` places a row in partition ``pmod(hash(col), n)`` (Spark's Murmur3
-    hash with seed 42, which ``F.hash`` also computes). For each bucket one tiny Spark query
-    finds a small integer key that hashes to that bucket's partition, and the rows are
-    repartitioned by that key: no sampling pass and no two buckets sharing a task, which
-    ``repartitionByRange`` on a handful of bucket values does not guarantee. Falls back to
-    ``repartitionByRange`` if a key is missing (not seen in practice).
-    """
+    """``keyed`` (with an int ``bucket`` column 0..n-1) with bucket ``b`` in partition ``b``, exactly
+    (``jobs.core.spark.place``)."""
     from pyspark.sql import functions as F
 
-    if n_buckets == 1:
-        return keyed.coalesce(1)
-    found = (
-        spark.range(0, 64 * n_buckets)
-        .select("id", F.expr(f"pmod(hash(id), {n_buckets})").alias("partition"))
-        .groupBy("partition")
-        .agg(F.min("id").alias("key"))
-        .collect()
-    )
-    keys = {int(r["partition"]): int(r["key"]) for r in found}
-    if len(keys) < n_buckets:
-        return keyed.repartitionByRange(n_buckets, "bucket")
-    key = F.element_at(F.array(*[F.lit(keys[b]).cast("long") for b in range(n_buckets)]), F.col("bucket") + 1)
-    return keyed.withColumn("_key", key).repartition(n_buckets, "_key").drop("_key")
+    from jobs.core.spark import place
+
+    return place(spark, keyed, F.col("bucket"), n_buckets)
 
 
 def _arguments(cfg: PipelineConfig, k: int | None, device: str | None) -> tuple[int, str]:

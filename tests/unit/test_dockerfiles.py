@@ -33,6 +33,8 @@ AIRFLOW_IMAGE_DROPS = {
     "torch",
     "pytest",
     "pytest-timeout",
+    "pytest-xdist",
+    "execnet",
     "ruff",
     "mypy",
     "playwright",

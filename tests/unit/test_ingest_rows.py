@@ -217,3 +217,19 @@ def test_object_store_reads_group_small_files_into_one_task_each_up_to_the_targe
     assert file_groups([], [], target=100) == []
     with pytest.raises(ValueError):
         file_groups(files, [1, 2], target=100)  # a size per file
+
+
+def test_ranges_make_one_wave_of_tasks_balanced_by_bytes_and_files_whole_waves():
+    mib = 2**20
+    ten = [(f"f{k}.jsonl", 0, 175 * mib) for k in range(10)]  # a 10M-event day: ten 1M-row files
+    tasks = job.assign_tasks(ten, 2)
+    assert [len(t) for t in tasks] == [5, 5] and sorted(s for t in tasks for s in t) == ten
+    assert all(t == sorted(t) for t in tasks)  # each task reads its ranges in file order
+    uneven = [("a", 0, 300), ("b", 0, 100), ("b", 100, 200), ("c", 0, 100)]
+    assert job.assign_tasks(uneven, 2) == [[("a", 0, 300)], [("b", 0, 100), ("b", 100, 200), ("c", 0, 100)]]
+    assert job.assign_tasks(uneven, 8) == [[s] for s in [uneven[0], uneven[1], uneven[2], uneven[3]]]
+    assert job.assign_tasks(uneven[:1], 0) == [uneven[:1]]
+    assert job.output_files(3_000, 2) == 1  # a small day: one file, whatever the slots
+    assert job.output_files(10_000_000, 2) == 6  # 5 files of 2M → 6 of 1.67M: three a slot
+    assert job.output_files(10_000_000, 0) == 5
+    assert job.output_files(4_000_000, 2) == 2
