@@ -191,7 +191,8 @@ def assign_tasks(splits: list[tuple[str, int, int]], slots: int) -> list[list[tu
 
 def output_files(rows: int, slots: int) -> int:
     """Curated files (buckets) of a day of about ``rows`` rows: at most ``ROWS_PER_FILE`` rows
-    each, and, when there are several, a multiple of ``slots`` so that stage 2 is whole waves."""
+    each, and, when there are several, a multiple of ``slots``: each stage-2 task (one per slot)
+    writes as many, so the slots finish together."""
     n = max(1, -(-rows // ROWS_PER_FILE))
     return n if n == 1 else -(-n // max(1, slots)) * max(1, slots)
 
