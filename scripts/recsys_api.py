@@ -31,6 +31,11 @@ class ApiError(RuntimeError):
     """An API call answered with an error status; the message holds the server's detail."""
 
 
+def _database_error(resp: requests.Response) -> bool:
+    """Airflow's answer to a SQLAlchemy error it has no better status for (500, "Database error")."""
+    return resp.status_code == 500 and '"Database error"' in resp.text
+
+
 class AirflowApi:
     """Token-authenticated calls to ``/api/v2``; 503 (busy SQLite) is retried with backoff."""
 
@@ -47,9 +52,13 @@ class AirflowApi:
         self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     def request(self, method: str, path: str, retry_503: int = 10, **kwargs: Any) -> requests.Response:
+        """One call; 503 is retried with backoff, and so is a read (GET) answered 500 "Database
+        error" (on SQLite a transaction that read before another process wrote fails at once,
+        without waiting for the lock: nothing was written, asking again is safe)."""
         for attempt in range(retry_503 + 1):
             resp = self.http.request(method, f"{self.base}/api/v2{path}", timeout=self.timeout, **kwargs)
-            if resp.status_code != 503 or attempt == retry_503:
+            busy = resp.status_code == 503 or (method == "GET" and _database_error(resp))
+            if not busy or attempt == retry_503:
                 return resp
             time.sleep(min(2**attempt, 10))
         return resp
@@ -199,6 +208,20 @@ class AirflowApi:
             "dag_run_conf": conf or {},
         }
         resp = self.request("POST", "/backfills", json=body)
+        for _ in range(5):
+            if not _database_error(resp):
+                break
+            # SQLite's busy snapshot (see ``request``); the request's transaction may or may not
+            # have committed the backfill before its audit-log row failed: look before asking again.
+            time.sleep(2)
+            same = [
+                b
+                for b in self.running_backfills(dag_id)
+                if b["from_date"][:10] == from_date[:10] and b["to_date"][:10] == to_date[:10]
+            ]
+            if same:
+                return same[0]
+            resp = self.request("POST", "/backfills", json=body)
         if resp.status_code == 409 and "already a running backfill" in resp.text:
             # One backfill per DAG at a time: wait for the running one, then ask again.
             self.wait_backfills_idle(dag_id)
