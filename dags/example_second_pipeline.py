@@ -25,11 +25,10 @@ when someone decides to, not on a timer.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Asset, dag
 
 from jobs.core.config import get_config
-from recsys_airflow.defaults import default_args
+from recsys_airflow.defaults import START_DATE, default_args
 from recsys_airflow.factory import model_pipeline, training_params
 
 cfg = get_config()
@@ -50,7 +49,7 @@ POPULARITY_CHAMPION = Asset(
 @dag(
     dag_id="recsys_popularity",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

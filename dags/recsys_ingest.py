@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import AsyncCallback, DeadlineAlert, Param, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS
 from recsys_airflow.deadlines import LiveRunLogicalDate, late_after, late_ingest
-from recsys_airflow.defaults import default_args
+from recsys_airflow.defaults import START_DATE, default_args
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.sensors import LandingSensor
 
@@ -45,7 +44,7 @@ cfg = get_config()
 @dag(
     dag_id="recsys_ingest",
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=3,
     max_consecutive_failed_dag_runs=0,

@@ -14,12 +14,11 @@ consumers of the champion outside this project, e.g. an online service that relo
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
-from recsys_airflow.defaults import default_args
+from recsys_airflow.defaults import START_DATE, default_args
 from recsys_airflow.launcher import JobOperator
 
 cfg = get_config()
@@ -28,7 +27,7 @@ cfg = get_config()
 @dag(
     dag_id="recsys_model_rollback",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

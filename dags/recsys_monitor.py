@@ -44,13 +44,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import RECOMMENDATIONS
-from recsys_airflow.defaults import default_args
+from recsys_airflow.defaults import START_DATE, default_args
 from recsys_airflow.links import DriftJobOperator
 
 cfg = get_config()
@@ -61,7 +60,7 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
 @dag(
     dag_id="recsys_monitor",
     schedule=PartitionedAssetTimetable(assets=RECOMMENDATIONS),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

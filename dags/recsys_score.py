@@ -36,13 +36,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS, RECOMMENDATIONS
 from recsys_airflow.champion import score_argv
-from recsys_airflow.defaults import default_args
+from recsys_airflow.defaults import START_DATE, default_args
 from recsys_airflow.launcher import JobOperator
 
 cfg = get_config()
@@ -51,7 +50,7 @@ cfg = get_config()
 @dag(
     dag_id="recsys_score",
     schedule=PartitionedAssetTimetable(assets=CURATED_EVENTS),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

@@ -41,12 +41,11 @@ through the audited rollback DAG.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
-from recsys_airflow.defaults import default_args
+from recsys_airflow.defaults import START_DATE, default_args
 from recsys_airflow.factory import model_pipeline, training_params
 
 cfg = get_config()
@@ -55,7 +54,7 @@ cfg = get_config()
 @dag(
     dag_id="recsys_train",
     schedule="0 4 * * 1",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
