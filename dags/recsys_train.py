@@ -5,7 +5,7 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
 `reason` in the conf), or on demand from the UI/REST with the typed parameters below.
 
 1. **plan** — the evaluation day D: `day`, or the latest validated curated day (`replay_days`
-   days before it when the replay gate is on: those newest days are the replay).
+   days before it: those newest days join the gate's evidence).
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
    `training/snapshots/`.
@@ -16,12 +16,12 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
    The *MLflow run* extra link opens the run. **Cached** (nothing trained, nothing registered,
    `fresh` skips the rest) when a registered version was trained on the same snapshot content,
    code and parameters — the log says which version; `force_retrain` trains anyway.
-4. **evaluate** — the gate on day D: Recall@K / NDCG@K for the challenger, the champion, a
-   popularity baseline and (synthetic worlds) the oracle; **blessed** only if it clears the
-   absolute floor, beats popularity by the configured lift and does not regress against the
-   champion beyond the tolerance; with replay days, also non-inferior to the champion on them
-   (paired NDCG@K difference, bootstrap interval, `gate.replay_tolerance`). Every number, the
-   replay table and the decision go to MLflow and the task log.
+4. **evaluate** — the gate on day D and the replay days: Recall@K / NDCG@K for the challenger,
+   the champion, popularity, recent popularity and (synthetic worlds) the oracle; **blessed**
+   only with at least `gate.min_users` (day, user) pairs, above the recall floor, with the
+   paired bootstrap interval of NDCG@K above the best baseline (`gate.baseline_margin`) and
+   non-inferior to the champion (`gate.replay_tolerance`). Every number, the evidence table and
+   the decision go to MLflow and the task log.
 5. **register** — a new version of the model with alias `challenger`, tagged with data window,
    metrics, decision, git commit and Airflow run.
 6. **infra_validate** — loads the registered model by URI in a fresh process and scores a smoke

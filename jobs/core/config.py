@@ -116,10 +116,31 @@ class IngestConfig(_Section):
     wait_timeout_s: int = Field(3600, ge=1)
     poke_interval_s: int = Field(30, ge=1)
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
-    min_rows: int = Field(1, ge=0)
-    recent_days: int = Field(7, ge=1, le=90)
-    min_ratio_to_recent: float = Field(0.3, gt=0.0)
-    max_ratio_to_recent: float = Field(3.0, gt=0.0)
+    min_rows: int = Field(1, ge=0, description="Absolute floor of a non-empty day's row count.")
+    recent_days: int = Field(
+        28, ge=1, le=90, description="Days of observed row counts (refused days included) the volume rule looks back."
+    )
+    min_ratio_to_recent: float = Field(
+        0.3, gt=0.0, description="Narrowest low bound, as a ratio to the recent median (jobs/validate/volume.py)."
+    )
+    max_ratio_to_recent: float = Field(
+        3.0, gt=0.0, description="Narrowest high bound, as a ratio to the recent median (jobs/validate/volume.py)."
+    )
+    volume_mads: float = Field(
+        3.5,
+        gt=0.0,
+        description="A day may stray this many robust σ (1.4826·MAD) of recent log counts from their median.",
+    )
+    volume_min_days: int = Field(
+        7,
+        ge=1,
+        le=90,
+        description="Observed days the volume rule needs before it bounds a day relative to them "
+        "(fewer: only the absolute floor min_rows; a bursty source declares a longer learning period).",
+    )
+    empty_day: Literal["pass", "fail"] = Field(
+        "fail", description="Verdict on a day with no events: pass (a sparse log) or fail (a live stream: an outage)."
+    )
     max_event_age_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -166,18 +187,54 @@ class TrainingConfig(_Section):
 
 
 class GateConfig(_Section):
+    """The evaluation gate (``jobs/evaluate/gate.py``): evidence, baselines and margins."""
+
     k: int = Field(10, ge=1, le=1000)
-    min_recall: float = Field(0.02, ge=0.0, le=1.0)
-    min_lift_over_popularity: float = Field(1.05, ge=0.0)
-    max_regression_vs_champion: float = Field(0.02, ge=0.0, le=1.0)
+    min_recall: float = Field(
+        0.02, ge=0.0, le=1.0, description="Floor on the challenger's Recall@K pooled over the evidence."
+    )
+    min_users: int = Field(
+        100,
+        ge=1,
+        description="Fewest (day, user) pairs of the held-out and replay days the gate decides on; "
+        "fewer: not blessed, 'insufficient evidence'.",
+    )
+    recent_days: int = Field(
+        3, ge=1, le=365, description="Recent popularity baseline: item popularity over the window's last N days."
+    )
+    baseline_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Blessed when the 95% CI lower bound of NDCG@K challenger − best baseline (popularity, "
+        "recent popularity) is > −margin (0: the challenger must beat it).",
+    )
     require_approval: bool = Field(
         False, description="A person approves each blessed version before promotion (Airflow HITL)."
     )
     replay_days: int = Field(
-        0, ge=0, le=30, description="Validated days after the held-out day replayed by the gate (0: off)."
+        0, ge=0, le=30, description="Validated days after the held-out day pooled into the evidence (0: none)."
     )
-    replay_tolerance: float = Field(0.02, ge=0.0, le=1.0)
-    replay_bootstrap: int = Field(1000, ge=100, le=100_000)
+    replay_tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Non-inferiority margin vs the champion: the 95% CI lower bound of NDCG@K "
+        "challenger − champion must be ≥ −this.",
+    )
+    replay_bootstrap: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples per interval (seeded).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_rules(cls, data: Any) -> Any:
+        replaced = {
+            "min_lift_over_popularity": "baseline_margin (a paired interval over enough users)",
+            "max_regression_vs_champion": "replay_tolerance (a paired interval against the champion)",
+        }
+        for key, by in replaced.items():
+            if isinstance(data, dict) and key in data:
+                raise ValueError(f"gate.{key} was replaced by gate.{by}: remove it")
+        return data
 
 
 class ScoringConfig(_Section):

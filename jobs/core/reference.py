@@ -47,6 +47,7 @@ CATEGORICAL_FEATURES = ("event_type", "device", "country", "rating", "item_popul
 UNSEEN_FEATURES = ("unseen_users", "unseen_items")
 FEATURES = NUMERIC_FEATURES + CATEGORICAL_FEATURES + UNSEEN_FEATURES
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "watch_seconds", "rating", "device", "country")
+NULL_LABEL = "<null>"  # the category counts of null values (a context column the source lacks)
 
 
 class ReferenceFormatError(ValueError):
@@ -102,7 +103,7 @@ def quantile_sketch(values: np.ndarray, size: int = SKETCH_SIZE, presorted: bool
 def category_counts(values: Any) -> dict[str, int]:
     """Counts per category of an Arrow array/chunked array or a numpy/sequence of labels.
 
-    Nulls are counted under ``"<null>"``.
+    Nulls are counted under ``NULL_LABEL``.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -116,7 +117,7 @@ def category_counts(values: Any) -> dict[str, int]:
     vc = pc.value_counts(arr)
     out: dict[str, int] = {}
     for key, count in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True):
-        label = "<null>" if key is None else str(key)
+        label = NULL_LABEL if key is None else str(key)
         out[label] = out.get(label, 0) + int(count)
     return out
 

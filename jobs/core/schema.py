@@ -27,8 +27,11 @@ LANDING_COLUMNS = (
     "device",
     "country",
 )
-REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "ts", "device", "country")
-OPTIONAL_COLUMNS = ("watch_seconds", "rating")
+REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "ts")
+# Context columns a source may lack (a plain ratings log has neither): null, never invented;
+# checked against ``DEVICES`` / ISO-3166 alpha-2 when present.
+CONTEXT_COLUMNS = ("device", "country")
+OPTIONAL_COLUMNS = ("watch_seconds", "rating", *CONTEXT_COLUMNS)
 CURATED_COLUMNS = LANDING_COLUMNS
 MAX_WATCH_SECONDS = 86_400.0
 # The model artifact every trainer of the MF family writes and scoring / drift read.

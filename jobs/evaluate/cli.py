@@ -23,7 +23,9 @@ def _summary(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    gate.add_arguments(sub.add_parser("gate", help="challenger vs champion, popularity and oracle on the held-out day"))
+    gate.add_arguments(
+        sub.add_parser("gate", help="challenger vs champion and baselines over the held-out and replay days")
+    )
     infra.add_arguments(
         sub.add_parser("infra", help="load the registered model in a fresh process, score a smoke batch")
     )

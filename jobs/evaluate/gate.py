@@ -1,31 +1,26 @@
 """The evaluation gate (TFX-Evaluator style): is the challenger good enough to serve?
 
-``python -m jobs.evaluate gate --snapshot DIR --run-id RUN [--model-uri URI] [--model-name NAME]``
+``python -m jobs.evaluate gate --snapshot DIR --run-id RUN [--model-uri URI] [--model-name NAME]
+[--replay-days D1,D2]``
 
-On the snapshot's held-out day it ranks top-K items (items seen in the training window are
-excluded for every ranker) for each test user and computes Recall@K and NDCG@K
-(``jobs.core.ranking``) of
+It ranks top-K items for the test users of the snapshot's held-out day and of the replay days
+after it (``--replay-days``, planned by the DAG from ``gate.replay_days``), with each user's
+history (the window and earlier days) excluded for every ranker: the **challenger**
+(``--model-uri``, default ``runs:/<RUN>/model``), the **champion** (``models:/<name>@champion``,
+resolved to its version once) if any, **popularity** over the window, **recent popularity** over
+the window's last ``gate.recent_days`` days, and on the held-out day the **oracle** (the
+simulator's true affinities) when the ground truth exists. ``jobs.evaluate.replay`` pools the
+(day, user) pairs into the evidence: their count and a paired bootstrap interval of NDCG@K
+challenger − each baseline.
 
-* the **challenger** (``--model-uri``, default ``runs:/<RUN>/model``),
-* the **champion** (``models:/<name>@champion``, resolved to its version once), if any,
-* a **popularity** baseline (most popular unseen items of the window),
-* the **oracle** (the simulator's true affinities on that day), when the ground truth exists.
-
-The decision is ``bless`` (a pure function of the metrics and the ``gate`` rules): the
-challenger is blessed only if (1) Recall@K ≥ ``gate.min_recall``, (2) NDCG@K ≥
-``gate.min_lift_over_popularity`` × popularity's NDCG@K, and (3) when a champion exists,
-NDCG@K ≥ champion's NDCG@K − ``gate.max_regression_vs_champion`` (absolute). Every number and
-the decision with its reason are logged to the challenger's MLflow run (tags ``gate.decision``,
-``gate.reason``, ``gate.champion_version``, which registration copies onto the version) and
-printed; the result JSON carries the champion version the decision was made against
-(promotion re-checks it).
-
-With ``--replay-days`` (the DAG passes the ``gate.replay_days`` validated days after the
-held-out day) the **replay gate** (``jobs.evaluate.replay``) also ranks those days, with only
-earlier days as history, and a challenger that is inferior to the champion there (paired
-bootstrap interval below ``-gate.replay_tolerance``) is not blessed either. The replay table
-is in ``gate/evaluation.json`` (``replay``), its summary in the tag ``gate.replay``, the
-paired difference in the metrics ``replay_ndcg_diff_{mean,low,high}``.
+``bless`` (a pure function of that evidence and the ``gate`` rules) blesses the challenger only
+with at least ``gate.min_users`` pairs, pooled Recall@K ≥ ``gate.min_recall``, the interval's
+lower bound against the best of popularity and recent popularity > −``gate.baseline_margin``,
+and against the champion ≥ −``gate.replay_tolerance``. Every number and the decision with its
+reason are logged to the challenger's MLflow run (tags ``gate.decision``, ``gate.reason``,
+``gate.champion_version``, ``gate.evidence``, which registration copies onto the version; the
+table in ``gate/evaluation.json``) and printed; the result JSON carries the champion version the
+decision was made against (promotion re-checks it).
 """
 
 from __future__ import annotations
@@ -43,57 +38,58 @@ from jobs.core.ranking import metrics_of_lists
 from jobs.core.snapshots import TrainData, load_snapshot
 from jobs.evaluate import replay
 
-RANKERS = ("challenger", "champion", "popularity", "oracle")
+RANKERS = ("challenger", "champion", "popularity", "recent_popularity", "oracle")
+BASELINES = ("popularity", "recent_popularity")
 
 
 class EvaluationError(BadInput):
     """The snapshot or a model cannot be evaluated."""
 
 
-def bless(
-    metrics: dict[str, dict[str, float]],
-    k: int,
-    rules: GateConfig,
-    replayed: dict[str, Any] | None = None,
-    champion_overlap: str | None = None,
-) -> tuple[bool, str]:
-    """The gate's decision and its reason, from the rankers' metrics (pure).
+def bless(evidence: dict[str, Any], k: int, rules: GateConfig, champion_overlap: str | None = None) -> tuple[bool, str]:
+    """The gate's decision and its reason, from the pooled evidence (pure).
 
     Args:
-        metrics: ranker name → ``{"recall_at_K", "ndcg_at_K", ...}``; ``challenger`` and
-            ``popularity`` are required, ``champion`` is compared when present.
+        evidence: ``jobs.evaluate.replay.pool``'s result: ``users`` (pooled (day, user) pairs),
+            ``pooled`` (ranker → pooled ``recall_at_K``/``ndcg_at_K``) and ``intervals`` (baseline →
+            paired interval of NDCG@K challenger − baseline; ``champion`` when one exists).
         k: the cut-off the metrics were computed at.
         rules: the ``gate`` section of the configuration.
-        replayed: the replay's result (``jobs.evaluate.replay``); an ``inferior`` verdict
-            refuses the challenger, whatever the held-out day says.
         champion_overlap: why the champion cannot be compared on the held-out day (it trained
             on it: a challenger of an older window, e.g. a backfill), which refuses the
             challenger — such a champion excludes the day's items as seen and scores ~0 there,
             so any challenger would look better.
     """
-    ch = metrics["challenger"]
-    recall, ndcg = ch[f"recall_at_{k}"], ch[f"ndcg_at_{k}"]
-    pop = metrics["popularity"][f"ndcg_at_{k}"]
+    if champion_overlap:
+        return False, f"not blessed: {champion_overlap}"
+    n, days = evidence["users"], len(evidence["days"])
+    if n < rules.min_users:
+        return False, (
+            f"not blessed: insufficient evidence: {n} user-days over {days} day(s) < gate.min_users {rules.min_users}"
+        )
+    intervals = evidence["intervals"]
+    pooled = evidence["pooled"]
+    best = max(BASELINES, key=lambda b: (pooled[b][f"ndcg_at_{k}"], b == "popularity"))
     reasons = []
+    recall = pooled["challenger"][f"recall_at_{k}"]
     if recall < rules.min_recall:
         reasons.append(f"recall@{k} {recall:.4f} < floor {rules.min_recall}")
-    if ndcg < rules.min_lift_over_popularity * pop:
-        reasons.append(f"ndcg@{k} {ndcg:.4f} < {rules.min_lift_over_popularity}× popularity {pop:.4f}")
-    if "champion" in metrics:
-        champ = metrics["champion"][f"ndcg_at_{k}"]
-        if ndcg < champ - rules.max_regression_vs_champion:
-            reasons.append(f"ndcg@{k} {ndcg:.4f} < champion {champ:.4f} − {rules.max_regression_vs_champion}")
-    if champion_overlap:
-        reasons.append(champion_overlap)
-    if replayed is not None and replayed["verdict"] == "inferior":
-        reasons.append(replay.summary(replayed, k))
+    if not intervals[best]["low"] > -rules.baseline_margin:
+        reasons.append(
+            f"{replay.describe(best, intervals[best], k)}: lower bound not above −{rules.baseline_margin} "
+            "(best baseline)"
+        )
+    if "champion" in intervals and intervals["champion"]["low"] < -rules.replay_tolerance:
+        reasons.append(
+            f"{replay.describe('champion', intervals['champion'], k)}: lower bound below −{rules.replay_tolerance}"
+        )
+    head = f"{n} user-days over {days} day(s)"
     if reasons:
-        return False, "not blessed: " + "; ".join(reasons)
-    versus = f", champion {metrics['champion'][f'ndcg_at_{k}']:.4f}" if "champion" in metrics else " (no champion yet)"
-    reason = f"blessed: ndcg@{k} {ndcg:.4f} vs popularity {pop:.4f}{versus}; recall@{k} {recall:.4f}"
-    if replayed is not None and replayed["days"]:
-        reason += f"; {replay.summary(replayed, k)}"
-    return True, reason
+        return False, f"not blessed ({head}): " + "; ".join(reasons)
+    versus = [replay.describe(b, intervals[b], k) for b in ("champion", best) if b in intervals]
+    if "champion" not in intervals:
+        versus.append("no champion yet")
+    return True, f"blessed ({head}): " + "; ".join(versus) + f"; recall@{k} {recall:.4f}"
 
 
 class HeldOut:
@@ -124,9 +120,6 @@ class HeldOut:
             top = np.argsort(-s, kind="stable")[:k]
             out[user] = [int(self.item_ids[j]) for j in top if np.isfinite(s[j])]
         return out
-
-    def popularity_recs(self, k: int) -> dict[int, list[int]]:
-        return self.rank_by_scores(np.tile(self.popularity.astype(np.float64), (len(self.users), 1)), k)
 
     def oracle_recs(self, truth: dict[str, Any] | None, k: int) -> dict[int, list[int]] | None:
         """Rank by the simulator's true affinity on the held-out day, if that truth exists."""
@@ -162,6 +155,15 @@ def gate_metrics(recs: dict[int, list[int]], truth: dict[int, set[int]], k: int)
     return {f"recall_at_{k}": m["recall"], f"ndcg_at_{k}": m["ndcg"], "users": m["users"]}
 
 
+def recent_popularity(cfg: PipelineConfig, held: HeldOut) -> np.ndarray:
+    """Distinct users per snapshot item over the window's last ``gate.recent_days`` training days."""
+    days = held.data.manifest.get("train_days") or []
+    users = {int(u) for u in held.data.user_ids.tolist()}
+    items = {int(i) for i in held.item_ids.tolist()}
+    recent = [replay.positives(cfg, day, users, items) for day in days[-cfg.gate.recent_days :]]
+    return replay.recent_counts(recent, held.item_ids)
+
+
 def check_replay_days(cfg: PipelineConfig, held_out_day: str, days: list[str]) -> list[str]:
     """The replay days, sorted: each a validated curated day after the held-out day."""
     for day in days:
@@ -180,49 +182,49 @@ def evaluate(
     replay_days: list[str] | None = None,
 ) -> dict[str, Any]:
     """Gate the challenger; ``model_name`` (default ``mlflow.model_name``) names whose champion to
-    beat; ``replay_days``: validated days after the held-out day for the replay gate."""
+    beat; ``replay_days``: validated days after the held-out day pooled into the evidence."""
     name = model_name or cfg.mlflow.model_name
     k = cfg.gate.k
     held = HeldOut(load_snapshot(snapshot_uri))
-    days = check_replay_days(cfg, held.data.manifest["day"], replay_days or [])
+    day = held.data.manifest["day"]
+    days = check_replay_days(cfg, day, replay_days or [])
     challenger_uri = model_uri or f"runs:/{run_id}/model"
     cl = tracking.client(cfg)
-    rankers: dict[str, dict[int, list[int]]] = {
-        "challenger": model_recs(challenger_uri, held.users, k),
-        "popularity": held.popularity_recs(k),
-    }
     champion_version = tracking.alias_version(cl, name, tracking.CHAMPION)
     champion_uri = f"models:/{name}/{champion_version}" if champion_version else None
-    if champion_uri:
-        rankers["champion"] = model_recs(champion_uri, held.users, k)
-    oracle = held.oracle_recs(catalog.load_truth(cfg, held.data.manifest["day"]), k)
-    if oracle is not None:
-        rankers["oracle"] = oracle
-    metrics = {ranker: gate_metrics(recs, held.truth, k) for ranker, recs in rankers.items()}
     window_end = cl.get_model_version(name, champion_version).tags.get("window_end") if champion_version else None
-    replayed = replay.replay(cfg, held, days, model_recs, challenger_uri, champion_uri, window_end)
-    day = held.data.manifest["day"]
+    evidence = replay.pool(
+        cfg, held, days, model_recs, challenger_uri, champion_uri, window_end, recent_popularity(cfg, held)
+    )
+    metrics = dict(evidence["days"][0]["metrics"])  # the held-out day (``HeldOut`` has a test user)
+    oracle = held.oracle_recs(catalog.load_truth(cfg, day), k)
+    if oracle is not None:
+        metrics["oracle"] = gate_metrics(oracle, held.truth, k)
     overlap = None
     if window_end and window_end >= day:
         overlap = (
             f"champion v{champion_version} trained up to {window_end}, on or after the held-out day {day}: "
             "a challenger of an older window cannot be compared with it fairly"
         )
-    blessed, reason = bless(metrics, k, cfg.gate, replayed, overlap)
+    blessed, reason = bless(evidence, k, cfg.gate, overlap)
     for ranker, values in metrics.items():
         for key, value in values.items():
             if key != "users":
                 cl.log_metric(run_id, f"gate_{key}_{ranker}", value)
-    if replayed["ndcg_diff"] is not None:
+    cl.log_metric(run_id, "evidence_users", evidence["users"])
+    for ranker, values in evidence["pooled"].items():
+        for key, value in values.items():
+            cl.log_metric(run_id, f"evidence_{key}_{ranker}", value)
+    for baseline, interval in evidence["intervals"].items():
         for key in ("mean", "low", "high"):
-            cl.log_metric(run_id, f"replay_ndcg_diff_{key}", replayed["ndcg_diff"][key])
+            cl.log_metric(run_id, f"evidence_ndcg_lift_{baseline}_{key}", interval[key])
     cl.set_tag(run_id, "gate.decision", "blessed" if blessed else "not_blessed")
     cl.set_tag(run_id, "gate.reason", reason)
     cl.set_tag(run_id, "gate.champion_version", champion_version or "none")
-    cl.set_tag(run_id, "gate.replay", replay.summary(replayed, k))
+    cl.set_tag(run_id, "gate.evidence", evidence["summary"])
     cl.log_dict(
         run_id,
-        {"k": k, "metrics": metrics, "blessed": blessed, "reason": reason, "replay": replayed},
+        {"k": k, "metrics": metrics, "blessed": blessed, "reason": reason, "evidence": evidence},
         "gate/evaluation.json",
     )
     return {
@@ -230,11 +232,11 @@ def evaluate(
         "reason": reason,
         "k": k,
         "metrics": metrics,
-        "replay": replayed,
+        "evidence": evidence,
         "champion_version": champion_version,
         "run_id": run_id,
         "experiment_id": cl.get_run(run_id).info.experiment_id,
-        "day": held.data.manifest["day"],
+        "day": day,
     }
 
 
@@ -247,7 +249,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--replay-days",
         default="",
         type=lambda text: [d for d in text.split(",") if d.strip()],
-        help="comma-separated validated days after the held-out day for the replay gate (empty: none)",
+        help="comma-separated validated days after the held-out day, pooled into the evidence (empty: none)",
     )
 
 
@@ -255,8 +257,8 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
     result = evaluate(cfg, args.snapshot, args.run_id, args.model_uri, args.model_name, args.replay_days)
     k = result["k"]
     print(f"held-out day {result['day']}")
-    print(f"{'ranker':12s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>10s}")
+    print(f"{'ranker':18s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>10s}")
     for ranker, m in result["metrics"].items():
-        print(f"{ranker:12s} {m[f'recall_at_{k}']:10.4f} {m[f'ndcg_at_{k}']:10.4f}")
-    print("\n".join(replay.table_lines(result["replay"], k)))
+        print(f"{ranker:18s} {m[f'recall_at_{k}']:10.4f} {m[f'ndcg_at_{k}']:10.4f}")
+    print("\n".join(replay.table_lines(result["evidence"], k)))
     return result

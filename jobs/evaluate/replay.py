@@ -1,24 +1,22 @@
-"""The replay gate: challenger and champion on the real days after the held-out day.
+"""The gate's evidence: every ranker on the held-out day and the replay days, paired per user.
 
-The held-out day is one day. With ``gate.replay_days`` R > 0 the training DAG holds out day D
-= R validated days before the newest one (``plan``), so the R days after D are real
-interactions that neither the challenger (window ``[D - N, D - 1]``) nor, in steady state, the
-champion has trained on. For each replay day d, in order:
+The held-out day D alone holds too few users on a sparse log (ML-100K: 5–17 a day), so the gate
+pools D and the ``gate.replay_days`` R validated days after it (the training DAG holds out D = R
+days before the newest one: ``factory.pick_days``). For each day d of that period, in order:
 
 * the truth is the positive pairs of d for users and items the snapshot knows, minus the
   user's **history**: the window's pairs and every positive pair of D .. d - 1 (only earlier
-  days count as history: no leakage from d or later);
-* every ranker (challenger, champion, popularity) ranks top-K items the user has no history
-  with (the models are asked for more and filtered, so all three exclude the same history);
-* Recall@K and NDCG@K per ranker and day (``jobs.core.ranking``).
+  days count as history: no leakage from d or later); on D itself it is the snapshot's test set;
+* every ranker (challenger, champion, popularity over the window, recent popularity over the
+  window's last ``gate.recent_days`` days) ranks top-K items the user has no history with (the
+  models are asked for more and filtered, so all exclude the same history);
+* Recall@K and NDCG@K per ranker and day, and NDCG@K per (day, user) pair.
 
-The paired comparison: per (day, user) the challenger's NDCG@K minus the champion's, pooled over
-the days; the mean and a percentile bootstrap interval over those pairs (``gate.replay_bootstrap``
-resamples, seeded, so a rerun gives the same interval). The challenger passes the replay when it
-is **non-inferior**: the interval's lower bound is at least ``-gate.replay_tolerance``. A day
+The evidence is the pooled (day, user) pairs: their count (``gate.min_users`` is the least the
+gate decides on) and, per baseline, the mean paired NDCG@K difference challenger − baseline
+with a seeded percentile bootstrap interval (``gate.replay_bootstrap`` resamples). A replay day
 inside the champion's own training window (a champion trained later than this snapshot: a
-backfill) is skipped for the comparison, and said so. Without a champion, or without a replay
-day, the replay decides nothing and says why.
+backfill) is skipped, and said so. ``jobs.evaluate.gate.bless`` turns it into the decision.
 """
 
 from __future__ import annotations
@@ -79,12 +77,25 @@ def unseen_top_k(ranked: dict[int, list[int]], history: dict[int, set[int]], k: 
 
 
 def popularity_lists(
-    item_ids: np.ndarray, popularity: np.ndarray, users: list[int], depth: int
+    item_ids: np.ndarray, popularity: np.ndarray, users: list[int], depth: int, tiebreak: np.ndarray | None = None
 ) -> dict[int, list[int]]:
-    """The ``depth`` most popular items (ties: lower index first), the same list for every user."""
-    order = np.lexsort((np.arange(len(popularity)), -np.asarray(popularity)))[:depth]
-    top = [int(i) for i in item_ids[order]]
+    """The ``depth`` most popular items, the same list for every user; ties go to the higher
+    ``tiebreak`` (when given), then to the lower index."""
+    index = np.arange(len(popularity))
+    keys = (index, -np.asarray(tiebreak), -np.asarray(popularity)) if tiebreak is not None else (index, -popularity)
+    top = [int(i) for i in item_ids[np.lexsort(keys)[:depth]]]
     return dict.fromkeys(users, top)
+
+
+def recent_counts(days: list[dict[int, set[int]]], item_ids: np.ndarray) -> np.ndarray:
+    """Recent popularity: distinct users per snapshot item over ``days`` (each ``user → items``),
+    as the snapshot counts the window's popularity (distinct pairs)."""
+    column = {int(item): j for j, item in enumerate(item_ids)}
+    pairs = {(u, i) for day in days for u, items in day.items() for i in items if i in column}
+    counts = np.zeros(len(item_ids), dtype=np.int64)
+    for _, i in pairs:
+        counts[column[i]] += 1
+    return counts
 
 
 def paired_interval(diffs: np.ndarray, resamples: int, confidence: float = CONFIDENCE) -> dict[str, float]:
@@ -109,14 +120,14 @@ def paired_interval(diffs: np.ndarray, resamples: int, confidence: float = CONFI
     }
 
 
-def verdict(interval: dict[str, float] | None, tolerance: float) -> str:
-    """``non-inferior`` when the interval's lower bound is ≥ -tolerance, else ``inferior``."""
-    if interval is None:
-        return "not compared"
-    return "non-inferior" if interval["low"] >= -tolerance else "inferior"
+def intervals(ndcg: dict[str, np.ndarray], resamples: int) -> dict[str, dict[str, float]]:
+    """Per baseline (every ranker but ``challenger``): the paired interval of challenger − baseline
+    over the same (day, user) pairs (``ndcg``: ranker → NDCG@K per pair, one order for all)."""
+    ch = ndcg["challenger"]
+    return {name: paired_interval(ch - values, resamples) for name, values in ndcg.items() if name != "challenger"}
 
 
-def replay(
+def pool(
     cfg: Any,
     held: Any,
     days: list[str],
@@ -124,13 +135,15 @@ def replay(
     challenger_uri: str,
     champion_uri: str | None,
     champion_window_end: str | None,
+    recent: np.ndarray,
 ) -> dict[str, Any]:
-    """The replay table and paired comparison (see the module docstring).
+    """The evidence of the held-out day and the replay ``days`` (see the module docstring).
 
     Args:
-        held: the gate's ``HeldOut`` (snapshot users, items, window history, popularity).
+        held: the gate's ``HeldOut`` (snapshot users, items, truth, window history, popularity).
         model_recs: ``(model_uri, users, depth) → {user: [item ids]}``.
-        champion_window_end: the last training day of the champion (days up to it are skipped).
+        champion_window_end: the last training day of the champion (replay days up to it are skipped).
+        recent: recent popularity per snapshot item (``recent_counts``).
     """
     k, rules = cfg.gate.k, cfg.gate
     skipped = {}
@@ -142,10 +155,10 @@ def replay(
             usable.append(day)
     known_users = {int(u) for u in held.data.user_ids.tolist()}
     known_items = {int(i) for i in held.item_ids.tolist()}
-    table, diffs = [], []
-    sets = replay_sets(
-        lambda d: positives(cfg, d, known_users, known_items), held.data.manifest["day"], held.seen, usable
-    )
+    held_out_day = held.data.manifest["day"]
+    sets = [(held_out_day, held.truth, {u: held.seen.get(u, set()) for u in held.truth})]
+    sets += replay_sets(lambda d: positives(cfg, d, known_users, known_items), held_out_day, held.seen, usable)
+    table, per_pair = [], {}
     for day, truth, history in sets:
         if not truth:
             skipped[day] = "no known user with a new positive item"
@@ -156,55 +169,58 @@ def replay(
         if champion_uri:
             rankers["champion"] = model_recs(champion_uri, users, depth)
         rankers["popularity"] = popularity_lists(held.item_ids, held.popularity, users, depth)
-        metrics, per_user = {}, {}
+        rankers["recent_popularity"] = popularity_lists(held.item_ids, recent, users, depth, tiebreak=held.popularity)
+        metrics = {}
         for name, ranked in rankers.items():
             m = metrics_of_lists(unseen_top_k(ranked, history, k), truth, k, per_user=True)
-            metrics[name] = {f"recall_at_{k}": m["recall"], f"ndcg_at_{k}": m["ndcg"]}
-            per_user[name] = m["per_user"]
+            metrics[name] = {f"recall_at_{k}": m["recall"], f"ndcg_at_{k}": m["ndcg"], "users": m["users"]}
+            assert m["per_user"]["users"].tolist() == users  # one truth, one user order for every ranker
+            per_pair.setdefault(name, {"recall": [], "ndcg": []})
+            per_pair[name]["recall"].append(m["per_user"]["recall"])
+            per_pair[name]["ndcg"].append(m["per_user"]["ndcg"])
         table.append({"day": day, "users": len(users), "metrics": metrics})
-        if "champion" in per_user:
-            ch, champ = per_user["challenger"], per_user["champion"]
-            assert np.array_equal(ch["users"], champ["users"])  # one truth, one user set
-            diffs.append(ch["ndcg"] - champ["ndcg"])
-    interval = paired_interval(np.concatenate(diffs), rules.replay_bootstrap) if diffs else None
-    if not days:
-        why = "no replay day (gate.replay_days = 0, or no validated day after the held-out day yet)"
-    elif interval is None:
-        why = "no champion to compare with" if not champion_uri else "no usable replay day"
-    else:
-        why = ""
+    ndcg = {name: np.concatenate(v["ndcg"]) for name, v in per_pair.items()}
+    n = len(ndcg.get("challenger", ()))
     result = {
         "days": table,
         "skipped": skipped,
-        "ndcg_diff": interval,
-        "tolerance": rules.replay_tolerance,
-        "verdict": verdict(interval, rules.replay_tolerance),
-        "why_not_compared": why,
+        "users": n,
+        "min_users": rules.min_users,
+        "pooled": {
+            name: {
+                f"recall_at_{k}": float(np.concatenate(v["recall"]).mean()),
+                f"ndcg_at_{k}": float(ndcg[name].mean()),
+            }
+            for name, v in per_pair.items()
+        },
+        "intervals": intervals(ndcg, rules.replay_bootstrap) if n else {},
     }
     result["summary"] = summary(result, k)
     return result
 
 
-def summary(result: dict[str, Any], k: int) -> str:
-    """One line for tags, logs and the approval request."""
-    n = len(result["days"])
-    interval = result["ndcg_diff"]
-    if interval is None:
-        return f"replay over {n} day(s): not compared — {result['why_not_compared']}"
+def describe(name: str, interval: dict[str, float], k: int) -> str:
+    """``ndcg@K challenger − NAME +m (95% CI lo .. hi)``."""
     return (
-        f"replay over {n} day(s), {interval['pairs']} user-days: ndcg@{k} challenger − champion "
-        f"{interval['mean']:+.4f} ({interval['confidence']:.0%} CI {interval['low']:+.4f} .. {interval['high']:+.4f}), "
-        f"tolerance {result['tolerance']}: {result['verdict']}"
+        f"ndcg@{k} challenger − {name} {interval['mean']:+.4f} "
+        f"({interval['confidence']:.0%} CI {interval['low']:+.4f} .. {interval['high']:+.4f})"
     )
 
 
+def summary(result: dict[str, Any], k: int) -> str:
+    """One line for tags, logs and the approval request."""
+    days = [row["day"] for row in result["days"]]
+    head = f"evidence: {result['users']} user-days over {len(days)} day(s) ({', '.join(days) or 'none'})"
+    return "; ".join([head, *(describe(name, iv, k) for name, iv in result["intervals"].items())])
+
+
 def table_lines(result: dict[str, Any], k: int) -> list[str]:
-    """The replay table as text lines (task log)."""
-    lines = [f"{'replay day':12s} {'users':>6s} {'ranker':12s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>10s}"]
+    """The evidence table as text lines (task log)."""
+    lines = [f"{'day':12s} {'users':>6s} {'ranker':18s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>10s}"]
     for row in result["days"]:
         for name, m in row["metrics"].items():
             lines.append(
-                f"{row['day']:12s} {row['users']:6d} {name:12s} {m[f'recall_at_{k}']:10.4f} {m[f'ndcg_at_{k}']:10.4f}"
+                f"{row['day']:12s} {row['users']:6d} {name:18s} {m[f'recall_at_{k}']:10.4f} {m[f'ndcg_at_{k}']:10.4f}"
             )
     for day, why in result["skipped"].items():
         lines.append(f"{day:12s} skipped: {why}")

@@ -44,9 +44,11 @@ encoding order changes from one JVM to the next), so a rerun of a day writes byt
 files and replaces only that day.
 
 A renamed or dropped required column fails the job before any row is read in full, naming the
-missing and unexpected columns. A day with no valid row (all files empty, or every line
-rejected) publishes its quarantine and fails without touching the curated zone. The result
-JSON (``--result-file``) holds the counts.
+missing and unexpected columns. A day without events (every file empty or blank) is published
+as an empty partition (one Parquet file of no rows, manifest ``rows: 0``): real logs have quiet
+days, and validation judges them by the source's ``ingest.empty_day`` policy. A day whose every
+row was rejected is a broken delivery, not a quiet day: it publishes its quarantine and fails
+without touching the curated zone. The result JSON (``--result-file``) holds the counts.
 """
 
 from __future__ import annotations
@@ -246,6 +248,17 @@ def _curated_manifest(day: str, parts: list[dict[str, Any]], q: dict[str, Any], 
     }
 
 
+def _empty_part(staging: storage.Staging) -> dict[str, Any]:
+    """Stage one Parquet file of no rows (the curated schema) as stage 2 would; its report."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(curated_schema().empty_table(), sink, compression="snappy")
+    storage.write_bytes_atomic(staging / ".part-00000.parquet", sink.getvalue().to_pybytes())
+    return {"kind": "curated", "part": 0, "rows": 0, "removed": 0, "conflicts": 0, "users": [], "items": []}
+
+
 def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root: str | None = None) -> dict[str, Any]:
     """Ingest one day; returns the result dict. Raises IngestError with a clear message."""
     stages = Stages()
@@ -275,12 +288,12 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
         q_manifest = {"day": d, "rows": q["rows"], "reasons": q["reasons"], "files": q["files"]}
         storage.publish(q_staging, quarantine_day, q_manifest)
         stages.mark("quarantine published")
-        if q["input_rows"] == q["rows"]:
-            why = "all landing files are empty"
-            if q["input_rows"]:
-                why = f"all {q['input_rows']} rows were rejected: {q['reasons']}"
+        if q["input_rows"] and q["input_rows"] == q["rows"]:
+            why = f"all {q['input_rows']} rows were rejected: {q['reasons']}"
             raise IngestError(f"dt={d}: no valid rows ({why}); curated data left unchanged")
         parts = sorted((w for w in written if w["kind"] == "curated"), key=lambda w: w["part"])
+        if not q["input_rows"]:  # a day without events: an empty partition, judged by validation
+            parts = [_empty_part(c_staging)]
         manifest = _curated_manifest(d, parts, q, files, input_bytes)
         for part, name in zip(parts, manifest["files"], strict=True):
             storage.rename_staged(c_staging, f".part-{part['part']:05d}.parquet", name)

@@ -38,6 +38,7 @@ import numpy as np
 
 from jobs.core.ranking import pair_keys, ranking_metrics
 from jobs.core.reference import (
+    NULL_LABEL,
     NUMERIC_BINS,
     NUMERIC_FEATURES,
     PSI_EPS,
@@ -53,6 +54,8 @@ from jobs.core.reference import (
     sorted_finite,
     unseen_shares,
 )
+
+NOT_AVAILABLE = "not available"
 
 
 def _shares(counts: Any) -> np.ndarray:
@@ -176,16 +179,27 @@ def _edge_label(edges: np.ndarray, i: int) -> str:
 
 
 def compare_categorical(ref: Mapping[str, Any], counts: Mapping[str, int], order: Sequence[str] = ()) -> dict[str, Any]:
-    """PSI/JS over the union of the reference's and the day's categories (``order``: display order)."""
-    labels, r, c = aligned(ref["counts"], counts, order)
+    """PSI/JS over the union of the reference's and the day's categories (``order``: display order).
+
+    Nulls are not a category: they are left out of the distributions and counted apart
+    (``null_ref``, ``null_cur``). A side whose values are all null (a context column the source
+    lacks, e.g. ``device`` in a ratings log) makes the feature ``available: False``: no PSI/JS,
+    and ``feature_verdict`` says "not available" rather than 0 or an alert.
+    """
+    ref_counts = {k: v for k, v in ref["counts"].items() if k != NULL_LABEL}
+    null_ref, null_cur = int(ref["counts"].get(NULL_LABEL, 0)), int(counts.get(NULL_LABEL, 0))
+    labels, r, c = aligned(ref_counts, {k: v for k, v in counts.items() if k != NULL_LABEL}, order)
     out: dict[str, Any] = {
         "kind": "categorical",
         "n_ref": int(r.sum()),
         "n_cur": int(c.sum()),
+        "null_ref": null_ref,
+        "null_cur": null_cur,
+        "available": not ((null_ref and r.sum() == 0) or (null_cur and c.sum() == 0)),
         "bins": labels,
         "ref_counts": r.astype(np.int64).tolist(),
         "cur_counts": c.astype(np.int64).tolist(),
-        "new_categories": [k for k in labels if k not in ref["counts"]],
+        "new_categories": [k for k in labels if k not in ref_counts],
         "ks": None,
     }
     if r.sum() == 0 or c.sum() == 0:
@@ -232,8 +246,12 @@ def feature_verdict(result: Mapping[str, Any], thresholds: Mapping[str, float]) 
     Distribution features: alert when PSI ≥ ``psi_alert`` or JS ≥ ``js_threshold``; warn when
     PSI ≥ ``psi_warn``. Unseen shares: alert/warn when the increase over the held-out baseline
     reaches ``unseen_share_alert`` / ``unseen_share_warn``. Fewer than ``min_samples``
-    observations on the day → ``insufficient`` (no verdict).
+    observations on the day → ``insufficient`` (no verdict). A feature whose values are all null
+    in the reference or on the day → ``not available`` (the source lacks it; never an alert).
     """
+    if result.get("available") is False:
+        side = "the reference" if result.get("null_ref") and not result.get("n_ref") else "this day"
+        return NOT_AVAILABLE, f"not available: every value is null in {side} (the source lacks this column)"
     if result.get("n_cur", 0) < thresholds["min_samples"]:
         return "insufficient", f"{result.get('n_cur', 0)} observations < min_samples {thresholds['min_samples']:g}"
     if result["kind"] == "share":

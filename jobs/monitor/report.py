@@ -18,7 +18,14 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-COLOURS = {"ok": "#2e7d32", "warn": "#ef6c00", "alert": "#c62828", "insufficient": "#757575", "reference": "#1565c0"}
+COLOURS = {
+    "ok": "#2e7d32",
+    "warn": "#ef6c00",
+    "alert": "#c62828",
+    "insufficient": "#757575",
+    "not available": "#9e9e9e",
+    "reference": "#1565c0",
+}
 MAX_OVERLAYS = 6
 
 

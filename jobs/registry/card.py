@@ -90,7 +90,7 @@ def build_card(
         "decision": {"decision": tags.get("decision"), "reason": tags.get("decision_reason")},
         "training": {
             "params": dict(run.data.params),
-            "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith("gate_")},
+            "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith(("gate_", "evidence_"))},
         },
         "context": {k: tags[k] for k in CONTEXT_KEYS if tags.get(k) not in (None, "", "None")},
         "lineage": {
@@ -171,22 +171,22 @@ def render_html(card: dict[str, Any]) -> str:
             f"<table><tr><th></th>{head}</tr>{body}</table>",
             f"<p>Gate: {'blessed' if gate.get('blessed') else 'not blessed'} — {html.escape(str(gate.get('reason')))}</p>",
         ]
-        replayed = gate.get("replay")
-        if replayed and (replayed["days"] or replayed["skipped"]):
+        evidence = gate.get("evidence")
+        if evidence and (evidence["days"] or evidence["skipped"]):
             k = gate.get("k")
             rows = [
                 (
                     f"{row['day']} {name} ({row['users']} users)",
                     f"recall@{k} {m[f'recall_at_{k}']:.4f}, ndcg@{k} {m[f'ndcg_at_{k}']:.4f}",
                 )
-                for row in replayed["days"]
+                for row in evidence["days"]
                 for name, m in row["metrics"].items()
             ]
-            rows += [(day, f"skipped: {why}") for day, why in replayed["skipped"].items()]
+            rows += [(day, f"skipped: {why}") for day, why in evidence["skipped"].items()]
             parts += [
-                "<h2>Replay of the days after the held-out day</h2>",
+                "<h2>Evidence: the held-out day and the replay days, per user</h2>",
                 _table(rows),
-                f"<p>{html.escape(str(replayed.get('summary', '')))}</p>",
+                f"<p>{html.escape(str(evidence.get('summary', '')))}</p>",
             ]
     parts += [
         "<h2>Decision</h2>",

@@ -41,8 +41,8 @@ def lineage_tags(cl: Any, run_id: str, snapshot_uri: str | None) -> dict[str, st
         tags["decision"] = run_tags["gate.decision"]
         tags["decision_reason"] = run_tags.get("gate.reason", "")
         tags["gate_champion_version"] = run_tags.get("gate.champion_version", "none")
-        if "gate.replay" in run_tags:
-            tags["replay"] = run_tags["gate.replay"]
+        if "gate.evidence" in run_tags:
+            tags["evidence"] = run_tags["gate.evidence"]
     return tags
 
 

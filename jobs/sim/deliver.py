@@ -9,7 +9,7 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ import pyarrow.csv as pacsv
 
 from jobs.core import storage
 from jobs.sim.world import (
+    DEFAULT_STRENGTH,
     ROW_CORRUPTIONS,
+    VOLUME_KINDS,
     Scenario,
     WorldParams,
     WorldState,
@@ -119,8 +121,10 @@ def write_day(
     Long because it is the delivery sequence: generate, corrupt, split into files, write, publish.
     """
     started = time.perf_counter()
-    table, state = generate_day(p, day)
     corruptions = [s for s in p.scenarios if s.category == "corruption" and s.day == day]
+    factor = {s.kind: float(s.strength or DEFAULT_STRENGTH[s.kind]) for s in corruptions if s.kind in VOLUME_KINDS}
+    surge = round(p.events_per_day * factor["volume_surge"]) if "volume_surge" in factor else p.events_per_day
+    table, state = generate_day(replace(p, events_per_day=surge), day)
     manifest: dict[str, Any] = {
         "day": day.isoformat(),
         "format": fmt,
@@ -129,6 +133,12 @@ def write_day(
         "corruptions": {},
     }
     rng = _rng(p.seed, 3, day.toordinal())
+    if "volume_surge" in factor:
+        manifest["corruptions"]["volume_surge"] = surge - p.events_per_day
+    if "volume_drop" in factor:  # an outage upstream: a random 1/factor of the day's events arrives
+        keep = round(len(table) / factor["volume_drop"])
+        table = table.take(pa.array(np.sort(rng.choice(len(table), keep, replace=False))))
+        manifest["corruptions"]["volume_drop"] = manifest["clean_rows"] - keep
     frame: pa.Table | pd.DataFrame = table
     for sc in corruptions:
         if sc.kind in ROW_CORRUPTIONS:

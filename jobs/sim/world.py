@@ -19,7 +19,8 @@ The world
 Scenario knobs (``--drift KIND@DAY[:STRENGTH]``, ``--corrupt KIND@DAY[:FRACTION]``)
   drift: taste_shift, catalog_launch, popularity_collapse, device_mix — applied from DAY on;
   corruption: malformed_lines, null_required, wrong_types, future_timestamps,
-  unknown_event_type, renamed_column, dropped_column, empty_file, empty_day, missing_day.
+  unknown_event_type, renamed_column, dropped_column, empty_file, empty_day, missing_day,
+  volume_drop, volume_surge (the day's volume divided / multiplied by STRENGTH, default 10).
 
 Everything is seeded: the same arguments give byte-identical files, and a day's content does
 not depend on which other days are generated in the same call. Each day folder is replaced
@@ -66,6 +67,8 @@ CORRUPTION_KINDS = (
     "empty_file",
     "empty_day",
     "missing_day",
+    "volume_drop",
+    "volume_surge",
 )
 
 
@@ -79,6 +82,8 @@ DEFAULT_STRENGTH = {
     "wrong_types": 0.05,
     "future_timestamps": 0.05,
     "unknown_event_type": 0.05,
+    "volume_drop": 10.0,
+    "volume_surge": 10.0,
 }
 
 
@@ -101,6 +106,9 @@ FRACTION_KINDS = (
     "future_timestamps",
     "unknown_event_type",
 )
+
+
+VOLUME_KINDS = ("volume_drop", "volume_surge")  # strength: the factor the day's volume is divided / multiplied by
 
 
 IMPRESSION_SHARE = 0.3
@@ -148,6 +156,8 @@ class Scenario:
             raise ValueError(f"{self.kind} strength must be a finite number >= 0, not {self.strength}")
         if self.kind in FRACTION_KINDS and self.strength > 1:
             raise ValueError(f"{self.kind} strength is a fraction and must be at most 1, not {self.strength}")
+        if self.kind in VOLUME_KINDS and self.strength < 1:
+            raise ValueError(f"{self.kind} strength is a factor and must be at least 1, not {self.strength}")
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "day": self.day.isoformat(), "strength": self.strength, "category": self.category}

@@ -6,8 +6,9 @@ Two suites from ``include/expectations/`` run with GX 1.x (the library itself; i
 provider does not install beside Airflow 3.3):
 
 * ``curated_events`` on the day's curated Parquet: schema, non-null keys, enum sets, value
-  ranges, timestamps inside the logical day, unique ``event_id`` and a row count bounded by
-  the median of the recent validated days;
+  ranges, timestamps inside the logical day, unique ``event_id`` and a row count within robust
+  bounds from the recent observed days (``jobs.validate.volume``; an empty day follows
+  ``ingest.empty_day``);
 * ``ingest_run`` on one row built from the ingestion manifests: share of quarantined rows.
 
 Run-time values (day bounds, row-count bounds, thresholds) are GX suite parameters filled from
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -34,7 +33,9 @@ from typing import Any
 from jobs.core import catalog, storage
 from jobs.core.cli import BadInput, CheckFailed, run_job
 from jobs.core.config import REPO_ROOT, PipelineConfig
+from jobs.validate import volume
 from jobs.validate.report import render_html
+from jobs.validate.volume import VolumeRule
 
 SUITES_DIR = REPO_ROOT / "include" / "expectations"
 
@@ -47,21 +48,36 @@ def load_suite(name: str) -> dict[str, Any]:
     return json.loads((SUITES_DIR / f"{name}.json").read_text())
 
 
-def parameters(cfg: PipelineConfig, day: date) -> dict[str, Any]:
-    """Suite parameters for ``day``: time bounds and row-count bounds from recent history."""
+def volume_rule(cfg: PipelineConfig) -> VolumeRule:
+    """The volume rule's knobs from the ``ingest`` section of the config."""
+    i = cfg.ingest
+    return VolumeRule(
+        i.recent_days,
+        i.volume_mads,
+        i.min_ratio_to_recent,
+        i.max_ratio_to_recent,
+        i.min_rows,
+        i.empty_day,
+        i.volume_min_days,
+    )
+
+
+def observed_counts(cfg: PipelineConfig, day: date, days: int) -> list[int]:
+    """Row counts of the published curated days among the ``days`` before ``day`` (validated
+    or refused: every published day is an observation; an unpublished day is none)."""
     zone = cfg.storage.zone("curated")
-    history = []
-    for back in range(1, cfg.ingest.recent_days + 1):
-        d = (day - timedelta(days=back)).isoformat()
-        manifest = storage.read_manifest(f"{zone}/dt={d}")
-        if manifest and catalog.is_validated(cfg, d):
-            history.append(int(manifest["rows"]))
-    min_rows = cfg.ingest.min_rows
-    max_rows = None
-    if history:
-        median = statistics.median(history)
-        min_rows = max(min_rows, math.floor(median * cfg.ingest.min_ratio_to_recent))
-        max_rows = math.ceil(median * cfg.ingest.max_ratio_to_recent)
+    manifests = (
+        storage.read_manifest(f"{zone}/dt={(day - timedelta(days=b)).isoformat()}") for b in range(days, 0, -1)
+    )
+    return [int(m["rows"]) for m in manifests if m]
+
+
+def parameters(cfg: PipelineConfig, day: date, rows: int | None = None) -> dict[str, Any]:
+    """Suite parameters for ``day`` of ``rows`` rows (None: judged as non-empty): time bounds and
+    row-count bounds from the observed recent history (``jobs.validate.volume``)."""
+    rule = volume_rule(cfg)
+    history = observed_counts(cfg, day, rule.window_days)
+    min_rows, max_rows = volume.row_count_bounds(1 if rows is None else rows, history, rule)
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return {
         "min_ts": start,
@@ -169,16 +185,19 @@ def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", s
         where = catalog.partition(cfg, "curated", day)
         raise ValidationError(f"no published curated partition for dt={day} at {where}")
     digest = storage.manifest_digest(catalog.partition(cfg, "curated", day))  # the verdict is about this
-    params = parameters(cfg, date.fromisoformat(day))
+    params = parameters(cfg, date.fromisoformat(day), int(manifest["rows"]))
     data, run_row = _frames(cfg, day, manifest, engine, spark)
     gx_params = {k: v for k, v in params.items() if k != "recent_days_rows"}
     results = _gx_run({"curated_events": data, "ingest_run": run_row}, gx_params, engine)
-    failures = _failures(results)
+    rows = int(manifest["rows"])
+    _, why = volume.judge(rows, params["recent_days_rows"], volume_rule(cfg))
+    failures = [f"{f} ({why})" if "row_count" in f or "(rows)" in f else f for f in _failures(results)]
     summary = {
         "day": day,
         "success": not failures,
         "failures": failures,
-        "rows": int(manifest["rows"]),
+        "rows": rows,
+        "volume": why,
         "quarantined": int(run_row["quarantined"].iloc[0]),
         "quarantine_share": float(run_row["quarantine_share"].iloc[0]),
         "parameters": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in params.items()},

@@ -40,7 +40,7 @@ BODY = """\
 {% for name, m in ev.metrics.items() %}| {{ name }} | {{ '%.4f' | format(m['recall_at_' ~ ev.k]) }} \
 | {{ '%.4f' | format(m['ndcg_at_' ~ ev.k]) }} |
 {% endfor %}
-{% if ev.replay and ev.replay.days %}**Replay:** {{ ev.replay.summary }}
+{% if ev.evidence %}**Evidence:** {{ ev.evidence.summary }}
 
 {% endif %}Champion when gated: {{ ev.champion_version or 'none' }}. Why this training ran: \
 {{ dag_run.conf.get('reason') or 'scheduled' }}.

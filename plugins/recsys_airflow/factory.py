@@ -19,7 +19,7 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   registered version was trained on the same snapshot content, code and parameters; the log
   says which); ``force_retrain`` makes the trainer train anyway;
 * **evaluate** (``jobs.evaluate gate``) is the gate against the champion *of this model name*,
-  the popularity baseline and the oracle, on the held-out day and on the replay days; **register** (``jobs.registry register``) adds a
+  popularity and recent popularity, pooled over the held-out day and the replay days; **register** (``jobs.registry register``) adds a
   version with alias ``challenger`` and its lineage (window, snapshot, gate decision, code
   version, read from the snapshot manifest and the training run); **infra_validate**
   (``jobs.evaluate infra``) loads it by registry URI in a fresh process; **blessed**
@@ -112,8 +112,8 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             minimum=0,
             maximum=30,
             title="Replay days",
-            description="Validated days after the held-out day on which challenger and champion are replayed "
-            "before promotion (the held-out day moves back by as many days). Default: gate.replay_days.",
+            description="Validated days after the held-out day pooled into the gate's evidence "
+            "(the held-out day moves back by as many days). Default: gate.replay_days.",
         ),
         "reason": Param(
             "scheduled",
@@ -261,8 +261,8 @@ def model_pipeline(
             planned["replay_days"],
             *name_args,
         ],
-        doc_md="The gate: challenger vs champion vs popularity vs oracle on the held-out day, "
-        "and challenger vs champion on the replay days after it.",
+        doc_md="The gate: challenger vs champion, popularity and recent popularity (and the oracle), "
+        "paired per user over the held-out day and the replay days after it.",
     )
     register = RegistryJobOperator(
         task_id="register",

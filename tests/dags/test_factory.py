@@ -152,7 +152,8 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     eval_day = (start + timedelta(days=days - 1)).isoformat()
 
     # 1. Default gate: the popularity model ties the gate's popularity baseline exactly, so the
-    #    lift rule (1.05x) refuses it: registered as challenger, promotion skipped.
+    #    paired interval shows no lift (gate.baseline_margin 0): registered as challenger,
+    #    promotion skipped.
     first = dag_test(
         "recsys_popularity",
         logical_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
@@ -181,10 +182,10 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     assert (tags["window_start"], tags["window_end"]) == ("2026-01-01", "2026-01-02")
     assert xcom(first, "train")["metrics"][f"ndcg_at_{k}"] > 0
 
-    # 2. A gate that accepts a tie (gate.min_lift_over_popularity=1.0, set for the job
-    #    processes only): blessed and promoted; the main model's registry stays untouched.
+    # 2. A gate that accepts a tie (gate.baseline_margin, set for the job processes only):
+    #    blessed and promoted; the main model's registry stays untouched.
     #    Same snapshot and parameters as the first run: a cache hit unless forced.
-    monkeypatch.setenv("RECSYS__GATE__MIN_LIFT_OVER_POPULARITY", "1.0")
+    monkeypatch.setenv("RECSYS__GATE__BASELINE_MARGIN", "0.1")
     monkeypatch.setenv("RECSYS__GATE__MIN_RECALL", "0.0")
     second = dag_test(
         "recsys_popularity",

@@ -18,7 +18,7 @@ from tests.dag_runs import dag_test, xcom
 pytestmark = pytest.mark.integration
 
 START = date(2026, 1, 1)
-DAYS = 6  # the first runs train on days 1-4 and hold out day 5; day 6 is the replay's
+DAYS = 6  # the first runs train on days 1-4 and hold out day 5; day 6 joins the evidence as a replay day
 
 
 def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_env, cfg, spark):
@@ -53,17 +53,18 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert train["run_id"] and train["model_uri"]
     _check_model_card(run, registered, evaluation, train, tags)
 
-    # A worse challenger (1 epoch vs the champion's 4) with the replay gate on (replay_days 1):
-    # plan holds out the day before the newest (2026-01-05, as the champion's gate) and replays
-    # the newest, 2026-01-06 (after the champion's window too). The held-out rules are all
-    # relaxed (no floor, no lift over popularity, a tolerance of 1 against the champion), so
-    # the held-out day lets it through and the replay alone (tolerance 0) must refuse it,
-    # naming why: the promotion is skipped and `champion` does not move; the version is
-    # still registered.
+    # A worse challenger (1 epoch vs the champion's 4) with a replay day (replay_days 1): plan
+    # holds out the day before the newest (2026-01-05, as the champion's gate) and the evidence
+    # pools it with the newest, 2026-01-06 (after the champion's window too). The baselines are
+    # relaxed (margin 1) and the floor is off, so the paired interval against the champion alone
+    # (tolerance 0) must refuse it, naming why: the promotion is skipped and `champion` does not
+    # move; the version is still registered.
     import os
 
-    gate_env = {"MIN_RECALL": "0", "MIN_LIFT_OVER_POPULARITY": "0", "MAX_REGRESSION_VS_CHAMPION": "1"}
-    os.environ.update({f"RECSYS__GATE__{key}": value for key, value in {**gate_env, "REPLAY_TOLERANCE": "0"}.items()})
+    from jobs.evaluate.replay import describe
+
+    gate_env = {"MIN_RECALL": "0", "BASELINE_MARGIN": "1", "REPLAY_TOLERANCE": "0"}
+    os.environ.update({f"RECSYS__GATE__{key}": value for key, value in gate_env.items()})
     try:
         worse = dag_test(
             "recsys_train",
@@ -71,7 +72,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
             run_conf={"epochs": 1, "window_days": 3, "replay_days": 1},
         )
     finally:
-        for key in (*gate_env, "REPLAY_TOLERANCE"):
+        for key in gate_env:
             del os.environ[f"RECSYS__GATE__{key}"]
     worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
     assert xcom(worse, "plan")["day"] == "2026-01-05" and xcom(worse, "plan")["replay_days"] == "2026-01-06"
@@ -79,19 +80,19 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert second["champion_version"] == registered["version"] and second["day"] == "2026-01-05"
     assert second["blessed"] is False, second
     assert second["metrics"]["challenger"][f"ndcg_at_{k}"] < second["metrics"]["champion"][f"ndcg_at_{k}"]
-    replayed = second["replay"]
-    assert [row["day"] for row in replayed["days"]] == ["2026-01-06"] and replayed["skipped"] == {}, replayed
-    day_metrics = replayed["days"][0]["metrics"]
-    assert set(day_metrics) == {"challenger", "champion", "popularity"} and replayed["days"][0]["users"] > 100
-    assert day_metrics["challenger"][f"ndcg_at_{k}"] < day_metrics["champion"][f"ndcg_at_{k}"]
-    interval = replayed["ndcg_diff"]
-    assert (
-        interval["low"] <= interval["mean"] <= interval["high"] < 0
-        and interval["pairs"] == replayed["days"][0]["users"]
-    )
-    assert replayed["verdict"] == "inferior"
-    # the held-out day passed the relaxed rules: the replay is the only reason
-    assert second["reason"] == f"not blessed: {replayed['summary']}", second["reason"]
+    evidence = second["evidence"]
+    assert [row["day"] for row in evidence["days"]] == ["2026-01-05", "2026-01-06"], evidence
+    assert evidence["skipped"] == {} and evidence["users"] == sum(row["users"] for row in evidence["days"])
+    replayed = evidence["days"][1]
+    assert set(replayed["metrics"]) == {"challenger", "champion", "popularity", "recent_popularity"}
+    assert replayed["users"] > 100
+    assert replayed["metrics"]["challenger"][f"ndcg_at_{k}"] < replayed["metrics"]["champion"][f"ndcg_at_{k}"]
+    interval = evidence["intervals"]["champion"]
+    assert interval["low"] <= interval["mean"] <= interval["high"] < 0 and interval["pairs"] == evidence["users"]
+    assert set(evidence["intervals"]) == {"champion", "popularity", "recent_popularity"}
+    # the baselines were relaxed: the champion's interval is the only reason
+    head = f"{evidence['users']} user-days over 2 day(s)"
+    assert second["reason"] == f"not blessed ({head}): {describe('champion', interval, k)}: lower bound below −0.0"
     assert worse_states["infra_validate"] == "success"
     assert worse_states["promote"] == "skipped", worse_states
     after = show(get_config())
@@ -100,12 +101,12 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert challenger != registered["version"]
     assert after["challenger"] == challenger
     challenger_tags = client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags
-    assert challenger_tags["decision"] == "not_blessed" and challenger_tags["replay"] == replayed["summary"]
+    assert challenger_tags["decision"] == "not_blessed" and challenger_tags["evidence"] == evidence["summary"]
     assert (challenger_tags["window_start"], challenger_tags["window_end"]) == ("2026-01-02", "2026-01-04")
     import mlflow
 
     page = mlflow.artifacts.load_text(challenger_tags["model_card"])
-    assert "Replay of the days after the held-out day" in page and "2026-01-06 challenger" in page, page
+    assert "Evidence: the held-out day and the replay days" in page and "2026-01-06 challenger" in page, page
 
     # Caching: the same inputs again (snapshot content, code, parameters — epochs 4 as the
     # champion's run) register nothing and promote nothing; force_retrain trains anyway.

@@ -414,6 +414,21 @@ def test_pinned_version_is_used_not_the_champion_and_a_rerun_is_byte_identical(m
 
 
 @pytest.mark.integration
+def test_an_empty_validated_day_publishes_an_empty_recommendations_partition(mlflow_env, cfg, spark):
+    """A quiet day of a sparse source (validated, no events): no active user, nothing to serve,
+    an empty partition that the monitor reads as such (not a failed run)."""
+    from jobs.score.job import score_day
+
+    arrays = make_arrays(seed=51)
+    model = log_and_register(cfg, arrays, promote_it=True)
+    write_curated_day(cfg, "2026-01-04", [])
+    result = score_day(cfg, spark, date(2026, 1, 4), model["version"], k=3)
+    assert (result["users"], result["rows"], result["files"]) == (0, 0, [])
+    manifest = storage.read_manifest(cfg.storage.partition("recommendations", "2026-01-04"))
+    assert (manifest["users"], manifest["rows"], manifest["model_version"]) == (0, 0, model["version"])
+
+
+@pytest.mark.integration
 @pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="needs a machine without CUDA to make the workers fail"
 )

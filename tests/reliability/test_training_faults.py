@@ -265,9 +265,10 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
     retrained = json.loads((tmp_path / "train2.json").read_text())
     assert retrained["run_id"] != run_id
     assert retrained["metrics"]["ndcg_at_10"] == trained["metrics"]["ndcg_at_10"]  # same data, same seed
-    strict = load_config(environ={**os.environ, "RECSYS__GATE__MIN_LIFT_OVER_POPULARITY": "50"})
+    strict = load_config(environ={**os.environ, "RECSYS__GATE__MIN_USERS": "1000000"})
     refused = evaluate(strict, world.snapshot_uri, retrained["run_id"], retrained["model_uri"])
     assert refused["blessed"] is False and refused["champion_version"] == "1"
+    assert "insufficient evidence" in refused["reason"], refused["reason"]
     v2 = register(cfg, retrained["run_id"], {"decision": "not_blessed", "decision_reason": refused["reason"]})
     assert v2["version"] == "2" and v2["reused"] is False
     state = _assert_consistent(cl, name)

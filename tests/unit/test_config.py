@@ -188,6 +188,11 @@ def test_every_offending_key_is_named():
     assert "spark.mastr" in str(err.value)
 
 
+def test_replaced_gate_rules_name_their_replacement():
+    with pytest.raises(ConfigError, match=r"gate\.min_lift_over_popularity was replaced by gate\.baseline_margin"):
+        _load(RECSYS__GATE__MIN_LIFT_OVER_POPULARITY="1.0")
+
+
 @pytest.mark.parametrize(
     ("env", "key", "hint"),
     [

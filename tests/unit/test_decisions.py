@@ -2,47 +2,116 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from jobs.core.config import GateConfig
+from jobs.evaluate import replay
 from jobs.evaluate.gate import bless
 from jobs.monitor.decision import decide
 from recsys_airflow.decisions import retrain_decision, scoring_plan
 
 pytestmark = pytest.mark.unit
 
-RULES = GateConfig(k=10, min_recall=0.05, min_lift_over_popularity=1.1, max_regression_vs_champion=0.01)
+RULES = GateConfig(k=10, min_recall=0.05, min_users=100, baseline_margin=0.0, replay_tolerance=0.02)
 
 
-def metrics(challenger: tuple[float, float], popularity: float, champion: float | None = None) -> dict:
-    out = {
-        "challenger": {"recall_at_10": challenger[0], "ndcg_at_10": challenger[1]},
-        "popularity": {"recall_at_10": 0.1, "ndcg_at_10": popularity},
+def interval(mean: float, half: float = 0.02, pairs: int = 300) -> dict:
+    return {
+        "mean": mean,
+        "low": mean - half,
+        "high": mean + half,
+        "confidence": 0.95,
+        "resamples": 1000,
+        "pairs": pairs,
     }
-    if champion is not None:
-        out["champion"] = {"recall_at_10": 0.2, "ndcg_at_10": champion}
-    return out
+
+
+def evidence(lifts: dict[str, float], users: int = 300, recall: float = 0.2, half: float = 0.02) -> dict:
+    """Pooled evidence whose challenger has NDCG@10 0.2 and the given mean lift over each baseline."""
+    pooled = {"challenger": {"recall_at_10": recall, "ndcg_at_10": 0.2}}
+    pooled |= {name: {"recall_at_10": 0.1, "ndcg_at_10": 0.2 - lift} for name, lift in lifts.items()}
+    return {
+        "days": [{"day": "2026-03-06", "users": users, "metrics": {}}],
+        "skipped": {},
+        "users": users,
+        "min_users": 100,
+        "pooled": pooled,
+        "intervals": {name: interval(lift, half, users) for name, lift in lifts.items()},
+    }
+
+
+LIFTS = {"popularity": 0.05, "recent_popularity": 0.04}
 
 
 @pytest.mark.parametrize(
-    ("m", "blessed", "says"),
+    ("ev", "blessed", "says"),
     [
-        (metrics((0.20, 0.15), 0.10), True, "blessed: ndcg@10 0.1500 vs popularity 0.1000 (no champion yet)"),
-        (metrics((0.04, 0.15), 0.10), False, "recall@10 0.0400 < floor 0.05"),  # the absolute floor
-        (metrics((0.20, 0.105), 0.10), False, "ndcg@10 0.1050 < 1.1× popularity 0.1000"),  # lift over popularity
-        (metrics((0.20, 0.111), 0.10), True, "blessed"),  # just over the lift: blessed
-        (metrics((0.20, 0.15), 0.10, champion=0.165), False, "< champion 0.1650 − 0.01"),  # regression
-        (metrics((0.20, 0.15), 0.10, champion=0.16), True, "champion 0.1600"),  # within the tolerance
-        (metrics((0.01, 0.09), 0.10, champion=0.2), False, "floor 0.05; ndcg@10 0.0900 < 1.1× popularity"),
+        # a first model (no champion) held to the rule against both baselines
+        (
+            evidence(LIFTS),
+            True,
+            "blessed (300 user-days over 1 day(s)): ndcg@10 challenger − recent_popularity +0.0400",
+        ),
+        (evidence(LIFTS), True, "no champion yet; recall@10 0.2000"),
+        # too few (day, user) pairs: refused with the count, whatever the numbers
+        (evidence(LIFTS, users=40), False, "insufficient evidence: 40 user-days over 1 day(s) < gate.min_users 100"),
+        # worse than recent popularity (the best baseline here): refused naming it and its CI
+        (
+            evidence({"popularity": 0.03, "recent_popularity": -0.01}),
+            False,
+            "ndcg@10 challenger − recent_popularity -0.0100 (95% CI -0.0300 .. +0.0100): lower bound not above −0.0",
+        ),
+        # better on average but the interval reaches zero: no lift shown
+        (evidence({"popularity": 0.015, "recent_popularity": 0.01}), False, "(best baseline)"),
+        (evidence(LIFTS, recall=0.04), False, "recall@10 0.0400 < floor 0.05"),  # the absolute floor
+        # the champion: within the non-inferiority margin (low -0.015 >= -0.02) ...
+        (evidence({**LIFTS, "champion": 0.005}), True, "ndcg@10 challenger − champion +0.0050 (95% CI -0.0150"),
+        # ... and beyond it (low -0.025 < -0.02)
+        (
+            evidence({**LIFTS, "champion": -0.005}),
+            False,
+            "challenger − champion -0.0050 (95% CI -0.0250 .. +0.0150): lower bound below −0.02",
+        ),
     ],
 )
-def test_gate_blesses_only_a_challenger_that_passes_every_rule(m, blessed, says):
-    ok, reason = bless(m, 10, RULES)
-    assert ok is blessed
-    assert says in reason
+def test_gate_blesses_only_a_challenger_with_enough_evidence_against_every_baseline(ev, blessed, says):
+    ok, reason = bless(ev, 10, RULES)
+    assert ok is blessed, reason
+    assert says in reason, reason
     assert reason.startswith("blessed" if blessed else "not blessed")
-    if not blessed and "champion" in m and "champion" in says:
-        assert "champion" in reason
+
+
+def test_a_baseline_margin_accepts_a_tie_and_a_champion_overlap_refuses():
+    tie = evidence({"popularity": 0.0, "recent_popularity": -0.001}, half=0.0)
+    assert not bless(tie, 10, RULES)[0]  # the default demands a lift: a tie is refused
+    ok, reason = bless(tie, 10, RULES.model_copy(update={"baseline_margin": 0.01}))
+    assert ok and "challenger − recent_popularity -0.0010 (95% CI -0.0010" in reason, reason  # the best one
+    # A champion that trained on the held-out day (a backfill's older window) cannot be compared
+    ok, reason = bless(evidence(LIFTS), 10, RULES, "champion v3 trained up to 2026-03-06, on or after the held-out day")
+    assert not ok and reason == "not blessed: champion v3 trained up to 2026-03-06, on or after the held-out day"
+
+
+def test_gate_decides_on_bootstrap_intervals_of_per_user_pairs():
+    """End to end through the real interval: a clearly better challenger over 300 pairs is
+    blessed; the same effect over 60 pairs is insufficient; a worse one is refused."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 0.4, 300)
+
+    def ev(challenger: np.ndarray, n: int) -> dict:
+        ndcg = {"challenger": challenger[:n], "popularity": base[:n], "recent_popularity": base[:n] * 0.9}
+        out = evidence({})
+        out["users"] = n
+        out["pooled"] = {name: {"recall_at_10": 0.2, "ndcg_at_10": float(v.mean())} for name, v in ndcg.items()}
+        out["intervals"] = replay.intervals(ndcg, 500)
+        return out
+
+    better = base + 0.05 + rng.normal(0, 0.1, 300)
+    assert bless(ev(better, 300), 10, RULES)[0]
+    ok, reason = bless(ev(better, 60), 10, RULES)
+    assert not ok and "insufficient evidence: 60 user-days" in reason
+    ok, reason = bless(ev(base - 0.05 + rng.normal(0, 0.1, 300), 300), 10, RULES)
+    assert not ok and "challenger − popularity -0.05" in reason, reason
 
 
 TH = {"performance_decay": 0.3, "min_drifted_features": 2}

@@ -183,6 +183,40 @@ def test_reference_roundtrip_and_day_comparison_flags_only_what_moved():
     assert dm.feature_verdict(few["watch_seconds"], THRESHOLDS)[0] == "insufficient"
 
 
+def _without_context(table: pa.Table) -> pa.Table:
+    """A ratings log's day: device and country null (the source lacks them)."""
+    nulls = pa.nulls(table.num_rows, pa.string())
+    return table.set_column(table.schema.get_field_index("device"), "device", nulls).set_column(
+        table.schema.get_field_index("country"), "country", nulls
+    )
+
+
+def test_a_context_column_all_null_in_the_reference_or_the_day_is_not_available_never_an_alert():
+    from jobs.monitor import report, sections
+
+    rng = np.random.default_rng(7)
+    window = [(f"2026-01-0{i}", _without_context(_day(rng, 5_000))) for i in range(1, 3)]
+    ref = refmod.compute_reference(window, np.arange(500), np.arange(200))
+    day = dm.day_features(_without_context(_day(rng, 5_000)), ref)
+    verdicts = {k: dm.feature_verdict(v, THRESHOLDS)[0] for k, v in day.items()}
+    assert verdicts["device"] == verdicts["country"] == "not available"
+    assert day["device"]["psi"] is None and day["device"]["null_cur"] == 5_000 and day["device"]["n_cur"] == 0
+    assert verdicts["event_type"] == verdicts["rating"] == "ok"
+    # A reference with values and a day without them (the source changed): not available either.
+    full = refmod.compute_reference([("2026-01-01", _day(rng, 5_000))], np.arange(500), np.arange(200))
+    verdict, why = dm.feature_verdict(dm.day_features(_without_context(_day(rng, 5_000)), full)["device"], THRESHOLDS)
+    assert verdict == "not available" and "this day" in why
+    # Some nulls beside values: the values are compared, the nulls counted apart.
+    mixed = _day(rng, 5_000)
+    mixed = mixed.set_column(6, "country", pa.array([None] * 100 + mixed.column("country").to_pylist()[100:]))
+    country = dm.day_features(mixed, full)["country"]
+    assert country["available"] and country["null_cur"] == 100 and country["n_cur"] == 4_900
+    assert dm.feature_verdict(country, THRESHOLDS)[0] == "ok"
+    section = sections.data_drift(ref, None, _without_context(_day(rng, 5_000)), THRESHOLDS)
+    assert "device" not in section["alerts"] and "country" not in section["warnings"]
+    assert report._feature_rows(section["features"]).count(">not available</span>") == 2
+
+
 def test_reference_is_deterministic():
     window = [("2026-01-01", _day(np.random.default_rng(9), 5_000))]
     a = refmod.dumps_reference(refmod.compute_reference(window, np.arange(10), np.arange(10)))

@@ -685,6 +685,26 @@ def test_missing_day_removes_a_previously_published_day(tmp_path):
     assert day_dir(tmp_path, day(1)).is_dir()
 
 
+def test_volume_drop_delivers_a_tenth_of_the_day(tmp_path):
+    m = _corrupt_run(tmp_path / "w", "volume_drop")
+    rows, bad = read_jsonl(tmp_path / "w", day(2))
+    assert len(rows) == m["rows_written"] == round(m["clean_rows"] / 10) and not bad
+    assert m["corruptions"]["volume_drop"] == m["clean_rows"] - m["rows_written"]
+    assert len({r["event_id"] for r in rows}) > 0.99 * len(rows)  # a sample of the day, not one hour of it
+    assert len({r["ts"][11:13] for r in rows}) >= 20
+
+
+def test_volume_surge_delivers_ten_times_the_day_and_leaves_other_days(tmp_path):
+    p = params(Scenario.parse(f"volume_surge@{day(2).isoformat()}", CORRUPTION_KINDS))
+    clean, surged = run(tmp_path / "c", params(), days=3), run(tmp_path / "w", p, days=3)
+    assert surged[1]["corruptions"] == {"volume_surge": 9 * EVENTS}
+    assert surged[1]["rows_written"] == surged[1]["clean_rows"] > 9.9 * clean[1]["clean_rows"]
+    for i in (1, 3):
+        assert tree_bytes(day_dir(tmp_path / "w", day(i))) == tree_bytes(day_dir(tmp_path / "c", day(i)))
+    with pytest.raises(ValueError, match="factor and must be at least 1"):
+        Scenario.parse(f"volume_drop@{day(2).isoformat()}:0.5", CORRUPTION_KINDS)
+
+
 def test_corruption_fraction_is_respected(tmp_path):
     m = _corrupt_run(tmp_path / "w", "unknown_event_type", strength=0.2)
     assert m["corruptions"]["unknown_event_type"] == round(0.2 * m["rows_written"])

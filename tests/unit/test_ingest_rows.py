@@ -121,12 +121,27 @@ def test_the_line_by_line_path_types_as_the_fast_path():
         ({"event_type": "rating", "watch_seconds": None}, "rating: missing for rating"),
         ({"device": "car"}, "device: unknown value"),
         ({"country": "USA"}, "country: not an ISO-3166 alpha-2 code"),
-        ({"country": None, "device": None}, "device: missing; country: missing"),
+        ({"country": None, "device": None}, ""),
+        ({"country": "   ", "device": ""}, ""),
         ({"user_id": None, "item_id": -2, "ts": None}, "user_id: missing; item_id: negative; ts: missing"),
     ],
 )
 def test_each_rule_names_the_field(change, expected):
     assert reasons_of(lines({**GOOD, **change})) == [expected]
+
+
+def test_a_ratings_log_without_context_columns_is_valid_with_null_device_and_country():
+    row = {k: v for k, v in GOOD.items() if k not in ("device", "country", "watch_seconds")}
+    row |= {"event_type": "rating", "rating": 4}
+    wrong = {**row, "event_id": "e2", "device": "car", "country": "usa"}
+    _, text, typed, raw_line = kernels.read_split(b"", lines(row, wrong), "jsonl")
+    assert kernels.judge(text, typed, raw_line, DAY).to_pylist() == [
+        "",
+        "device: unknown value; country: not an ISO-3166 alpha-2 code",
+    ]
+    assert typed.column("device").to_pylist()[0] is None and typed.column("country").to_pylist()[0] is None
+    header = b"event_id,user_id,item_id,event_type,ts,rating\n"
+    assert reasons_of(b"e1,7,3,rating,2026-03-01T10:00:00Z,5\n", "csv", header) == [""]
 
 
 def test_malformed_lines_are_kept_whole_and_other_lines_still_judged():
