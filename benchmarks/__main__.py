@@ -1,6 +1,6 @@
 """Run the registered benchmarks and write ``benchmarks/results/results.{md,json}``.
 
-``python -m benchmarks [--only NAME ...] [--quick]``
+``python -m benchmarks [--only NAME ...] [--quick] [--movielens PATH]``
 
 Each benchmark is a module ``benchmarks.bench_<name>`` with a function
 ``run(quick: bool) -> list[dict]`` returning rows with the keys of ``ROW_KEYS``:
@@ -36,6 +36,7 @@ BENCHMARKS: list[str] = [
     "score",
     "drift",
     "reliability",
+    "quality",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")
@@ -115,7 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     ap.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    ap.add_argument(
+        "--movielens",
+        type=Path,
+        metavar="PATH",
+        help="quality: also evaluate on this MovieLens file (.inter, ratings.dat, ratings.csv); sets $RECSYS_MOVIELENS",
+    )
     args = ap.parse_args(argv)
+    if args.movielens:
+        os.environ["RECSYS_MOVIELENS"] = str(args.movielens.resolve())
     selected = [n.strip() for item in (args.only or []) for n in item.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in selected if n not in BENCHMARKS]
     if unknown:

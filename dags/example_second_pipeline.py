@@ -7,16 +7,17 @@ call to `recsys_airflow.factory.model_pipeline` (see README, "Add a pipeline"):
 
 1. **plan** — the evaluation day D (`day`, or the latest validated curated day).
 2. **snapshot** — `jobs.snapshot` (Spark): the same time-split snapshot `recsys_train` uses.
-3. **train** — `python -m jobs.popularity`: ranks items by distinct users in the window,
-   logs a pyfunc to MLflow (local subprocess, or a CPU-only pod of the training image in the
-   `cluster` profile: this pipeline's copy of the config drops the GPU, its node selector and
-   toleration, and uses the default pool instead of `gpu_training`).
-4. **evaluate** — the same gate, against the champion of `recsys-popularity`; since this model
+3. **train_popularity** — `python -m jobs.popularity`: ranks items by distinct users in the
+   window, logs a pyfunc to MLflow (local subprocess, or a CPU-only pod of the training image in
+   the `cluster` profile: a family with `gpu=False` gets a copy of the config without the GPU,
+   its node selector and toleration, and the default pool instead of `gpu_training`).
+4. **evaluate_popularity** — the same gate, against the champion of `recsys-popularity`; since this model
    *is* the gate's popularity baseline it is only blessed when the baseline rule
    (`gate.baseline_margin` > 0) allows a tie.
-5. **register** — a new version with alias `challenger` and the audit tags.
-6. **infra_validate** — loads the version by registry URI in a fresh process, scores a smoke batch.
-7. **promote** — moves `champion` of `recsys-popularity` (never touches `recsys-mf`) and emits
+5. **tournament** — one family, one candidate: it is the challenger.
+6. **register** — a new version with alias `challenger` and the audit tags.
+7. **infra_validate** — loads the version by registry URI in a fresh process, scores a smoke batch.
+8. **promote** — moves `champion` of `recsys-popularity` (never touches `recsys-mf`) and emits
    the `recsys_popularity_champion` Asset.
 
 Manual only (trigger it from the UI/REST with the typed form below): a fallback is refreshed
@@ -29,16 +30,15 @@ from airflow.sdk import Asset, dag
 
 from jobs.core.config import get_config
 from recsys_airflow.defaults import START_DATE, default_args
-from recsys_airflow.factory import model_pipeline, training_params
+from recsys_airflow.factory import Family, model_pipeline, training_params
 
 cfg = get_config()
-# Per-pipeline resources: a copy of the config, not a new setting. Counting needs no GPU.
-cpu_cfg = cfg.model_copy(
-    update={
-        "training": cfg.training.model_copy(
-            update={"gpus": 0, "node_selector": {}, "tolerations": [], "pool": "default_pool"}
-        )
-    }
+# Counting needs no GPU: gpu=False trains in a CPU pod (a copy of the config, not a new setting).
+POPULARITY = Family(
+    "popularity",
+    "jobs.popularity",
+    gpu=False,
+    doc_md="Popularity counts over the snapshot window, logged as a pyfunc (no epochs, no GPU needed).",
 )
 MODEL_NAME = "recsys-popularity"
 POPULARITY_CHAMPION = Asset(
@@ -58,14 +58,9 @@ POPULARITY_CHAMPION = Asset(
     params=training_params(cfg),
 )
 def recsys_popularity():
-    model_pipeline(
-        cpu_cfg,
-        model_name=MODEL_NAME,
-        train_module="jobs.popularity",
-        train_args=(),
-        outlets=[POPULARITY_CHAMPION],
-        train_doc_md="Popularity counts over the snapshot window, logged as a pyfunc (no epochs, no GPU needed).",
-    )
+    p = model_pipeline(cfg, families=[POPULARITY], model_name=MODEL_NAME, outlets=[POPULARITY_CHAMPION])
+    p.plan >> p.snapshot >> p.train["popularity"] >> p.fresh["popularity"] >> p.evaluate["popularity"]
+    p.evaluate["popularity"] >> p.tournament >> p.register >> p.infra_validate >> p.blessed >> p.approve >> p.promote
 
 
 recsys_popularity()

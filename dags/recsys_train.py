@@ -1,5 +1,5 @@
 """
-### recsys_train — snapshot → train (GPU pod or local) → evaluation gate → register → infra check → approval → promote
+### recsys_train — snapshot → one trainer per model family → one gate each → tournament → register → infra check → approval → promote
 
 Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this DAG with a
 `reason` in the conf), or on demand from the UI/REST with the typed parameters below.
@@ -9,29 +9,37 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
    `training/snapshots/`.
-3. **train** — `python -m jobs.train …`: a local subprocess in the `local` profile, a
-   `KubernetesPodOperator` on a GPU node (restricted security context, Secret-borne MLflow
-   credentials, `gpu_training` pool) in the `cluster` profile; same task id and argv. Checkpoints
-   every epoch and resumes after a crash; logs params, the loss curve and the model to MLflow.
-   The *MLflow run* extra link opens the run. **Cached** (nothing trained, nothing registered,
-   `fresh` skips the rest) when a registered version was trained on the same snapshot content,
-   code and parameters — the log says which version; `force_retrain` trains anyway.
-4. **evaluate** — the gate on day D and the replay days: Recall@K / NDCG@K for the challenger,
+3. **train_<family>** — one trainer per family of `training.families` (default `mf`, `ease`),
+   in parallel on the same snapshot: `train_mf` runs `python -m jobs.train …` (matrix
+   factorisation; a `KubernetesPodOperator` on a GPU node in the `cluster` profile, restricted
+   security context, Secret-borne MLflow credentials, `gpu_training` pool; checkpoints every
+   epoch and resumes after a crash), `train_ease` runs `python -m jobs.ease` (closed form, a CPU
+   pod). Locally each is a subprocess; the argv is the same. Each logs its model to MLflow as the
+   same pyfunc; the *MLflow run* extra link opens the run. **Cached** (`fresh_<family>` skips
+   that family's gate; with every family cached the rest is skipped) when a registered version
+   was trained on the same snapshot content, code and parameters — the log says which version;
+   `force_retrain` trains anyway.
+4. **evaluate_<family>** — the same gate for every family, on day D and the replay days:
+   Recall@K / NDCG@K for the candidate,
    the champion, popularity, recent popularity and (synthetic worlds) the oracle; **blessed**
    only with at least `gate.min_users` (day, user) pairs, above the recall floor, with the
    paired bootstrap interval of NDCG@K above the best baseline (`gate.baseline_margin`) and
    non-inferior to the champion (`gate.replay_tolerance`). Every number, the evidence table and
    the decision go to MLflow and the task log.
-5. **register** — a new version of the model with alias `challenger`, tagged with data window,
-   metrics, decision, git commit and Airflow run.
-6. **infra_validate** — loads the registered model by URI in a fresh process and scores a smoke
+5. **tournament** — among the blessed candidates the best pooled NDCG@K wins (ties: the
+   interval's lower bound, then family order); with none blessed the best refused one is the
+   challenger and nothing is promoted.
+6. **register** — a version per candidate under the one model name (tag `family`; a loser tagged
+   with the gate's refusal or "lost the tournament to …"); the winner gets alias `challenger`,
+   tagged with data window, metrics, decision, git commit and Airflow run.
+7. **infra_validate** — loads the registered model by URI in a fresh process and scores a smoke
    batch (shape, types, no seen items).
-7. **approve** — when `require_approval` (param; default `gate.require_approval`: on in the
+8. **approve** — when `require_approval` (param; default `gate.require_approval`: on in the
    `cluster` profile, off locally) a person approves or rejects the blessed version: the request
    (UI: the run's *Required actions*; REST: `…/taskInstances/approve/-1/hitlDetails`) shows the
    gate's numbers and the model card link; the decision, who made it and why become version tags
    (`review.*`); a rejection skips promotion and keeps the champion. Otherwise it passes at once.
-8. **promote** — only for a blessed (and approved) challenger: moves `champion` (previous one kept as
+9. **promote** — only for a blessed (and approved) challenger: moves `champion` (previous one kept as
    `previous_champion` for one-step rollback, see `recsys_model_rollback`), emits the
    `recsys_champion_model` Asset event.
 
@@ -46,7 +54,7 @@ from airflow.sdk import dag
 from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
 from recsys_airflow.defaults import START_DATE, default_args
-from recsys_airflow.factory import model_pipeline, training_params
+from recsys_airflow.factory import families_of, model_pipeline, training_params
 
 cfg = get_config()
 
@@ -63,7 +71,10 @@ cfg = get_config()
     params=training_params(cfg),
 )
 def recsys_train():
-    model_pipeline(cfg, train_module="jobs.train", outlets=[CHAMPION_MODEL])
+    p = model_pipeline(cfg, families=families_of(cfg.training.families), outlets=[CHAMPION_MODEL])
+    for family in cfg.training.families:
+        p.plan >> p.snapshot >> p.train[family] >> p.fresh[family] >> p.evaluate[family] >> p.tournament
+    p.tournament >> p.register >> p.infra_validate >> p.blessed >> p.approve >> p.promote
 
 
 recsys_train()

@@ -178,12 +178,29 @@ class TrainingConfig(_Section):
     mlflow_secret: str = "recsys-mlflow"  # noqa: S105 - the name of a Kubernetes Secret, not a value
     scratch_size: str = "20Gi"
     window_days: int = Field(7, ge=2, le=365)
-    epochs: int = Field(10, ge=1, le=1000)
+    epochs: int = Field(20, ge=1, le=1000)
     batch_size: int = Field(4096, ge=1, le=10_000_000)
     factors: int = Field(64, ge=2, le=4096)
-    learning_rate: float = Field(0.05, gt=0.0, le=10.0)
-    weight_decay: float = Field(1e-5, ge=0.0)
+    learning_rate: float = Field(0.005, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    loss: Literal["bpr", "softmax"] = Field(
+        "softmax", description="MF loss: BPR, or sampled softmax over the negatives."
+    )
+    negatives: int = Field(8, ge=1, le=4096, description="MF: uniform negatives per positive.")
     seed: int = 42
+    ease_l2: float = Field(500.0, gt=0.0, description="EASE's L2 penalty λ (jobs.ease).")
+    families: list[str] = Field(
+        default_factory=lambda: ["mf", "ease"],
+        min_length=1,
+        description="Model families recsys_train trains and lets compete for one champion, in tie-break order.",
+    )
+
+    @field_validator("families")
+    @classmethod
+    def _unique_families(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or not all(v.isidentifier() for v in value):
+            raise ValueError(f"families must be distinct identifiers, got {value}")
+        return value
 
 
 class GateConfig(_Section):

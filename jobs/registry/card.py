@@ -71,6 +71,7 @@ def build_card(
             "run_id": run_id,
             "experiment_id": run.info.experiment_id,
             "registered_at": tags.get("registered_at"),
+            "family": tags.get("family"),
         },
         "data": {
             "snapshot_uri": snapshot_uri,
@@ -87,7 +88,11 @@ def build_card(
         },
         "validation": validation,
         "evaluation": gate,
-        "decision": {"decision": tags.get("decision"), "reason": tags.get("decision_reason")},
+        "decision": {
+            "decision": tags.get("decision"),
+            "reason": tags.get("decision_reason"),
+            **({"tournament": tags["tournament"]} if tags.get("tournament") else {}),
+        },
         "training": {
             "params": dict(run.data.params),
             "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith(("gate_", "evidence_"))},
@@ -148,6 +153,7 @@ def render_html(card: dict[str, Any]) -> str:
     m, d = card["model"], card["data"]
     parts = [
         f"<h1>Model card: {html.escape(m['name'])} v{html.escape(str(m['version']))}</h1>",
+        f"<p>Family: {html.escape(str(m.get('family') or 'not recorded'))}</p>",
         "<h2>Data</h2>",
         _table([(k.replace("_", " "), v) for k, v in d.items()]),
         "<h2>Validation of the days used</h2>",

@@ -10,7 +10,7 @@ from typing import Any
 from jobs.core.cli import run_job
 from jobs.core.config import PipelineConfig
 from jobs.registry.aliases import promote, review, rollback, show
-from jobs.registry.register import register
+from jobs.registry.register import register, register_candidates
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("register", help="a run's model → new version, alias challenger, lineage tags")
-    p.add_argument("--run-id", required=True)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run-id")
+    who.add_argument(
+        "--candidates",
+        type=json.loads,
+        help="JSON list of a tournament's candidates (run_id, model_uri, tags, challenger): all registered, "
+        "the challenger last gets the alias",
+    )
     p.add_argument("--model-uri", help="logged model URI (default runs:/<run-id>/model)")
     p.add_argument("--snapshot", help="the training snapshot (its manifest gives the window tags)")
     p.add_argument("--tags", type=json.loads, default={}, help="JSON object of extra version tags")
@@ -43,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "register" and args.candidates is not None:
+        return register_candidates(cfg, args.candidates, args.tags, args.model_name, args.snapshot)
     if args.command == "register":
         return register(cfg, args.run_id, args.tags, args.model_uri, args.model_name, args.snapshot)
     if args.command == "promote":

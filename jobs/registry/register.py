@@ -8,6 +8,10 @@ training day), the training run's cache key (``cache_key``: ``jobs.core.cache``)
 registration time and the caller's context (``trigger_reason``, Airflow run and DAG ids, and any
 ``--tags``), and its model card (``jobs.registry.card``, tag ``model_card``). Idempotent per run: a retried registration returns the same version and only fills
 in tags that are missing (it never rewrites what happened since, e.g. ``decision=promoted``).
+
+``register_candidates`` registers every candidate of a families tournament (``recsys_train``):
+each version carries its ``family`` tag and ``tournament`` line, a blessed loser
+``decision=lost_tournament`` with its reason; only the winner becomes ``challenger``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def register(
     model_uri: str | None = None,
     model_name: str | None = None,
     snapshot_uri: str | None = None,
+    alias: bool = True,
 ) -> dict[str, Any]:
     """Register the run's model as a new version (idempotent per run) with alias challenger.
 
@@ -61,6 +66,7 @@ def register(
         model_uri: the logged model (MLflow 3 ``models:/m-<id>``); default ``runs:/<run_id>/model``.
         model_name: the registered model (default ``mlflow.model_name``).
         snapshot_uri: the training snapshot, whose manifest gives the window tags.
+        alias: False: no ``challenger`` alias (a candidate that lost the tournament).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -86,7 +92,8 @@ def register(
         for key, value in all_tags.items():
             if key not in kept:
                 cl.set_model_version_tag(name, version, key, str(value))
-        cl.set_registered_model_alias(name, CHALLENGER, version)
+        if alias:
+            cl.set_registered_model_alias(name, CHALLENGER, version)
     card = write_card(cfg, cl, name, version, run_id, snapshot_uri, {**all_tags, **kept})
     return {
         "name": name,
@@ -98,3 +105,37 @@ def register(
         "run_id": run_id,
         "experiment_id": card["model"]["experiment_id"],
     }
+
+
+def register_candidates(
+    cfg: PipelineConfig,
+    candidates: list[dict[str, Any]],
+    tags: dict[str, Any],
+    model_name: str | None = None,
+    snapshot_uri: str | None = None,
+) -> dict[str, Any]:
+    """Register every candidate of a tournament (``recsys_airflow.tournament``) in the given order,
+    each with its own tags (``family``, and a lost candidate's decision and reason) over ``tags``;
+    only the one marked ``challenger`` gets the alias. Returns the challenger's registration
+    with ``candidates`` (family, version, decision) for all."""
+    if sum(bool(c.get("challenger")) for c in candidates) != 1:
+        raise BadArgument("--candidates needs exactly one candidate with challenger: true")
+    done, winner = [], None
+    for c in candidates:
+        result = register(
+            cfg,
+            c["run_id"],
+            {**tags, **c.get("tags", {})},
+            c.get("model_uri"),
+            model_name,
+            snapshot_uri,
+            alias=False,
+        )
+        done.append(
+            {"family": c.get("family"), "version": result["version"], "decision": result["tags"].get("decision")}
+        )
+        if c.get("challenger"):
+            winner = result
+    with registry_lock(cfg):  # the alias last: a retry after a crash above re-registers nothing new
+        client(cfg).set_registered_model_alias(winner["name"], CHALLENGER, winner["version"])
+    return {**winner, "candidates": done}

@@ -7,19 +7,16 @@ where a restarted pod on another node finds its checkpoint (one PUT replaces it 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 from typing import Any
 
-from jobs.core import storage
+from jobs.core import storage, training
 from jobs.core.config import PipelineConfig
 from jobs.core.snapshots import TrainData
 from jobs.train.trainer import Hparams
 
-log = logging.getLogger("jobs.train")
-CHECKPOINT = "checkpoint.pt"
-RESULT = "result.json"
+CHECKPOINT = training.CHECKPOINT
+RESULT = training.RESULT
 CHECKPOINT_FORMAT = 1
 
 
@@ -29,34 +26,13 @@ def fingerprint(data: TrainData, hp: Hparams) -> str:
 
 
 def save_checkpoint(folder: str, payload: dict[str, Any]) -> str:
-    """Atomically replace ``folder/checkpoint.pt`` (local: temporary file, fsync, rename;
-    object store: one PUT)."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    final = storage.join(str(folder), CHECKPOINT)
-    storage.write_bytes_atomic(final, buffer.getvalue())
-    return final
+    """Atomically replace ``folder/checkpoint.pt`` (``jobs.core.training.save_checkpoint``)."""
+    return training.save_checkpoint(folder, payload)
 
 
 def load_checkpoint(folder: str, fp: str) -> dict[str, Any] | None:
     """The checkpoint in ``folder`` if it matches fingerprint ``fp`` (else None, with a warning)."""
-    import torch
-
-    path = storage.join(str(folder), CHECKPOINT)
-    raw = storage.read_bytes(path)
-    if raw is None:
-        return None
-    try:
-        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
-        return None
-    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("fingerprint") != fp:
-        log.warning("ignoring checkpoint %s: written for another snapshot or other hyper-parameters", path)
-        return None
-    return payload
+    return training.load_checkpoint(folder, fp, CHECKPOINT_FORMAT)
 
 
 def default_checkpoint_dir(cfg: PipelineConfig, data: TrainData, fp: str) -> str:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jobs.core import storage
-from jobs.core.schema import MODEL_FILE, REFERENCE_ARTIFACT
+from jobs.core.schema import REFERENCE_ARTIFACT
 from jobs.core.snapshots import TrainData
 from jobs.train.trainer import DistContext, Hparams
 
@@ -109,54 +106,9 @@ class Tracker:
             self._logged.add(row["epoch"])
 
     def log_model(self, arrays: dict[str, np.ndarray], data: TrainData, default_k: int):
-        import pandas as pd
-        import torch
-        from mlflow.models import ModelSignature
-        from mlflow.types.schema import Array, ColSpec, Schema
+        from jobs.core.export import log_recsys_model
 
-        from jobs.core import model as model_module
-
-        signature = ModelSignature(
-            inputs=Schema([ColSpec("long", "user_id"), ColSpec("long", "k", required=False)]),
-            outputs=Schema(
-                [ColSpec("long", "user_id"), ColSpec(Array("long"), "item_ids"), ColSpec(Array("double"), "scores")]
-            ),
-        )
-        example = pd.DataFrame({"user_id": data.user_ids[: min(3, data.n_users)].astype(np.int64)})
-        requirements = [
-            f"mlflow-skinny=={self.mlflow.__version__}",
-            f"numpy=={np.__version__}",
-            f"pandas=={pd.__version__}",
-            f"torch=={torch.__version__.split('+')[0]}",
-        ]
-        with tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
-            npz = Path(tmp) / MODEL_FILE
-            model_module.save_artifact(
-                str(npz),
-                **arrays,
-                user_ids=data.user_ids,
-                item_ids=data.item_ids,
-                popularity=data.popularity,
-                seen=data.seen(),
-                default_k=default_k,
-            )
-            # The serving code travels with the model (jobs/core/model.py and what it imports),
-            # so a process that loads it needs no checkout of this repository.
-            code = Path(tmp) / "code" / "jobs"
-            (code / "core").mkdir(parents=True)
-            core = Path(model_module.__file__).parent
-            for name in ("model.py", "ids.py", "__init__.py"):
-                shutil.copy2(core / name, code / "core" / name)
-            shutil.copy2(core.parent / "__init__.py", code / "__init__.py")
-            return self.mlflow.pyfunc.log_model(
-                name="model",
-                python_model=model_module.RecsysPyfunc(),
-                artifacts={model_module.ARTIFACT_KEY: str(npz)},
-                code_paths=[str(code)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=requirements,
-            )
+        return log_recsys_model(self.mlflow, arrays, data, default_k)
 
     def finish(self, metrics: dict[str, float], result: dict[str, Any]) -> None:
         self.mlflow.log_metrics(metrics)

@@ -6,7 +6,6 @@ See ``jobs.train`` for the sampling, DDP and resume contracts this implements.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -15,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core.cli import BadArgument
 from jobs.core.snapshots import TrainData
+from jobs.core.training import DistContext, evaluate_arrays, init_distributed, pick_device
+
+__all__ = ["DistContext", "Hparams", "Trainer", "evaluate_arrays", "init_distributed", "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -40,48 +41,6 @@ class Hparams:
         out.pop("epochs")
         out.pop("max_seconds_per_epoch")
         return out
-
-
-@dataclass
-class DistContext:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: Any = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def pick_device(name: str, local_rank: int = 0):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise BadArgument("--device cuda requested but no CUDA device is available")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def init_distributed(device_name: str) -> DistContext:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world, local_rank, device)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -224,28 +183,3 @@ class Trainer:
 def _python_rng_state() -> list[Any]:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
-
-
-def evaluate_arrays(arrays: dict[str, np.ndarray], data: TrainData, k: int, device: Any = None) -> dict[str, float]:
-    """Test-set metrics of factor arrays (and the popularity baseline) with seen items excluded."""
-    import torch
-
-    from jobs.core.model import top_k
-    from jobs.core.ranking import evaluate_ranking, popularity_top_k
-
-    seen = data.seen()
-    test_users = np.unique(data.test_users)
-    dev = device or torch.device("cpu")
-    p = torch.as_tensor(arrays["user_factors"], device=dev)
-    ranked, _ = top_k(p, arrays["item_factors"], arrays.get("item_bias"), test_users, k, seen)
-    pairs = (data.test_users, data.test_items)
-    model = evaluate_ranking(ranked, pairs, users=test_users, k=k)
-    pop = evaluate_ranking(popularity_top_k(data.popularity, test_users, k, seen), pairs, users=test_users, k=k)
-    return {
-        f"recall_at_{k}": model["recall"],
-        f"ndcg_at_{k}": model["ndcg"],
-        f"pop_recall_at_{k}": pop["recall"],
-        f"pop_ndcg_at_{k}": pop["ndcg"],
-        "test_users": float(model["users"]),
-        "test_pairs": float(len(data.test_users)),
-    }

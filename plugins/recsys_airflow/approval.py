@@ -32,8 +32,8 @@ from recsys_airflow.launcher import REPO_ROOT, build_argv, job_env
 
 SUBJECT = "Promote MODEL_NAME version {{ ti.xcom_pull(task_ids='register', key='version') }}?"
 BODY = """\
-{% set ev = ti.xcom_pull(task_ids='evaluate') %}{% set reg = ti.xcom_pull(task_ids='register') %}\
-**Gate ({{ ev.day }}, held-out day):** {{ ev.reason }}
+{% set ev = ti.xcom_pull(task_ids='tournament') %}{% set reg = ti.xcom_pull(task_ids='register') %}\
+**Family {{ ev.winner }}; gate ({{ ev.day }}, held-out day):** {{ ev.reason }}
 
 | ranker | recall@{{ ev.k }} | NDCG@{{ ev.k }} |
 |---|---:|---:|

@@ -1,8 +1,9 @@
 """Authoring pieces: one call adds a whole gated model pipeline to the DAG being defined.
 
-``model_pipeline(cfg, model_name=..., train_module=...)`` wires
+``model_pipeline(cfg, families=[...], model_name=...)`` wires, for families f1..fn,
 
-    plan → snapshot → train → fresh → evaluate → register → infra_validate → blessed → approve → promote
+    plan → snapshot → train_<f> → fresh_<f> → evaluate_<f>   (once per family, in parallel)
+        → tournament → register → infra_validate → blessed → approve → promote
 
 with the contracts of ``recsys_train`` (the first pipeline built from it):
 
@@ -10,18 +11,25 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   not after the run's data interval — ``params.replay_days`` days before it when the replay gate
   is on), the replay days after D and the window (``params.window_days``);
 * **snapshot** (``jobs.snapshot``, Spark) publishes the time-split train/test snapshot of D once;
-* **train** runs ``python -m <train_module> --snapshot S <train_args> --run-name R
+* **train_<f>** runs ``python -m <family.module> --snapshot S <family.args> --run-name R
   --checkpoint-dir C`` through ``recsys_airflow.training.train_task``, so the profile still picks
-  a local subprocess or a GPU ``KubernetesPodOperator`` (same task id, argv and XCom). Any module
-  that honours the trainer's CLI contract fits: it logs an MLflow pyfunc (input ``user_id``/``k``,
-  output ``user_id``/``item_ids``/``scores``) and reports ``{"run_id", "model_uri", ...}``;
-* **fresh** short-circuits when the trainer reported ``cached`` (``jobs.core.cache``: a
-  registered version was trained on the same snapshot content, code and parameters; the log
-  says which); ``force_retrain`` makes the trainer train anyway;
-* **evaluate** (``jobs.evaluate gate``) is the gate against the champion *of this model name*,
-  popularity and recent popularity, pooled over the held-out day and the replay days; **register** (``jobs.registry register``) adds a
-  version with alias ``challenger`` and its lineage (window, snapshot, gate decision, code
-  version, read from the snapshot manifest and the training run); **infra_validate**
+  a local subprocess or a ``KubernetesPodOperator`` (a GPU pod, or a CPU pod for a family with
+  ``gpu=False``; same argv and XCom). Any module that honours the trainer's CLI contract is a
+  family (``FAMILIES``: mf = ``jobs.train``, ease = ``jobs.ease``): it logs an MLflow pyfunc
+  (input ``user_id``/``k``, output ``user_id``/``item_ids``/``scores``) and reports
+  ``{"run_id", "model_uri", ...}``;
+* **fresh_<f>** skips that family's gate when its trainer reported ``cached``
+  (``jobs.core.cache``: a registered version was trained on the same snapshot content, code and
+  parameters; the log says which); ``force_retrain`` makes the trainers train anyway; with
+  every family cached the tournament and everything after it is skipped;
+* **evaluate_<f>** (``jobs.evaluate gate``) is the same gate for every family, against the
+  champion *of this model name*, popularity and recent popularity, pooled over the held-out
+  day and the replay days; **tournament** (``recsys_airflow.tournament``) ranks the candidates:
+  the blessed one with the best pooled NDCG@K becomes the challenger; **register**
+  (``jobs.registry register --candidates``) adds a version per candidate (tag ``family``; a
+  loser's reason) and gives the challenger the alias ``challenger`` and its lineage (window,
+  snapshot, gate decision, code version, read from the snapshot manifest and the training
+  run); **infra_validate**
   (``jobs.evaluate infra``) loads it by registry URI in a fresh process; **blessed**
   short-circuits unless the gate blessed it; **approve** (``recsys_airflow.approval``) waits for a
   person's Approve/Reject when ``require_approval`` (param; default ``gate.require_approval``) and
@@ -34,7 +42,8 @@ its result's keys as XComs), never as Jinja strings of ``xcom_pull``. The task i
 ``max_active_runs`` and trigger form). ``training_params`` is the matching typed trigger form.
 ``model_name=None`` keeps the configured ``mlflow.model_name`` (the jobs read it themselves);
 another name is passed to the jobs as ``--model-name`` so two pipelines never touch each
-other's aliases.
+other's aliases. Every family of a pipeline registers under its one model name, so the champion
+is served whatever its family.
 """
 
 from __future__ import annotations
@@ -49,10 +58,10 @@ from jobs.core.config import PipelineConfig
 from recsys_airflow.approval import PromotionApproval
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.links import RegistryJobOperator
-from recsys_airflow.training import train_task
+from recsys_airflow.tournament import standings
+from recsys_airflow.training import cpu_only, train_task
 
 RUN_TAG = "{{ dag.dag_id }}__{{ run_id | replace(':', '_') | replace('+', '_') }}"
-DEFAULT_TRAINER = "jobs.train"
 # The caller's context on the registered version (the lineage — window, snapshot, gate decision —
 # is read by the registration job itself from the snapshot manifest and the training run).
 CONTEXT_TAGS = (
@@ -62,14 +71,54 @@ CONTEXT_TAGS = (
 
 
 @dataclass(frozen=True)
+class Family:
+    """A model family: a trainer module honouring the trainer CLI contract and its flags."""
+
+    name: str
+    module: str
+    args: Sequence[str] = ()
+    gpu: bool = True
+    doc_md: str = ""
+
+
+FAMILIES = {  # the families ``training.families`` may name; a new one is one more entry
+    "mf": Family(
+        "mf",
+        "jobs.train",
+        ("--epochs", "{{ params.epochs }}"),
+        gpu=True,
+        doc_md="Matrix factorisation (BPR): same argv locally and in the GPU pod; resumes from the last "
+        "epoch checkpoint on retry.",
+    ),
+    "ease": Family(
+        "ease",
+        "jobs.ease",
+        (),
+        gpu=False,
+        doc_md="EASE, closed form on the window (λ = training.ease_l2): a CPU pod, no GPU; exports the "
+        "same artifact as MF (history rows × Bᵀ).",
+    ),
+}
+
+
+def families_of(names: Sequence[str]) -> list[Family]:
+    """The families named (``training.families``), in that order; ValueError naming an unknown one."""
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"training.families: unknown famil(ies) {unknown}; known: {sorted(FAMILIES)}")
+    return [FAMILIES[n] for n in names]
+
+
+@dataclass(frozen=True)
 class ModelPipeline:
-    """The tasks ``model_pipeline`` added, for wiring more tasks around them."""
+    """The tasks ``model_pipeline`` added, for wiring more tasks around them (per family: dicts by name)."""
 
     plan: Any
     snapshot: JobOperator
-    train: Any
-    fresh: Any
-    evaluate: JobOperator
+    train: dict[str, Any]
+    fresh: dict[str, Any]
+    evaluate: dict[str, JobOperator]
+    tournament: Any
     register: JobOperator
     infra_validate: JobOperator
     blessed: Any
@@ -175,18 +224,36 @@ def plan(params: dict | None = None, data_interval_end=None) -> dict:
     }
 
 
-@task.short_circuit(ignore_downstream_trigger_rules=True)
+@task.short_circuit(ignore_downstream_trigger_rules=False)
 def fresh(trained: dict) -> bool:
-    """Stop here (nothing to evaluate, register or promote) when the trainer found its cache key
-    on a registered version: the same snapshot content, code and parameters made that model."""
+    """Skip this family's gate (it enters no tournament) when its trainer found its cache key on
+    a registered version: the same snapshot content, code and parameters made that model."""
     if trained.get("cached"):
         print(
             f"cached: version {trained['cached_version']} ({trained['model_uri']}) was trained on the same snapshot "
-            f"content, code and parameters (cache key {trained['cache_key']}); nothing registered or promoted. "
+            f"content, code and parameters (cache key {trained['cache_key']}); this family registers nothing. "
             "Trigger with force_retrain to train anyway (the gate still decides)."
         )
         return False
     return True
+
+
+@task(multiple_outputs=True, trigger_rule="none_failed_min_one_success")
+def tournament(evaluations: dict, trained: dict, order: list[str]) -> dict:
+    """The families' candidates ranked (``recsys_airflow.tournament.standings``); the winner is the
+    challenger. Skipped (and with it everything after) when no family was gated: all cached."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    result = standings(evaluations, trained, order)
+    if result["winner"] is None:
+        raise AirflowSkipException(f"{result['reason']}: nothing registered or promoted")
+    for c in result["candidates"]:
+        state = "blessed" if c["blessed"] else "refused"
+        print(f"#{c['rank']} {c['family']}: {state}, pooled ndcg {c['ndcg']:.4f} (low {c['low']:.4f}) — {c['tags']}")
+    for family, version in result["cached"].items():
+        print(f"{family}: cached as version {version}, not a candidate")
+    print(f"challenger: {result['winner']} — {result['reason']}")
+    return result
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=True)
@@ -199,28 +266,28 @@ def blessed(evaluation: dict) -> bool:
 def model_pipeline(
     cfg: PipelineConfig,
     *,
+    families: Sequence[Family],
     model_name: str | None = None,
-    train_module: str = DEFAULT_TRAINER,
-    train_args: Sequence[str] = ("--epochs", "{{ params.epochs }}"),
     outlets: Sequence[Any] = (),
-    train_doc_md: str = "Same argv locally and in the GPU pod; resumes from the last epoch checkpoint on retry.",
 ) -> ModelPipeline:
     """Add the gated pipeline for one model to the DAG being defined (call it inside ``@dag``).
 
     Args:
         cfg: the pipeline configuration (launcher, pools, storage zones).
+        families: the competing families (``families_of(cfg.training.families)``, or one's own
+            ``Family``), in tie-break order; one family makes a one-candidate tournament.
         model_name: registered MLflow model; ``None`` = ``mlflow.model_name`` from the config.
-        train_module: the trainer CLI (``python -m <train_module>``), e.g. ``jobs.train``.
-        train_args: trainer flags between ``--snapshot S`` and ``--run-name R`` (templated).
         outlets: Assets the promotion emits (e.g. the champion Asset its consumers schedule on).
-        train_doc_md: the train task's doc.
 
     Returns:
-        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train``, ``fresh``,
-        ``evaluate``, ``register``, ``infra_validate``, ``blessed``, ``promote``.
+        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train_<f>``,
+        ``fresh_<f>``, ``evaluate_<f>`` per family, ``tournament``, ``register``,
+        ``infra_validate``, ``blessed``, ``approve``, ``promote``.
 
     Long because it wires the whole gated chain, one call per task, top to bottom.
     """
+    if not families or len({f.name for f in families}) != len(families):
+        raise ValueError(f"model_pipeline needs distinct families, got {[f.name for f in families]}")
     name_args = ["--model-name", model_name] if model_name else []
     planned = plan()
     snapshot = JobOperator(
@@ -229,50 +296,59 @@ def model_pipeline(
         spark=True,
         job_args=["--day", planned["day"], "--window-days", planned["window_days"]],
     )
-    train = train_task(
-        cfg,
-        "train",
-        [
-            "--snapshot",
-            snapshot.output["uri"],
-            *train_args,
-            "--force-retrain={{ params.force_retrain | lower }}",
-            *name_args,
-            "--run-name",
-            RUN_TAG,
-            "--checkpoint-dir",
-            cfg.storage.zone("checkpoints") + "/" + RUN_TAG,
-        ],
-        module=train_module,
-        doc_md=train_doc_md,
-    )
-    evaluate = JobOperator(
-        task_id="evaluate",
-        module="jobs.evaluate",
-        job_args=[
-            "gate",
-            "--snapshot",
-            snapshot.output["uri"],
-            "--run-id",
-            train.output["run_id"],
-            "--model-uri",
-            train.output["model_uri"],
-            "--replay-days",
-            planned["replay_days"],
-            *name_args,
-        ],
-        doc_md="The gate: challenger vs champion, popularity and recent popularity (and the oracle), "
-        "paired per user over the held-out day and the replay days after it.",
+    trains, news, gates = {}, {}, {}
+    for family in families:
+        f = family.name
+        trains[f] = train_task(
+            cfg if family.gpu else cpu_only(cfg),
+            f"train_{f}",
+            [
+                "--snapshot",
+                snapshot.output["uri"],
+                *family.args,
+                "--force-retrain={{ params.force_retrain | lower }}",
+                *name_args,
+                "--run-name",
+                f"{RUN_TAG}__{f}",
+                "--checkpoint-dir",
+                cfg.storage.zone("checkpoints") + "/" + RUN_TAG + "/" + f,
+            ],
+            module=family.module,
+            doc_md=family.doc_md or f"The {f} family's trainer (python -m {family.module}).",
+        )
+        gates[f] = JobOperator(
+            task_id=f"evaluate_{f}",
+            module="jobs.evaluate",
+            job_args=[
+                "gate",
+                "--snapshot",
+                snapshot.output["uri"],
+                "--run-id",
+                trains[f].output["run_id"],
+                "--model-uri",
+                trains[f].output["model_uri"],
+                "--replay-days",
+                planned["replay_days"],
+                *name_args,
+            ],
+            doc_md=f"The gate for the {f} candidate: vs champion, popularity and recent popularity (and the "
+            "oracle), paired per user over the held-out day and the replay days after it — the same evidence "
+            "for every family.",
+        )
+        news[f] = fresh.override(task_id=f"fresh_{f}")(trains[f].output)
+        planned >> snapshot >> trains[f] >> news[f] >> gates[f]
+    ranked = tournament(
+        {f: g.output for f, g in gates.items()},
+        {f: t.output for f, t in trains.items()},
+        [f.name for f in families],
     )
     register = RegistryJobOperator(
         task_id="register",
         module="jobs.registry",
         job_args=[
             "register",
-            "--run-id",
-            train.output["run_id"],
-            "--model-uri",
-            train.output["model_uri"],
+            "--candidates",
+            ranked["candidates"],
             "--snapshot",
             snapshot.output["uri"],
             "--tags",
@@ -280,13 +356,14 @@ def model_pipeline(
             *name_args,
         ],
         pool="model_registry",
-        doc_md="A new version (alias challenger) tagged with its window, snapshot, gate decision and code version.",
+        doc_md="A version per candidate (tag family; a loser tagged with its reason); the tournament's winner gets "
+        "alias challenger, tagged with its window, snapshot, gate decision and code version.",
     )
     infra_validate = JobOperator(
         task_id="infra_validate",
         module="jobs.evaluate",
         job_args=["infra", "--model-uri", register.output["model_uri"], "--snapshot", snapshot.output["uri"]],
-        doc_md="Fresh process: load by registry URI, score a smoke batch, check shape/types/no seen items.",
+        doc_md="Fresh process: load the challenger by registry URI, score a smoke batch, check shape/types/no seen items.",
     )
     promote = JobOperator(
         task_id="promote",
@@ -296,9 +373,9 @@ def model_pipeline(
             "--version",
             register.output["version"],
             "--expected-champion",
-            evaluate.output["champion_version"],
+            ranked["champion_version"],
             "--reason",
-            evaluate.output["reason"],
+            ranked["reason"],
             "--actor",
             "{{ dag.dag_id }}/{{ run_id }}",
             *name_args,
@@ -306,10 +383,8 @@ def model_pipeline(
         pool="model_registry",
         outlets=list(outlets),
     )
-
-    new = fresh(train.output)
-    planned >> snapshot >> train >> new >> evaluate >> register >> infra_validate
-    gate = blessed(evaluate.output)
+    ranked >> register >> infra_validate
+    gate = blessed(ranked)
     approve = PromotionApproval(
         task_id="approve",
         model_name=model_name or cfg.mlflow.model_name,
@@ -318,4 +393,6 @@ def model_pipeline(
         "gate numbers and the model card link in the request; the decision is tagged on the version.",
     )
     infra_validate >> gate >> approve >> promote
-    return ModelPipeline(planned, snapshot, train, new, evaluate, register, infra_validate, gate, promote, approve)
+    return ModelPipeline(
+        planned, snapshot, trains, news, gates, ranked, register, infra_validate, gate, promote, approve
+    )

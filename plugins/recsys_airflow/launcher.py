@@ -53,7 +53,10 @@ def job_env() -> dict[str, str]:
 
 
 def _arg(value: Any) -> str:
-    """One argv element: an XCom's None (e.g. no champion yet) is the empty string."""
+    """One argv element: an XCom's None (e.g. no champion yet) is the empty string, a list or
+    dict (e.g. a tournament's candidates) its JSON."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
     return "" if value is None else str(value)
 
 

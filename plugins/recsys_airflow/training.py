@@ -36,6 +36,13 @@ class TrainJobOperator(JobOperator):
     operator_extra_links = (MlflowRunLink(),)
 
 
+def cpu_only(cfg: PipelineConfig) -> PipelineConfig:
+    """A copy of the config whose training pod asks for no GPU (no node selector, no toleration,
+    the default pool): for families that need none (EASE, popularity)."""
+    update = {"gpus": 0, "node_selector": {}, "tolerations": [], "pool": "default_pool"}
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
+
+
 def pod_command(cfg: PipelineConfig, args: Sequence[str], module: str = "jobs.train") -> list[str]:
     """The container argv: ``python -m <module>`` or ``torchrun`` for several GPUs."""
     if cfg.training.gpus > 1:

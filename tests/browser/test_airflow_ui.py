@@ -28,7 +28,7 @@ pytestmark = pytest.mark.browser
 FIRST_DAY, N_DAYS = date(2026, 1, 5), 3
 TINY_WORLD = gen.WorldParams(users=300, items=120, factors=4, seed=17, events_per_day=3000)
 FORM = {"epochs": "1", "window_days": "2", "day": "2026-01-07", "reason": "browser test"}
-GATED_TASKS = ("plan", "snapshot", "train", "evaluate", "register", "infra_validate", "blessed")
+GATED_TASKS = ("plan", "snapshot", "train_mf", "evaluate_mf", "tournament", "register", "infra_validate", "blessed")
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +168,14 @@ def test_trigger_training_from_the_form_watch_it_finish_and_open_mlflow(
     expect(promote_row.get_by_text(re.compile(r"^(Success|Skipped)$"))).to_be_visible()
 
     # The training task's extra link leads to its MLflow run.
-    page.get_by_test_id(f"grid-{run_id}-train").click()
-    page.wait_for_url(re.compile(r"/tasks/train"))
+    page.get_by_test_id(f"grid-{run_id}-train_mf").click()
+    page.wait_for_url(re.compile(r"/tasks/train_mf"))
     page.get_by_role("link", name="Details", exact=True).click()
     link = page.get_by_role("link", name="MLflow run")
     expect(link).to_be_visible()
     shots(page, "train-task-details")
     train = admin_client.call(
-        "GET", f"/dags/recsys_train/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value"
+        "GET", f"/dags/recsys_train/dagRuns/{run_id}/taskInstances/train_mf/xcomEntries/return_value"
     )["value"]
     mlflow_run_id = train["run_id"] if isinstance(train, dict) else re.search(r"[0-9a-f]{32}", str(train)).group(0)
     href = link.get_attribute("href")

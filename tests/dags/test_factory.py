@@ -17,12 +17,13 @@ import pytest
 
 from tests.dag_runs import dag_test, repo_bag, task_states, xcom
 
-EDGES = {  # the pipeline's order plus every data dependency (an XComArg makes its producer upstream)
-    "plan": ["evaluate", "snapshot"],  # evaluate gets the replay days
-    "snapshot": ["evaluate", "infra_validate", "register", "train"],
-    "train": ["evaluate", "fresh", "register"],
-    "fresh": ["evaluate"],
-    "evaluate": ["blessed", "promote", "register"],
+EDGES = {  # one family's chain plus every data dependency (an XComArg makes its producer upstream)
+    "plan": ["evaluate_popularity", "snapshot"],  # the gate gets the replay days
+    "snapshot": ["evaluate_popularity", "infra_validate", "register", "train_popularity"],
+    "train_popularity": ["evaluate_popularity", "fresh_popularity", "tournament"],
+    "fresh_popularity": ["evaluate_popularity"],
+    "evaluate_popularity": ["tournament"],
+    "tournament": ["blessed", "promote", "register"],
     "register": ["infra_validate", "promote"],
     "infra_validate": ["blessed"],
     "blessed": ["approve"],
@@ -41,10 +42,22 @@ def _edges(dag) -> dict[str, list[str]]:
 
 
 @pytest.mark.unit
+def _one_family(edges: dict[str, list[str]], family: str) -> dict[str, list[str]]:
+    """The graph restricted to one family's tasks, renamed as ``popularity``'s."""
+    others = {t for t in edges if t.rsplit("_", 1)[0] in ("train", "fresh", "evaluate") and not t.endswith(family)}
+    return {
+        t.replace(family, "popularity"): sorted(d.replace(family, "popularity") for d in ds if d not in others)
+        for t, ds in edges.items()
+        if t not in others
+    }
+
+
+@pytest.mark.unit
 def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag):
     train, popularity = dagbag.dags["recsys_train"], dagbag.dags["recsys_popularity"]
-    assert _edges(train) == EDGES
     assert _edges(popularity) == EDGES
+    for family in ("mf", "ease"):  # each family of recsys_train has the same chain into the tournament
+        assert _one_family(_edges(train), family) == EDGES
     assert (
         set(train.params)
         == set(popularity.params)
@@ -61,31 +74,35 @@ def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag)
     )
     assert [o.name for o in train.get_task("promote").outlets] == ["recsys_champion_model"]
     assert [o.name for o in popularity.get_task("promote").outlets] == ["recsys_popularity_champion"]
-    for dag in (train, popularity):
+    for dag, family in ((train, "mf"), (train, "ease"), (popularity, "popularity")):
         assert dag.get_task("register").pool == dag.get_task("promote").pool == "model_registry"
-        assert [link.name for link in dag.get_task("train").operator_extra_links] == ["MLflow run"]
+        assert [link.name for link in dag.get_task(f"train_{family}").operator_extra_links] == ["MLflow run"]
 
 
 @pytest.mark.unit
 def test_model_name_and_trainer_reach_the_jobs(dagbag):
     train, popularity = dagbag.dags["recsys_train"], dagbag.dags["recsys_popularity"]
-    # recsys_train keeps the configured model name (no flag) and jobs.train with --epochs.
-    assert train.get_task("train").module == "jobs.train"
-    assert "--epochs" in train.get_task("train").job_args
-    for task_id in ("evaluate", "register", "promote"):
+    # recsys_train keeps the configured model name (no flag): jobs.train with --epochs, jobs.ease.
+    assert train.get_task("train_mf").module == "jobs.train"
+    assert "--epochs" in train.get_task("train_mf").job_args
+    assert (
+        train.get_task("train_ease").module == "jobs.ease" and "--epochs" not in train.get_task("train_ease").job_args
+    )
+    assert train.get_task("train_ease").pool == "default_pool"  # no GPU needed: not the gpu_training pool
+    for task_id in ("evaluate_mf", "evaluate_ease", "register", "promote"):
         assert "--model-name" not in train.get_task(task_id).job_args
     # The second pipeline: its own trainer and model name on every registry-touching job.
-    assert popularity.get_task("train").module == "jobs.popularity"
-    assert "--epochs" not in popularity.get_task("train").job_args
-    for task_id in ("evaluate", "register", "promote"):
+    assert popularity.get_task("train_popularity").module == "jobs.popularity"
+    assert "--epochs" not in popularity.get_task("train_popularity").job_args
+    for task_id in ("evaluate_popularity", "register", "promote"):
         args = popularity.get_task(task_id).job_args
         assert args[args.index("--model-name") + 1] == "recsys-popularity", task_id
-    assert popularity.get_task("train").pool == "default_pool"
+    assert popularity.get_task("train_popularity").pool == "default_pool"
 
 
 @pytest.mark.unit
 def test_cluster_profile_pod_runs_the_pipelines_trainer(monkeypatch):
-    """Each pipeline's training pod runs its own module; the popularity pod asks for no GPU."""
+    """Each family's training pod runs its own module; the EASE and popularity pods ask for no GPU."""
     import kubernetes_validate
     from kubernetes.client import ApiClient
 
@@ -98,17 +115,25 @@ def test_cluster_profile_pod_runs_the_pipelines_trainer(monkeypatch):
         def xcom_pull(self, task_ids=None, key=None, **kwargs):
             return {"uri": snapshot}[key]
 
-    for dag_id in ("recsys_train", "recsys_popularity"):
-        op = bag.dags[dag_id].get_task("train")
+    for dag_id, task_id in (
+        ("recsys_train", "train_mf"),
+        ("recsys_train", "train_ease"),
+        ("recsys_popularity", "train_popularity"),
+    ):
+        op = bag.dags[dag_id].get_task(task_id)
         op.arguments = op.render_template(
             op.arguments, {"ti": SnapshotXCom(), "run_id": "r1", "dag": op.dag, "params": op.dag.params}
         )
         manifest = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
         manifest.update(apiVersion="v1", kind="Pod")
         kubernetes_validate.validate(manifest, "1.33", strict=True)
-        pods[dag_id] = next(c for c in manifest["spec"]["containers"] if c["name"] == "base")
-    assert pods["recsys_train"]["args"][:5] == ["python", "-m", "jobs.train", "--snapshot", snapshot]
-    assert pods["recsys_train"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        pods[task_id] = next(c for c in manifest["spec"]["containers"] if c["name"] == "base")
+        pods[task_id]["node_selector"] = manifest["spec"].get("nodeSelector") or {}
+    assert pods["train_mf"]["args"][:5] == ["python", "-m", "jobs.train", "--snapshot", snapshot]
+    assert pods["train_mf"]["resources"]["limits"]["nvidia.com/gpu"] == "1" and pods["train_mf"]["node_selector"]
+    assert pods["train_ease"]["args"][:5] == ["python", "-m", "jobs.ease", "--snapshot", snapshot]
+    assert "nvidia.com/gpu" not in pods["train_ease"]["resources"]["limits"] and not pods["train_ease"]["node_selector"]
+    pods["recsys_popularity"] = pods["train_popularity"]
     assert not pods["recsys_popularity"].get("command")  # the image's tini entrypoint stays PID 1
     assert pods["recsys_popularity"]["args"][:3] == ["python", "-m", "jobs.popularity"]
     assert pods["recsys_popularity"]["args"][-2:] == ["--result-file", "/airflow/xcom/return.json"]
@@ -162,7 +187,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     states = task_states(first)
     assert str(first.state) == "success", states
     assert states["promote"] == "skipped" and states["infra_validate"] == "success", states
-    evaluation = xcom(first, "evaluate")
+    evaluation = xcom(first, "evaluate_popularity")
     k = evaluation["k"]
     challenger, baseline = evaluation["metrics"]["challenger"], evaluation["metrics"]["popularity"]
     assert challenger[f"ndcg_at_{k}"] == baseline[f"ndcg_at_{k}"]
@@ -180,7 +205,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     assert tags["decision"] == "not_blessed"
     assert tags["airflow_dag_id"] == "recsys_popularity"
     assert (tags["window_start"], tags["window_end"]) == ("2026-01-01", "2026-01-02")
-    assert xcom(first, "train")["metrics"][f"ndcg_at_{k}"] > 0
+    assert xcom(first, "train_popularity")["metrics"][f"ndcg_at_{k}"] > 0
 
     # 2. A gate that accepts a tie (gate.baseline_margin, set for the job processes only):
     #    blessed and promoted; the main model's registry stays untouched.
@@ -195,7 +220,7 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     states = task_states(second)
     assert str(second.state) == "success", states
     assert states["promote"] == "success", states
-    evaluation = xcom(second, "evaluate")
+    evaluation = xcom(second, "evaluate_popularity")
     assert evaluation["blessed"] is True, evaluation["reason"]
     assert evaluation["champion_version"] is None
     version = xcom(second, "register")["version"]

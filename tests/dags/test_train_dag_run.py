@@ -1,4 +1,5 @@
-"""The training DAG end to end with ``dag.test()``: real Spark, torch, MLflow server."""
+"""The training DAG end to end with ``dag.test()``: real Spark, torch, MLflow server; the MF and
+EASE families compete for one champion."""
 
 from __future__ import annotations
 
@@ -34,23 +35,40 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
-    evaluation = xcom(run, "evaluate")
+    # Both families were gated on the same evidence; the tournament's winner is the champion.
+    gates = {f: xcom(run, f"evaluate_{f}") for f in ("mf", "ease")}
+    assert gates["mf"]["evidence"]["users"] == gates["ease"]["evidence"]["users"] > 0
+    evaluation = xcom(run, "tournament")
+    winner, k = evaluation["winner"], evaluation["k"]
+    assert evaluation["metrics"] == gates[winner]["metrics"] and evaluation["run_id"] == gates[winner]["run_id"]
     metrics = evaluation["metrics"]
-    k = evaluation["k"]
     assert evaluation["champion_version"] is None
     assert metrics["challenger"][f"ndcg_at_{k}"] > metrics["popularity"][f"ndcg_at_{k}"]
     assert "oracle" in metrics
     assert evaluation["blessed"] is True, evaluation["reason"]
+    pooled = {f: g["evidence"]["pooled"]["challenger"][f"ndcg_at_{k}"] for f, g in gates.items()}
+    assert all(pooled[winner] >= pooled[f] for f, g in gates.items() if g["blessed"]), (winner, pooled)
     assert states["promote"] == "success"
     registered = xcom(run, "register")
     aliases = show(get_config())
     assert aliases[CHAMPION] == registered["version"]
-    tags = client(get_config()).get_model_version(get_config().mlflow.model_name, registered["version"]).tags
-    assert tags["decision"] == "promoted"
+    name = get_config().mlflow.model_name
+    tags = client(get_config()).get_model_version(name, registered["version"]).tags
+    assert tags["decision"] == "promoted" and tags["family"] == winner
     assert (tags["window_start"], tags["window_end"]) == ("2026-01-01", "2026-01-04")
     assert tags["airflow_run_id"] == run.run_id
-    train = xcom(run, "train")
+    # Every candidate is a version of the one model, in family order; the loser says why it lost.
+    assert [c["family"] for c in registered["candidates"]] == ["mf", "ease"]
+    (loser,) = [c for c in registered["candidates"] if c["family"] != winner]
+    loser_tags = client(get_config()).get_model_version(name, loser["version"]).tags
+    assert loser_tags["family"] == loser["family"] and loser_tags["decision"] in ("lost_tournament", "not_blessed")
+    if loser_tags["decision"] == "lost_tournament":
+        assert loser_tags["decision_reason"].startswith(f"lost the tournament to {winner}: pooled ndcg@{k}")
+    else:
+        assert loser_tags["decision_reason"] == gates[loser["family"]]["reason"]
+    train = xcom(run, f"train_{winner}")
     assert train["run_id"] and train["model_uri"]
+    print(f"tournament: {evaluation['reason']}")
     _check_model_card(run, registered, evaluation, train, tags)
 
     # A worse challenger (1 epoch vs the champion's 4) with a replay day (replay_days 1): plan
@@ -63,8 +81,10 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
 
     from jobs.evaluate.replay import describe
 
-    gate_env = {"MIN_RECALL": "0", "BASELINE_MARGIN": "1", "REPLAY_TOLERANCE": "0"}
-    os.environ.update({f"RECSYS__GATE__{key}": value for key, value in gate_env.items()})
+    # Only the MF family this time (training.families, read when the DAG is parsed): one candidate.
+    gate_env = {"GATE__MIN_RECALL": "0", "GATE__BASELINE_MARGIN": "1", "GATE__REPLAY_TOLERANCE": "0"}
+    gate_env["TRAINING__FAMILIES"] = '["mf"]'
+    os.environ.update({f"RECSYS__{key}": value for key, value in gate_env.items()})
     try:
         worse = dag_test(
             "recsys_train",
@@ -73,10 +93,11 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
         )
     finally:
         for key in gate_env:
-            del os.environ[f"RECSYS__GATE__{key}"]
+            del os.environ[f"RECSYS__{key}"]
     worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
     assert xcom(worse, "plan")["day"] == "2026-01-05" and xcom(worse, "plan")["replay_days"] == "2026-01-06"
-    second = xcom(worse, "evaluate")
+    assert "train_ease" not in worse_states
+    second = xcom(worse, "tournament")
     assert second["champion_version"] == registered["version"] and second["day"] == "2026-01-05"
     assert second["blessed"] is False, second
     assert second["metrics"]["challenger"][f"ndcg_at_{k}"] < second["metrics"]["champion"][f"ndcg_at_{k}"]
@@ -108,19 +129,21 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     page = mlflow.artifacts.load_text(challenger_tags["model_card"])
     assert "Evidence: the held-out day and the replay days" in page and "2026-01-06 challenger" in page, page
 
-    # Caching: the same inputs again (snapshot content, code, parameters — epochs 4 as the
-    # champion's run) register nothing and promote nothing; force_retrain trains anyway.
+    # Caching, per family: the same inputs again (snapshot content, code, parameters — epochs 4
+    # as the first run) hit each family's cache: nothing registered, nothing promoted;
+    # force_retrain trains anyway.
     conf = {"epochs": 4, "window_days": 4, "day": "2026-01-05"}
     versions_before = len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'"))
     cached = dag_test("recsys_train", logical_date=pendulum.datetime(2026, 1, 8, tz="UTC"), run_conf=conf)
     cached_states = {ti.task_id: str(ti.state) for ti in cached.get_task_instances()}
     assert str(cached.state) == "success", cached_states
-    hit = xcom(cached, "train")
-    assert hit["cached"] is True and hit["cached_version"] == registered["version"], hit
-    assert hit["cache_key"] == tags["cache_key"]
-    assert {t: cached_states[t] for t in ("evaluate", "register", "promote")} == dict.fromkeys(
-        ("evaluate", "register", "promote"), "skipped"
-    )
+    first_versions = {c["family"]: c["version"] for c in registered["candidates"]}
+    for family in ("mf", "ease"):
+        hit = xcom(cached, f"train_{family}")
+        assert hit["cached"] is True and hit["cached_version"] == first_versions[family], hit
+    assert xcom(cached, f"train_{winner}")["cache_key"] == tags["cache_key"]
+    skipped = ("evaluate_mf", "evaluate_ease", "tournament", "register", "promote")
+    assert {t: cached_states[t] for t in skipped} == dict.fromkeys(skipped, "skipped")
     assert (
         len(client(get_config()).search_model_versions(f"name='{get_config().mlflow.model_name}'")) == versions_before
     )
@@ -128,8 +151,8 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     forced = dag_test(
         "recsys_train", logical_date=pendulum.datetime(2026, 1, 9, tz="UTC"), run_conf={**conf, "force_retrain": True}
     )
-    forced_train = xcom(forced, "train")
-    assert forced_train["cached"] is False and forced_train["cache_key"] == hit["cache_key"]
+    forced_train = xcom(forced, "train_mf")
+    assert forced_train["cached"] is False and forced_train["cache_key"] == xcom(cached, "train_mf")["cache_key"]
     assert xcom(forced, "register")["version"] not in (registered["version"], challenger)
 
 
@@ -148,6 +171,7 @@ def _check_model_card(run, registered: dict, evaluation: dict, train: dict, tags
         "run_id": train["run_id"],
         "experiment_id": registered["experiment_id"],
         "registered_at": tags["registered_at"],
+        "family": evaluation["winner"],
     }
     data = card["data"]
     assert (data["window_start"], data["window_end"], data["held_out_day"]) == (
@@ -166,12 +190,17 @@ def _check_model_card(run, registered: dict, evaluation: dict, train: dict, tags
     assert set(card["validation"]) == {*data["train_days"], "2026-01-05"}
     assert all(v["success"] and v["rows"] > 3000 for v in card["validation"].values()), card["validation"]
     assert card["evaluation"]["metrics"] == evaluation["metrics"] and card["evaluation"]["blessed"] is True
-    assert card["decision"] == {"decision": "blessed", "reason": evaluation["reason"]}
+    # at registration: the winner's gate reason (promotion later tags the tournament's, which quotes it)
+    assert card["decision"]["decision"] == "blessed" and card["decision"]["reason"] in evaluation["reason"]
+    assert card["decision"]["reason"].startswith("blessed (") and tags["decision_reason"] == evaluation["reason"]
+    assert card["decision"]["tournament"].startswith("won: pooled ndcg@")
     assert card["context"]["airflow_run_id"] == run.run_id and card["context"]["airflow_dag_id"] == "recsys_train"
     assert card["lineage"]["git_commit"] == tags["git_commit"] and card["lineage"]["cache_key"] == tags["cache_key"]
-    assert card["training"]["params"]["epochs"] == "4" and card["approval"] is None
+    assert card["approval"] is None
+    assert card["training"]["params"].get("epochs") == "4" or card["training"]["params"]["model"] == "ease"
     page = mlflow.artifacts.load_text(tags["model_card"])
     assert f"v{registered['version']}</h1>" in page and "oracle" in page and "2026-01-05" in page
+    assert f"Family: {evaluation['winner']}" in page
     # What producing it cost, from the ledger: the snapshot, training and gate ran as jobs here;
     # this test ingested and validated its days in process (no job, so no ledger entries).
     cost = card["cost"]

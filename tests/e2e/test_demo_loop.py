@@ -38,43 +38,42 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     # jobs; a change here is a change of behaviour and must be explained).
     assert days == [f"2026-03-{d:02d}" for d in range(2, 10)]
     assert [rows[d]["rows"] for d in days] == [3000] * 8
-    assert [rows[d]["model_version"] for d in days] == [None] * 5 + ["1", "1", "2"]
-    assert [rows[d]["retrain"] for d in days] == [None] * 5 + [False, True, False]
+    # Two families per training (issue 26): the scheduled run registers v1 (mf) and v2 (ease), and
+    # EASE wins (pooled NDCG@10 0.219 vs 0.169). Against that stronger champion neither drift
+    # retraining shows non-inferiority on its one day of evidence (03-08: 112 user-days, lower
+    # bounds −0.030 / −0.029 < −0.02; 03-09: both below recent popularity after the catalogue
+    # launch), so v2 serves every day and the drift persists: a second retraining on 03-09.
+    # Before: MF alone, v1 then v2 promoted on the 03-08 drift, no retraining on 03-09.
+    assert [rows[d]["model_version"] for d in days] == [None] * 5 + ["2", "2", "2"]
+    assert [rows[d]["retrain"] for d in days] == [None] * 5 + [False, True, True]
     assert [None if rows[d]["hit_rate"] is None else round(rows[d]["hit_rate"], 3) for d in days] == [
         *[None] * 6,
         0.364,
-        0.368,
+        0.326,
     ]
-    assert [rows[d]["alerts"] for d in days[5:7]] == [[], ["user_daily_events", "item_popularity", "unseen_items"]]
-    assert len(rows[days[7]]["alerts"]) == 1
+    drifted = ["user_daily_events", "item_popularity", "unseen_items"]
+    assert [rows[d]["alerts"] for d in days[5:]] == [[], drifted, drifted]
     assert [round(rows[d]["max_psi"], 2) for d in days[5:]] == [0.02, 7.55, 7.61]
     events = {d: rows[d]["events"] for d in days if rows[d]["events"]}
+    drift = "train (data drift on 3 features (≥ 2): user_daily_events, item_popu)"
     assert events == {
-        "2026-03-06": ["train (scheduled) → v1 promoted"],
-        "2026-03-08": [
-            "train (data drift on 3 features (≥ 2): user_daily_events, item_popu) → v2 promoted",
-        ],
+        "2026-03-06": ["train (scheduled) → v1 mf lost_tournament, v2 ease promoted"],
+        "2026-03-08": [f"{drift} → v3 mf not_blessed, v4 ease not_blessed"],
+        "2026-03-09": [f"{drift} → v5 mf not_blessed, v6 ease not_blessed"],
     }, events
-    assert timeline["aliases"] == {"champion": "2", "challenger": "2", "previous_champion": "1"}
+    assert timeline["aliases"] == {"champion": "2", "challenger": "6", "previous_champion": None}
     gate = {ranker: round(m["ndcg_at_10"], 3) for ranker, m in timeline["champion_metrics"].items()}
-    # The champion ranks with the challenger's history excluded (the window up to the day before),
-    # as every ranker does: 0.161, not 0.127 as when its own older window was its only exclusion.
-    assert gate == {
-        "challenger": 0.19,
-        "champion": 0.161,
-        "popularity": 0.125,
-        "recent_popularity": 0.126,
-        "oracle": 0.258,
-    }, gate
+    # The champion's own gate (the first model: no champion row), on 2026-03-06.
+    assert gate == {"challenger": 0.219, "popularity": 0.19, "recent_popularity": 0.19, "oracle": 0.32}, gate
     assert "this model" in done.stdout and "oracle" in done.stdout
     # Where the time went, from the metadata DB: every day's ingest task counted, seconds positive.
     spent = {(r["dag_id"], r["task_id"]): r for r in timeline["task_time"]}
     assert spent[("recsys_ingest", "ingest")]["tasks"] == len(days), spent
-    assert all(r["seconds"] > 0 for r in spent.values()) and ("recsys_train", "train") in spent, spent
+    assert all(r["seconds"] > 0 for r in spent.values()) and ("recsys_train", "train_mf") in spent, spent
     assert "task time per stage (Airflow metadata DB" in done.stdout
     # What each version cost, summed from the ledger of the jobs that produced it.
     costs = timeline["version_costs"]
-    assert set(costs) == {"1", "2"}, costs
+    assert set(costs) == {"1", "2", "3", "4", "5", "6"}, costs
     assert all(c["cpu_s"] > 0 and c["wall_s"] >= c["cpu_s"] / 2 and c["gpu_s"] == 0 for c in costs.values()), costs
     assert "cost per version" in done.stdout
 
@@ -85,7 +84,7 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert re["curated_same"] == dict.fromkeys(REPROCESSED, True)
     assert re["recommendations_before"]["2026-03-06"] is None  # a training day: never served
     assert re["recommendations_after"] == re["recommendations_before"]
-    assert [re["recommendations_after"][d]["model_version"] for d in REPROCESSED[1:]] == ["1", "1"]
+    assert [re["recommendations_after"][d]["model_version"] for d in REPROCESSED[1:]] == ["2", "2"]
     assert re["new_runs"] == {"recsys_monitor": [], "recsys_train": []}, re["new_runs"]
     assert re["score_plans"] and set(re["score_plans"].values()) == {"skipped"}, re["score_plans"]
     held = "\n".join(re["held_logs"].values())

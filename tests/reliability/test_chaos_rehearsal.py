@@ -192,7 +192,13 @@ def _reject_a_retraining(api: AirflowApi, stack: Stack) -> dict[str, Any]:
     final = api.wait_run("recsys_train", run_id, timeout=1800, on_awaiting=reject)
     assert requests, api.task_instances("recsys_train", run_id)  # the approval was requested
     states = {t["task_id"]: t["state"] for t in api.task_instances("recsys_train", run_id)}
-    versions = [v for v in cl.search_model_versions(f"name='{name}'") if v.tags.get("airflow_run_id") == run_id]
+    # one version per model family: the reviewed one is the tournament's winner (alias challenger)
+    challenger = cl.get_model_version_by_alias(name, "challenger").version
+    versions = [
+        v
+        for v in cl.search_model_versions(f"name='{name}'")
+        if v.tags.get("airflow_run_id") == run_id and v.version == challenger
+    ]
     card = {}
     if versions:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,5 @@
+import sys
+
+from jobs.ease.trainer import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""EASE (``jobs.ease``): the closed form, its determinism and the one scoring contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jobs.ease.model import choose_l2, ease_weights, export_arrays, interaction_matrix, top_k_unseen
+
+
+def _world(seed: int = 3, users: int = 40, items: int = 25, pairs: int = 300):
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, users, pairs)
+    i = np.minimum(rng.zipf(1.6, pairs) - 1, items - 1)  # popular heads, as real logs
+    return u, i, users, items
+
+
+@pytest.mark.unit
+def test_closed_form_matches_the_constrained_least_squares_solution():
+    x = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float64)
+    lam = 2.0
+    b = ease_weights(x, lam)
+    # Steck's solution, written out: B = I − P · diag(1 / diag P) with P = (XᵀX + λI)⁻¹.
+    p = np.linalg.inv(x.T @ x + lam * np.eye(4))
+    assert np.allclose(b, np.eye(4) - p @ np.diag(1.0 / np.diag(p)), atol=1e-12)
+    assert np.all(np.diag(b) == 0)
+    # It is the minimiser of ‖X − XB‖² + λ‖B‖² under diag(B) = 0: column j solves its own ridge
+    # regression of X_j on the other columns.
+    for j in range(4):
+        others = [c for c in range(4) if c != j]
+        a = x[:, others]
+        ridge = np.linalg.solve(a.T @ a + lam * np.eye(3), a.T @ x[:, j])
+        assert np.allclose(b[others, j], ridge, atol=1e-10)
+    with pytest.raises(ValueError, match="> 0"):
+        ease_weights(x, 0.0)
+
+
+@pytest.mark.unit
+def test_fit_and_lambda_choice_are_deterministic():
+    u, i, n_users, n_items = _world()
+    x = interaction_matrix(u, i, n_users, n_items)
+    assert set(np.unique(x)) == {0.0, 1.0}  # duplicates count once
+    assert ease_weights(x, 5.0).tobytes() == ease_weights(x, 5.0).tobytes()
+    first, second = choose_l2(x, [1, 10, 100], k=5, seed=7), choose_l2(x, [100, 10, 1], k=5, seed=7)
+    assert first == second and first["l2"] in (1.0, 10.0, 100.0)
+    assert first["ndcg"] == max(v for key, v in first.items() if key.startswith("ndcg@"))
+
+
+@pytest.mark.unit
+def test_exported_artifact_scores_like_the_closed_form_through_the_scoring_core(tmp_path):
+    """user_factors @ item_factorsᵀ = X B: the batch scoring core and the pyfunc's engine rank
+    exactly the closed form's top-k, seen items excluded."""
+    from jobs.core.model import CSR, Recommender, save_artifact
+    from jobs.score.core import score_users
+
+    u, i, n_users, n_items = _world()
+    x = interaction_matrix(u, i, n_users, n_items)
+    b = ease_weights(x, 10.0)
+    arrays = export_arrays(x, b)
+    assert arrays["user_factors"].shape == (n_users, n_items) and arrays["item_factors"].shape == (n_items, n_items)
+    assert np.allclose(arrays["user_factors"] @ arrays["item_factors"].T, x @ b, atol=1e-5)
+    user_ids, item_ids = np.arange(n_users) + 1000, np.arange(n_items) + 10
+    path = tmp_path / "recsys.npz"
+    save_artifact(
+        str(path),
+        **arrays,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        popularity=np.bincount(i, minlength=n_items),
+        seen=CSR.from_pairs(u, i, n_users, n_items),
+        default_k=5,
+    )
+    rec = Recommender.load(str(path))
+    users = np.unique(u)
+    expected = top_k_unseen(x, b, users, 5)
+    scored = score_users(rec, user_ids[users], None, 5)
+    got = scored.item_id.reshape(len(users), -1) - 10
+    assert np.array_equal(got, expected)
+    served = rec.recommend(user_ids[users], 5)
+    assert [r["item_ids"] for r in served] == [list(item_ids[row[row >= 0]]) for row in expected]
