@@ -39,32 +39,37 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert days == [f"2026-03-{d:02d}" for d in range(2, 10)]
     assert [rows[d]["rows"] for d in days] == [3000] * 8
     # Two families per training (issue 26): the scheduled run registers v1 (mf) and v2 (ease), and
-    # EASE wins (pooled NDCG@10 0.219 vs 0.169). Against that stronger champion neither drift
-    # retraining shows non-inferiority on its one day of evidence (03-08: 112 user-days, lower
-    # bounds −0.030 / −0.029 < −0.02; 03-09: both below recent popularity after the catalogue
-    # launch), so v2 serves every day and the drift persists: a second retraining on 03-09.
-    # Before: MF alone, v1 then v2 promoted on the 03-08 drift, no retraining on 03-09.
-    assert [rows[d]["model_version"] for d in days] == [None] * 5 + ["2", "2", "2"]
-    assert [rows[d]["retrain"] for d in days] == [None] * 5 + [False, True, True]
+    # EASE wins (pooled NDCG@10 0.219 vs 0.169). The drift of 03-08 retrains both; the demo's gate
+    # accepts a challenger within 0.05 NDCG@10 of the champion (scripts/demo.py DEMO_GATE_ENV: one
+    # day after a drift has ~110 evaluated users), and the retrained MF wins the tournament and
+    # serves 03-09. Before (MF alone, old defaults): v1, then v2 promoted on the same drift;
+    # hit-rates 0.364, 0.368; champion gate NDCG@10 challenger 0.19, champion 0.161.
+    assert [rows[d]["model_version"] for d in days] == [None] * 5 + ["2", "2", "3"]
+    assert [rows[d]["retrain"] for d in days] == [None] * 5 + [False, True, False]
     assert [None if rows[d]["hit_rate"] is None else round(rows[d]["hit_rate"], 3) for d in days] == [
         *[None] * 6,
         0.364,
         0.326,
     ]
     drifted = ["user_daily_events", "item_popularity", "unseen_items"]
-    assert [rows[d]["alerts"] for d in days[5:]] == [[], drifted, drifted]
+    assert [rows[d]["alerts"] for d in days[5:]] == [[], drifted, ["item_popularity"]]
     assert [round(rows[d]["max_psi"], 2) for d in days[5:]] == [0.02, 7.55, 7.61]
     events = {d: rows[d]["events"] for d in days if rows[d]["events"]}
     drift = "train (data drift on 3 features (≥ 2): user_daily_events, item_popu)"
     assert events == {
         "2026-03-06": ["train (scheduled) → v1 mf lost_tournament, v2 ease promoted"],
-        "2026-03-08": [f"{drift} → v3 mf not_blessed, v4 ease not_blessed"],
-        "2026-03-09": [f"{drift} → v5 mf not_blessed, v6 ease not_blessed"],
+        "2026-03-08": [f"{drift} → v3 mf promoted, v4 ease lost_tournament"],
     }, events
-    assert timeline["aliases"] == {"champion": "2", "challenger": "6", "previous_champion": None}
+    assert timeline["aliases"] == {"champion": "3", "challenger": "3", "previous_champion": "2"}
     gate = {ranker: round(m["ndcg_at_10"], 3) for ranker, m in timeline["champion_metrics"].items()}
-    # The champion's own gate (the first model: no champion row), on 2026-03-06.
-    assert gate == {"challenger": 0.219, "popularity": 0.19, "recent_popularity": 0.19, "oracle": 0.32}, gate
+    # The champion's gate on its held-out day 2026-03-08 (v2, EASE, as the champion then).
+    assert gate == {
+        "challenger": 0.16,
+        "champion": 0.166,
+        "popularity": 0.125,
+        "recent_popularity": 0.126,
+        "oracle": 0.258,
+    }, gate
     assert "this model" in done.stdout and "oracle" in done.stdout
     # Where the time went, from the metadata DB: every day's ingest task counted, seconds positive.
     spent = {(r["dag_id"], r["task_id"]): r for r in timeline["task_time"]}
@@ -73,7 +78,7 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert "task time per stage (Airflow metadata DB" in done.stdout
     # What each version cost, summed from the ledger of the jobs that produced it.
     costs = timeline["version_costs"]
-    assert set(costs) == {"1", "2", "3", "4", "5", "6"}, costs
+    assert set(costs) == {"1", "2", "3", "4"}, costs
     assert all(c["cpu_s"] > 0 and c["wall_s"] >= c["cpu_s"] / 2 and c["gpu_s"] == 0 for c in costs.values()), costs
     assert "cost per version" in done.stdout
 
