@@ -113,9 +113,12 @@ def test_readme_curl_examples_token_backfill_trigger_poll_asset_event(curl_run, 
     tasks = dict(line.split() for line in lines if len(line.split()) == 2)
     assert run["state"] == "success", curl_run["poll"][-3000:]
     assert lines[-len(tasks) - 1].endswith(f"{curl_run['RUN_ID']}: success")
-    required = ("plan", "snapshot", "train_mf", "evaluate_mf", "train_ease", "evaluate_ease", "tournament")
+    required = ("plan", "snapshot", "train_mf", "evaluate_mf", "train_ease", "tournament")
     required += ("register", "infra_validate")
     assert {t: tasks.get(t) for t in required} == dict.fromkeys(required, "success"), tasks
+    # EASE has no epochs: the scheduled run already trained it on the same snapshot content, so the
+    # curl run's EASE hits its cache and is not gated again (fresh_ease short-circuits).
+    assert tasks["evaluate_ease"] in ("success", "skipped"), tasks
     assert tasks["promote"] in ("success", "skipped")  # skipped when the gate does not bless
     train = admin_client.call(
         "GET", f"/dags/recsys_train/dagRuns/{curl_run['RUN_ID']}/taskInstances/train_mf/xcomEntries/return_value"
