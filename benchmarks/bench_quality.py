@@ -44,7 +44,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see jobs/train/cli.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see jobs/train/job.py
 
 import numpy as np
 
@@ -116,7 +116,7 @@ def shipped_hparams() -> dict[str, Any]:
     from dataclasses import asdict
 
     from jobs.core.config import get_config
-    from jobs.train.cli import build_parser, hparams
+    from jobs.train.job import build_parser, hparams
 
     hp = asdict(hparams(build_parser(get_config()).parse_args(["--snapshot", "-"])))
     hp.pop("max_seconds_per_epoch")

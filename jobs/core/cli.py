@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -224,6 +225,13 @@ def cost_since(wall_start: float, cpu_start: float) -> dict[str, float]:
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "gpu_s": round(wall * gpus, 3),
     }
+
+
+def model_version(text: str) -> str:
+    """Argparse type of every ``--model-version``: a registered version number (1, 2, ...), never an alias."""
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise argparse.ArgumentTypeError(f"must be a registered version number (1, 2, ...), got {text!r}")
+    return text
 
 
 def _add_result_file(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 import sys
 
-from jobs.ease.trainer import main
+from jobs.ease.job import main
 
 sys.exit(main())

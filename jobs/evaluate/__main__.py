@@ -1,5 +1,5 @@
 import sys
 
-from jobs.evaluate.cli import main
+from jobs.evaluate.job import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 import sys
 
-from jobs.importer.cli import main
+from jobs.importer.job import main
 
 sys.exit(main())

@@ -59,7 +59,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from jobs.core import catalog, storage
-from jobs.core.cli import BadArgument, run_job
+from jobs.core.cli import BadArgument, model_version, run_job
 from jobs.core.config import PipelineConfig
 from jobs.monitor.decision import decide
 from jobs.monitor.models import ModelStore
@@ -313,8 +313,6 @@ def _log_day(report: dict[str, Any]) -> None:
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
     days = _days(args.day)
-    if args.model_version and not args.model_version.isdigit():
-        raise BadArgument(f"--model-version must be a registered version number, got {args.model_version!r}")
     if args.model_version and len(days) > 1:
         raise BadArgument(
             "--model-version applies to one day; with several days each day's recommendations name theirs"
@@ -333,7 +331,12 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.monitor", description=__doc__.split("\n\n")[0])
     ap.add_argument("--day", required=True, help="day D (YYYY-MM-DD), or several separated by commas")
-    ap.add_argument("--model-version", default="", help="the version that served D (default: the recs manifest's)")
+    ap.add_argument(
+        "--model-version",
+        default="",
+        type=model_version,
+        help="the version that served D (default: the recs manifest's)",
+    )
     return run_job(
         "monitoring",
         ap,

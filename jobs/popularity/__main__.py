@@ -1,5 +1,5 @@
 import sys
 
-from jobs.popularity.trainer import main
+from jobs.popularity.job import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 import sys
 
-from jobs.registry.cli import main
+from jobs.registry.job import main
 
 sys.exit(main())

@@ -89,7 +89,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see jobs.train: spinning 
 import numpy as np
 
 from jobs.core import catalog, storage, tracking
-from jobs.core.cli import BadArgument, run_job
+from jobs.core.cli import BadArgument, model_version, run_job
 from jobs.core.config import PipelineConfig
 from jobs.core.schema import POSITIVE_TYPES
 from jobs.core.spark import parallelism as spark_parallelism
@@ -373,8 +373,6 @@ def _publish(
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
     from jobs.core.spark import spark_session
 
-    if not re.fullmatch(r"[1-9][0-9]*", args.model_version):
-        raise BadArgument(f"--model-version must be a registered version number, got {args.model_version!r}")
     if args.k is not None and args.k < 1:
         raise BadArgument("--k must be at least 1")
     catalog.require_validated(cfg, args.day, "scored")  # before Spark: a refused day costs nothing
@@ -385,7 +383,12 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.score", description=__doc__.split("\n\n")[0])
     ap.add_argument("--day", required=True, type=date.fromisoformat, help="curated day D (YYYY-MM-DD)")
-    ap.add_argument("--model-version", required=True, help="registered version of mlflow.model_name (not an alias)")
+    ap.add_argument(
+        "--model-version",
+        required=True,
+        type=model_version,
+        help="registered version of mlflow.model_name (not an alias)",
+    )
     ap.add_argument("--k", type=int, help="recommendations per user (default scoring.k)")
     ap.add_argument("--device", choices=DEVICES, help="default scoring.device")
     ap.add_argument(

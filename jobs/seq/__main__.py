@@ -1,5 +1,5 @@
 import sys
 
-from jobs.seq.cli import main
+from jobs.seq.job import main
 
 sys.exit(main())

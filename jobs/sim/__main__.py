@@ -1,5 +1,5 @@
 import sys
 
-from jobs.sim.cli import main
+from jobs.sim.job import main
 
 sys.exit(main())

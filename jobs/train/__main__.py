@@ -1,5 +1,5 @@
 import sys
 
-from jobs.train.cli import main
+from jobs.train.job import main
 
 sys.exit(main())

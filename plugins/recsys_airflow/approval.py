@@ -117,7 +117,7 @@ class PromotionApproval(ApprovalOperator):
         argv = build_argv(
             "jobs.registry",
             # "--x=value": a reason that starts with "-" is still a value, not an option
-            ["review", f"--version={version}", f"--decision={decision}", f"--by={who}", f"--reason={reason}"],
+            ["review", f"--model-version={version}", f"--decision={decision}", f"--by={who}", f"--reason={reason}"],
         )
         argv += ["--model-name", self.model_name]
         proc = subprocess.run(argv, cwd=REPO_ROOT, env=job_env(), capture_output=True, text=True, timeout=300)

@@ -370,7 +370,7 @@ def model_pipeline(
         module="jobs.registry",
         job_args=[
             "promote",
-            "--version",
+            "--model-version",
             register.output["version"],
             "--expected-champion",
             ranked["champion_version"],

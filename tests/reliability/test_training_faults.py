@@ -209,7 +209,10 @@ def test_training_chain_survives_trainer_and_tracking_server_crashes(world, trac
     register_args = ("register", "--run-id", run_id, "--model-uri", trained["model_uri"], "--tags", tags)
     for step, args in (
         ("register", register_args),
-        ("promote", ("promote", "--version", "1", "--reason", gate["reason"], "--actor", "recsys_train/manual_1")),
+        (
+            "promote",
+            ("promote", "--model-version", "1", "--reason", gate["reason"], "--actor", "recsys_train/manual_1"),
+        ),
     ):
         _frozen_run(private_mlflow, inj, failures, "jobs.registry", args, tmp_path / f"{step}.json", step)
         if step == "register":

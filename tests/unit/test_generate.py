@@ -795,7 +795,7 @@ def test_scenario_objects_are_validated_too():
 
 
 def _cli(tmp_path: Path, *args: str) -> int:
-    from jobs.sim.cli import main
+    from jobs.sim.job import main
 
     return main(
         [

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.importer import cli, landing
+from jobs.importer import job, landing
 from jobs.importer.formats import SourceError, detect_format, read_records
 from jobs.ingest import rows as kernels
 
@@ -153,11 +153,11 @@ def test_the_job_exits_bad_input_naming_the_line_and_writes_nothing(tmp_path, mo
     monkeypatch.setenv("RECSYS__STORAGE__ROOT", str(tmp_path / "data"))
     src = write(tmp_path, "ratings.dat", SOURCES["ratings.dat"] + "9::9::9\n")
     result = tmp_path / "result.json"
-    code = cli.main(["movielens", "--source", str(src), "--result-file", str(result)])
+    code = job.main(["movielens", "--source", str(src), "--result-file", str(result)])
     assert code == 3 and "ratings.dat:4: expected 4 fields" in capsys.readouterr().err
     assert json.loads(result.read_text())["exit_code"] == 3 and not (tmp_path / "data").exists()
-    assert cli.main(["movielens", "--source", str(tmp_path / "nope.csv")]) == 2
+    assert job.main(["movielens", "--source", str(tmp_path / "nope.csv")]) == 2
     good = write(tmp_path, "u.data", SOURCES["u.data"])
-    assert cli.main(["movielens", "--source", str(good), "--result-file", str(result)]) == 0
+    assert job.main(["movielens", "--source", str(good), "--result-file", str(result)]) == 0
     assert json.loads(result.read_text())["rows"] == 3
     assert (tmp_path / "data" / "landing" / "events" / "dt=2000-01-03" / "_SUCCESS").is_file()

@@ -139,7 +139,7 @@ def _train(
 ) -> dict[str, Any] | None:
     """Resume, train the remaining epochs (checkpoint each), evaluate, log; rank 0's result.
 
-    Long because it is the run's sequence, in the order of ``jobs.train.cli._train``.
+    Long because it is the run's sequence, in the order of ``jobs.train.job._train``.
     """
     import torch
     import torch.distributed as dist

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from jobs.core.cli import run_job
+from jobs.core.cli import model_version, run_job
 from jobs.core.config import PipelineConfig
 from jobs.registry.aliases import promote, review, rollback, show
 from jobs.registry.register import register, register_candidates
@@ -31,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", help="the training snapshot (its manifest gives the window tags)")
     p.add_argument("--tags", type=json.loads, default={}, help="JSON object of extra version tags")
     p = sub.add_parser("promote", help="move champion to a version (compare-and-set)")
-    p.add_argument("--version", required=True)
+    p.add_argument("--model-version", required=True, type=model_version)
     p.add_argument("--expected-champion", default="")
     p.add_argument("--reason", required=True)
     p.add_argument("--actor", default=os.environ.get("USER", "airflow"))
     p = sub.add_parser("review", help="record a person's approval or rejection of a version (tags)")
-    p.add_argument("--version", required=True)
+    p.add_argument("--model-version", required=True, type=model_version)
     p.add_argument("--decision", choices=("approved", "rejected"), required=True)
     p.add_argument("--by", required=True, help="who decided (the Airflow user)")
     p.add_argument("--reason", default="")
@@ -55,9 +55,11 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "register":
         return register(cfg, args.run_id, args.tags, args.model_uri, args.model_name, args.snapshot)
     if args.command == "promote":
-        return promote(cfg, args.version, args.expected_champion or None, args.reason, args.actor, args.model_name)
+        return promote(
+            cfg, args.model_version, args.expected_champion or None, args.reason, args.actor, args.model_name
+        )
     if args.command == "review":
-        return review(cfg, args.version, args.decision, args.by, args.reason, args.model_name)
+        return review(cfg, args.model_version, args.decision, args.by, args.reason, args.model_name)
     if args.command == "rollback":
         return rollback(cfg, args.reason, args.actor, args.model_name)
     return show(cfg, args.model_name)
