@@ -61,10 +61,10 @@ status: venv  ## components, health, URLs and credentials
 env: venv  ## print the environment for the airflow CLI: eval "$$(make -s env)"
 	@$(BIN)/python scripts/stack.py env
 
-lint: venv  ## ruff check + format check + the layer contract (scripts/check_layers.py)
+lint: venv  ## ruff check + format check + the layer contract (import-linter, [tool.importlinter] in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python scripts/check_layers.py
+	$(BIN)/lint-imports --no-cache
 
 format: venv
 	$(BIN)/ruff format .

@@ -9,5 +9,5 @@
 * ``jobs.sim`` — the synthetic event world (the upstream system of the demo and the tests), a
   leaf that only tests, benchmarks and the demo import.
 
-The layer contract is checked by ``make lint`` (``scripts/check_layers.py``).
+The layer contract is checked by ``make lint`` (import-linter: ``[tool.importlinter]`` in pyproject.toml).
 """
