@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--day", required=True, help="day D (YYYY-MM-DD), or several separated by commas")
     ap.add_argument(
         "--model-version",
-        default="",
+        default=None,
         type=model_version,
         help="the version that served D (default: the recs manifest's)",
     )

@@ -116,3 +116,56 @@ def test_peak_memory_is_the_job_s_own_not_its_parent_s():
     assert inherited_mib >= 600, (own_mib, inherited_mib)  # the old figure: the parent's size
     assert own_mib < 200, (own_mib, inherited_mib)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 >= 600
+
+
+JOB_MODULES = [
+    "ease",
+    "evaluate",
+    "importer",
+    "ingest",
+    "monitor",
+    "popularity",
+    "registry",
+    "score",
+    "seq",
+    "sim",
+    "snapshot",
+    "train",
+    "validate",
+]
+
+
+def _parser_of(stage: str, monkeypatch) -> argparse.ArgumentParser:
+    """The argument parser ``jobs.<stage>.job.main`` hands to ``run_job`` (built as the job builds it)."""
+    import importlib
+
+    from jobs.core.config import load_config
+
+    module = importlib.import_module(f"jobs.{stage}.job")
+    seen: list = []
+    monkeypatch.setattr(module, "run_job", lambda name, parser, *a, **k: seen.append(parser) or 0)
+    assert module.main([]) == 0
+    parser = seen[0]
+    return parser if isinstance(parser, argparse.ArgumentParser) else parser(load_config(environ={}))
+
+
+def _actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        yield action
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict) and isinstance(action.choices[sub], argparse.ArgumentParser):
+                yield from _actions(action.choices[sub])
+
+
+@pytest.mark.parametrize("stage", JOB_MODULES)
+def test_every_default_passes_its_own_type(stage, monkeypatch):
+    """argparse runs a string default through ``type`` when the flag is absent: a default the type refuses
+    (``--model-version`` defaulting to "") fails every run that leaves the flag out, as the DAGs do."""
+    for action in _actions(_parser_of(stage, monkeypatch)):
+        if action.type is not None and isinstance(action.default, str):
+            action.type(action.default)
+
+
+def test_the_monitor_takes_the_dags_argv_without_a_model_version(monkeypatch):
+    args = _parser_of("monitor", monkeypatch).parse_args(["--day", "2026-03-07"])
+    assert args.model_version is None and str(args.day) == "2026-03-07"
