@@ -10,6 +10,14 @@ Each benchmark is a module ``benchmarks.bench_<name>`` with a function
 
 Results are merged by benchmark name: running ``--only generate`` replaces the ``generate``
 rows in ``results.json`` and keeps the rows of the other benchmarks from their last run.
+
+A row whose metric says it was not measured (``NOT_MEASURED``: "not run", "predicted",
+"extrapolated") has no ``value`` or ``reference``: an extrapolation belongs in its note, and a
+row that breaks this fails its benchmark.
+
+A benchmark fails by raising (``SystemExit`` included) or by returning no rows: its status is
+``failed``, an ``error`` row says why, and ``python -m benchmarks`` exits 1. An exception with a
+``partial_rows`` attribute (a size failed after others were measured) keeps those rows too.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ BENCHMARKS: list[str] = [
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+NOT_MEASURED = ("not run", "predicted", "extrapolated")
 
 
 def _machine() -> dict[str, Any]:
@@ -57,6 +66,12 @@ def _normalise(name: str, row: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"benchmark {name}: row {row} has unknown keys {sorted(unknown)}")
     out = {key: row.get(key) for key in ROW_KEYS}
     out["benchmark"] = out["benchmark"] or name
+    label = str(out["metric"]).lower()
+    if any(word in label for word in NOT_MEASURED) and (out["value"], out["reference"], out["ratio"]) != (None,) * 3:
+        raise ValueError(
+            f"benchmark {name}: row {out['metric']!r} was not measured: its figures belong in the note, "
+            "never in value, reference or ratio"
+        )
     if out["ratio"] is None and out["reference"] and isinstance(out["value"], int | float):
         out["ratio"] = out["value"] / out["reference"]
     return out
@@ -109,6 +124,28 @@ def _load_previous(path: Path) -> dict[str, Any]:
     return {"rows": list(data.get("rows", [])), "runs": dict(data.get("runs", {}))}
 
 
+def run_one(name: str, quick: bool) -> tuple[list[dict[str, Any]], str]:
+    """Run ``benchmarks.bench_<name>``: (its normalised rows, ``"ok"`` or ``"failed"``).
+
+    Any exception or ``SystemExit`` from the benchmark, or no rows at all, is a failure: the rows
+    are then the exception's ``partial_rows`` (if it has them) and an ``error`` row with the reason.
+    """
+    try:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        produced = [_normalise(name, row) for row in module.run(quick=quick)]
+        if not produced:
+            raise RuntimeError("the benchmark returned no rows")
+        return produced, "ok"
+    except (Exception, SystemExit) as exc:
+        traceback.print_exc()
+        try:
+            partial = [_normalise(name, row) for row in getattr(exc, "partial_rows", None) or []]
+        except ValueError as bad:  # a malformed kept row must not hide the failure itself
+            partial, exc = [], RuntimeError(f"{type(exc).__name__}: {exc}; its rows were dropped: {bad}")
+        error = _normalise(name, {"metric": "error", "note": f"FAILED: {type(exc).__name__}: {exc}"})
+        return [*partial, error], "failed"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -138,14 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected:
         print(f"== benchmark {name} ({'quick' if args.quick else 'full'})", flush=True)
         started = time.perf_counter()
-        try:
-            module = importlib.import_module(f"benchmarks.bench_{name}")
-            produced = [_normalise(name, row) for row in module.run(quick=args.quick)]
-            status = "ok"
-        except Exception as exc:
-            traceback.print_exc()
-            produced = [_normalise(name, {"metric": "error", "note": f"{type(exc).__name__}: {exc}"})]
-            status = "failed"
+        produced, status = run_one(name, args.quick)
+        if status != "ok":
             failed.append(name)
         rows += produced
         runs[name] = {

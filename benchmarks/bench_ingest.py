@@ -3,7 +3,9 @@
 Input: landing days of JSON lines from ``jobs.sim`` (50,000 users, 5,000 items, the
 realistic world with its ~0.3% redelivered duplicates, 1M-row shards): 1M and 10M events
 (``--quick``: 200k), in a temporary storage root (``RECSYS__STORAGE__ROOT``) that is removed
-afterwards.
+afterwards. A size that raises, or whose curated day validation refuses, gets a ``FAILED``
+row; the other sizes still run, then the benchmark fails (``SizesFailed``, every row kept) and
+so does ``python -m benchmarks``.
 
 Measured
   * ``ingest_day`` as every profile runs it: a Spark Connect client (``jobs.core.spark.connect``)
@@ -35,6 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -203,6 +206,28 @@ def _pyarrow_convert_dedup(files: list[Path], out: Path) -> tuple[int, int]:
     return n_in, table.num_rows
 
 
+class SizesFailed(RuntimeError):
+    """Some sizes failed: the benchmark fails; ``partial_rows`` keeps what every size measured
+    (the harness, ``benchmarks/__main__.py``, records them and marks the run failed)."""
+
+    def __init__(self, failures: list[str], rows: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(failures)} size(s) failed: {'; '.join(failures)}")
+        self.partial_rows = rows
+
+
+def failed_size_row(label: str, exc: BaseException) -> dict[str, Any]:
+    """The row of a size that raised: no value, the error in the note, marked FAILED."""
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return {"metric": f"ingest {label} FAILED", "note": f"FAILED: {type(exc).__name__}: {first}"}
+
+
+def checked(rows: list[dict[str, Any]], failures: list[str]) -> list[dict[str, Any]]:
+    """``rows`` when every size ran; otherwise raise ``SizesFailed`` carrying them."""
+    if failures:
+        raise SizesFailed(failures, rows)
+    return rows
+
+
 def _label(events: int) -> str:
     return f"{events // 1_000_000}M" if events % 1_000_000 == 0 else f"{events // 1000}k"
 
@@ -215,6 +240,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     os.environ["RECSYS__STORAGE__ROOT"] = str(tmp / "data")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     rows: list[dict[str, Any]] = []
+    failures: list[str] = []
     sampler = _RssSampler()
     spark = None
     servers = ExitStack()
@@ -376,6 +402,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
                 # Great Expectations validation of the curated day.
                 engines = ["pandas", "spark"] if i == 0 else ["pandas"]
+                refused = []
                 for engine in engines:
                     with sampler.phase() as val_mem:
                         started = time.perf_counter()
@@ -385,6 +412,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     n_rows = int(summary["rows"])
                     per_m = val_s / (n_rows / 1e6)
                     status = "passed" if summary["success"] else "FAILED: " + "; ".join(summary["failures"])
+                    if not summary["success"]:
+                        refused.append(f"{engine}: {'; '.join(summary['failures'])}")
                     rows.append(
                         {
                             "metric": f"validate_day {engine} {label}",
@@ -395,15 +424,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                             f"({'this process' if engine == 'pandas' else 'process tree'})",
                         }
                     )
-            except Exception as exc:  # a failing size must not lose the rows of the others
-                rows.append(
-                    {
-                        "metric": f"ingest {label} error",
-                        "note": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                    }
-                )
-                if len(sizes) == 1:
-                    raise
+                if refused:  # the job's own day refused by its own suites: the size did not work
+                    raise RuntimeError(f"validate_day refused the curated {label} day ({' | '.join(refused)})")
+            except Exception as exc:  # the other sizes still run; the run fails at the end
+                traceback.print_exc()
+                rows.append(failed_size_row(label, exc))
+                failures.append(f"{label}: {type(exc).__name__}")
             # Free the disk before the next (larger) day.
             for zone in ("landing", "curated", "quarantine"):
                 shutil.rmtree(Path(cfg.storage.partition(zone, day)), ignore_errors=True)
@@ -421,4 +447,4 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             else:
                 os.environ[key] = value
         shutil.rmtree(tmp, ignore_errors=True)
-    return rows
+    return checked(rows, failures)
