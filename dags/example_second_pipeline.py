@@ -3,9 +3,9 @@
 
 The cold-start fallback model, trained, gated, registered and promoted exactly like the main
 recommender, under its own MLflow model name **recsys-popularity**. The whole pipeline is one
-call to `recsys_airflow.factory.model_pipeline` (see README, "Add a pipeline"):
+call to `recsys_airflow.factory.model_pipeline` (see docs/adding-a-pipeline.md):
 
-1. **plan** — the evaluation day D (`day`, or the latest validated curated day).
+1. **plan** — the held-out day D (`day`, or the latest validated curated day).
 2. **snapshot** — `jobs.snapshot` (Spark): the same time-split snapshot `recsys_train` uses.
 3. **train_popularity** — `python -m jobs.popularity`: ranks items by distinct users in the
    window, logs a pyfunc to MLflow (local subprocess, or a CPU-only pod of the training image in
@@ -29,7 +29,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, dag
 
 from jobs.core.config import get_config
-from recsys_airflow.defaults import START_DATE, default_args
+from recsys_airflow.defaults import dag_args
 from recsys_airflow.factory import Family, model_pipeline, training_params
 
 cfg = get_config()
@@ -49,13 +49,8 @@ POPULARITY_CHAMPION = Asset(
 @dag(
     dag_id="recsys_popularity",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["recsys", "training", "mlflow", "example", "manual"],
-    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params=training_params(cfg),
+    **dag_args(cfg, __doc__, ["training", "mlflow", "example", "manual"]),
 )
 def recsys_popularity():
     p = model_pipeline(cfg, families=[POPULARITY], model_name=MODEL_NAME, outlets=[POPULARITY_CHAMPION])

@@ -34,7 +34,7 @@ from airflow.sdk import AsyncCallback, DeadlineAlert, Param, dag, task
 from jobs.core.config import get_config
 from recsys_airflow.assets import CURATED_EVENTS
 from recsys_airflow.deadlines import LiveRunLogicalDate, late_after, late_ingest
-from recsys_airflow.defaults import START_DATE, default_args
+from recsys_airflow.defaults import dag_args
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.sensors import LandingSensor
 
@@ -44,14 +44,8 @@ cfg = get_config()
 @dag(
     dag_id="recsys_ingest",
     schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=3,
     max_consecutive_failed_dag_runs=0,
-    doc_md=__doc__,
-    tags=["recsys", "ingestion", "spark", "great-expectations"],
     owner_links={cfg.airflow.owner: "https://github.com/recsys/recsys-airflow"},
-    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     deadline=DeadlineAlert(
         reference=LiveRunLogicalDate(),
         interval=late_after(cfg.airflow.late_ingest_after_hours),
@@ -75,6 +69,7 @@ cfg = get_config()
         ),
     },
     render_template_as_native_obj=False,
+    **dag_args(cfg, __doc__, ["ingestion", "spark", "great-expectations"], max_active_runs=3),
 )
 def recsys_ingest():
     wait = LandingSensor(

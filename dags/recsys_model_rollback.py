@@ -18,7 +18,7 @@ from airflow.sdk import Param, dag
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
-from recsys_airflow.defaults import START_DATE, default_args
+from recsys_airflow.defaults import dag_args
 from recsys_airflow.launcher import JobOperator
 
 cfg = get_config()
@@ -27,12 +27,6 @@ cfg = get_config()
 @dag(
     dag_id="recsys_model_rollback",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["recsys", "mlflow", "manual"],
-    default_args=default_args(cfg.airflow.owner, retries=1, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
         "reason": Param(
             type="string",
@@ -42,6 +36,7 @@ cfg = get_config()
             description="Why the champion is rolled back (kept on both model versions).",
         ),
     },
+    **dag_args(cfg, __doc__, ["mlflow", "manual"], retries=1),
 )
 def recsys_model_rollback():
     JobOperator(

@@ -5,9 +5,8 @@ Runs once per served day: scoring keys each `recsys_recommendations` event by it
 `day`, `model_version`) and this DAG runs on a `PartitionedAssetTimetable` (one run per key:
 `plugins/recsys_airflow/partitions.py`), or on demand with the typed parameters below.
 
-1. **plan** — the day(s): the `day` parameter (one day or several, comma-separated), else the
-   run's partition key.
-2. **drift** — `python -m jobs.monitor --day D`: for every planned day D, a report under
+1. **plan** — the day D: the `day` parameter, else the run's partition key.
+2. **monitor** — `python -m jobs.monitor --day D`: the day's drift report under
    `reports/drift/dt=D/` (JSON + HTML with distribution
    overlays, metric table and trend; also MLflow artifacts of a run in
    `<experiment>-monitoring`; the *Drift report* extra link opens it). Data drift of the
@@ -49,31 +48,20 @@ from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import RECOMMENDATIONS
-from recsys_airflow.defaults import START_DATE, default_args
-from recsys_airflow.links import DriftJobOperator
+from recsys_airflow.defaults import dag_args, day_param
+from recsys_airflow.links import MonitorJobOperator
 
 cfg = get_config()
 TRAIN_DAG_ID = "recsys_train"
-DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
 
 
 @dag(
     dag_id="recsys_monitor",
     schedule=PartitionedAssetTimetable(assets=RECOMMENDATIONS),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["recsys", "monitoring", "drift", "mlflow"],
-    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params={
-        "day": Param(
-            None,
-            type=["null", "string"],
-            pattern=DAYS_PATTERN,
-            title="Day(s)",
-            description="YYYY-MM-DD (or several, comma-separated) to monitor; empty = the days of the triggering "
-            "recommendations event (the run's partition key).",
+        "day": day_param(
+            "Day",
+            "YYYY-MM-DD to monitor; empty = the day of the triggering recommendations event (the run's partition key).",
         ),
         "force_retrain": Param(
             False,
@@ -82,36 +70,24 @@ DAYS_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*$"
             description="Trigger recsys_train even without drift (not while a training run is queued or running).",
         ),
     },
+    **dag_args(cfg, __doc__, ["monitoring", "drift", "mlflow"]),
 )
 def recsys_monitor():
     """Long because it is the DAG body: its TaskFlow tasks are defined inline so that the graph reads in one place."""
 
     @task
     def plan(params: dict | None = None, triggering_asset_events=None, dag_run=None) -> str:
-        """The day(s) to monitor, comma-separated: the `day` param, else the run's partition key."""
+        """The day to monitor: the `day` param, else the run's partition key."""
         from recsys_airflow.partitions import run_day
 
-        if (params or {}).get("day"):
-            days = str(params["day"])
-        else:
-            days, sources = run_day(
-                None,
-                dag_run.partition_key,
-                triggering_asset_events,
-                "no day to monitor: set the `day` parameter or trigger through a recommendations event",
-            )
-            print(f"recommendations of {days} published by: {', '.join(sources) or 'unknown'}")
-        print(f"days to monitor: {days}")
-        return days
-
-    days = plan()
-    drift = DriftJobOperator(
-        task_id="drift",
-        module="jobs.monitor",
-        job_args=["--day", days],
-        execution_timeout=timedelta(hours=1),
-        doc_md="`python -m jobs.monitor --day D`: report JSON + HTML per day, MLflow monitoring run, decision.",
-    )
+        day, sources = run_day(
+            (params or {}).get("day"),
+            dag_run.partition_key,
+            triggering_asset_events,
+            "no day to monitor: set the `day` parameter or trigger through a recommendations event",
+        )
+        print(f"day to monitor: {day} (recommendations published by: {', '.join(sources) or 'the day param'})")
+        return day
 
     @task.short_circuit
     def decide(report: dict, params: dict | None = None, ti: Any = None) -> dict | None:
@@ -126,9 +102,9 @@ def recsys_monitor():
         if report["drift_alert"]:
             announce(
                 "drift",
-                f"drift on {', '.join(report['days'])} (model v{report['model_version']}): {report['reason']} "
+                f"drift on {report['day']} (model v{report['model_version']}): {report['reason']} "
                 f"— report {report['report_html']}",
-                {"days": report["days"], "alerts": report["alerts"], "report_html": report["report_html"]},
+                {"day": report["day"], "alerts": report["alerts"], "report_html": report["report_html"]},
             )
         running = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"])
         hours_since, train_run = None, None
@@ -162,12 +138,18 @@ def recsys_monitor():
             return None
         return {"reason": decision.reason[:500], "report_html": report["report_html"][:1000], "force_retrain": force}
 
-    days >> drift
-    conf = decide(drift.output)
+    day = plan()
+    monitor = MonitorJobOperator(
+        task_id="monitor",
+        module="jobs.monitor",
+        job_args=["--day", day],
+        execution_timeout=timedelta(hours=1),
+        doc_md="`python -m jobs.monitor --day D`: the day's report JSON + HTML, MLflow monitoring run, decision.",
+    )
     TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id=TRAIN_DAG_ID,
-        conf=conf,
+        conf=decide(monitor.output),
         logical_date=None,
         wait_for_completion=False,
         openlineage_inject_parent_info=False,

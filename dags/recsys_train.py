@@ -4,7 +4,7 @@
 Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this DAG with a
 `reason` in the conf), or on demand from the UI/REST with the typed parameters below.
 
-1. **plan** — the evaluation day D: `day`, or the latest validated curated day (`replay_days`
+1. **plan** — the held-out day D: `day`, or the latest validated curated day (`replay_days`
    days before it: those newest days join the gate's evidence).
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
@@ -53,8 +53,8 @@ from airflow.sdk import dag
 
 from jobs.core.config import get_config
 from recsys_airflow.assets import CHAMPION_MODEL
-from recsys_airflow.defaults import START_DATE, default_args
-from recsys_airflow.factory import families_of, model_pipeline, training_params
+from recsys_airflow.defaults import dag_args
+from recsys_airflow.factory import PipelineSteps, families_of, training_params
 
 cfg = get_config()
 
@@ -62,19 +62,24 @@ cfg = get_config()
 @dag(
     dag_id="recsys_train",
     schedule="0 4 * * 1",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["recsys", "training", "mlflow", "gpu"],
-    default_args=default_args(cfg.airflow.owner, retry_delay_s=cfg.airflow.retry_delay_s),
     params=training_params(cfg),
+    **dag_args(cfg, __doc__, ["training", "mlflow", "gpu"]),
 )
 def recsys_train():
-    p = model_pipeline(cfg, families=families_of(cfg.training.families), outlets=[CHAMPION_MODEL])
-    for family in cfg.training.families:
-        p.plan >> p.snapshot >> p.train[family] >> p.fresh[family] >> p.evaluate[family] >> p.tournament
-    p.tournament >> p.register >> p.infra_validate >> p.blessed >> p.approve >> p.promote
+    steps = PipelineSteps(cfg)
+    planned = steps.plan()
+    snapshot = steps.snapshot(planned)
+    candidates = [steps.candidate(family, snapshot, planned) for family in families_of(cfg.training.families)]
+    ranked = steps.tournament(candidates)
+    registered = steps.register(ranked, snapshot)
+    validated = steps.infra_validate(registered, snapshot)
+    blessed = steps.blessed(ranked)
+    approve = steps.approve()
+    promote = steps.promote(registered, ranked, outlets=[CHAMPION_MODEL])
+
+    for c in candidates:  # one trainer and one gate per family, in parallel
+        planned >> snapshot >> c.train >> c.fresh >> c.evaluate >> ranked
+    ranked >> registered >> validated >> blessed >> approve >> promote
 
 
 recsys_train()

@@ -40,10 +40,19 @@ def cache_key(snapshot_manifest: dict[str, Any], trainer: str, code: str, hparam
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def find_cached(cfg: PipelineConfig, model_name: str, key: str) -> dict[str, str] | None:
-    """The newest registered version of ``model_name`` with cache key ``key``, or None."""
+def find_cached(
+    cfg: PipelineConfig, model_name: str, key: str, tracking_uri: str | None = None
+) -> dict[str, str] | None:
+    """The newest registered version of ``model_name`` with cache key ``key``, or None.
+
+    Args:
+        tracking_uri: the registry to ask (a trainer's ``--tracking-uri``: the server it would
+            log to); default ``mlflow.tracking_uri``.
+    """
     from jobs.core.tracking import client, not_found
 
+    if tracking_uri is not None:
+        cfg = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"tracking_uri": tracking_uri})})
     cl = client(cfg)
     try:
         versions = cl.search_model_versions(f"name='{model_name}'")

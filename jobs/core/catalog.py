@@ -19,8 +19,8 @@ from datetime import date
 from typing import Any
 
 from jobs.core import storage
-from jobs.core.cli import BadArgument, BadInput
 from jobs.core.config import PipelineConfig
+from jobs.core.errors import BadArgument, BadInput
 
 VALIDATION_MARKER = "_VALIDATION"
 REPORT_KINDS = ("validation", "drift")

@@ -5,8 +5,9 @@ failure to one ``ExitCode`` with a one-line message on stderr and in the result 
 log shows it as the failure). The orchestrator retries exactly the ``retryable`` codes; a
 retry cannot fix a bad argument, bad input data or a failed quality check.
 
-A job raises ``JobError`` subclasses for what it knows is wrong; an ``OSError`` (disk full, a
-folder that vanished) and an outage of the MLflow tracking server are retryable.
+A job raises ``JobError`` subclasses (``jobs.core.errors``, re-exported here) for what it knows
+is wrong; an ``OSError`` (disk full, a folder that vanished) and an outage of the MLflow
+tracking server are retryable.
 
 Every result carries what producing it cost (``cost``, the ledger's entry for this job): wall
 seconds, CPU seconds and peak resident memory of the job's process and the processes it waited
@@ -25,62 +26,23 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from jobs.core.config import ConfigError, PipelineConfig, get_config
+from jobs.core.errors import (  # noqa: F401 - re-exported: jobs import their errors from here too
+    NOT_RETRYABLE,
+    BadArgument,
+    BadInput,
+    CheckFailed,
+    ExitCode,
+    JobError,
+    Retryable,
+    is_retryable,
+)
 
 XCOM_DIR = "/airflow/xcom"  # the KubernetesPodOperator XCom contract (RECSYS_XCOM_DIR overrides it)
 MESSAGE_LIMIT = 2000
-
-
-class ExitCode(IntEnum):
-    """What a job's exit status means to the orchestrator."""
-
-    OK = 0
-    RETRYABLE = 1  # infrastructure: a full disk, a service outage — a retry may succeed
-    BAD_ARGUMENT = 2  # the caller's mistake (argv, configuration)
-    BAD_INPUT = 3  # the data cannot be processed as it is
-    CHECK_FAILED = 4  # a quality check said no (validation, infra validation)
-
-    @property
-    def retryable(self) -> bool:
-        return self not in NOT_RETRYABLE
-
-
-NOT_RETRYABLE = frozenset({ExitCode.BAD_ARGUMENT, ExitCode.BAD_INPUT, ExitCode.CHECK_FAILED})
-
-
-def is_retryable(code: int) -> bool:
-    """True for an exit status a retry may fix: 1, a signal (negative), anything unknown."""
-    return code not in {int(c) for c in NOT_RETRYABLE}
-
-
-class JobError(RuntimeError):
-    """A failure the job understands; ``exit_code`` says whether a retry can help."""
-
-    exit_code: ExitCode = ExitCode.BAD_INPUT
-
-    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.result = result or {}
-
-
-class BadArgument(JobError):
-    exit_code = ExitCode.BAD_ARGUMENT
-
-
-class BadInput(JobError):
-    exit_code = ExitCode.BAD_INPUT
-
-
-class CheckFailed(JobError):
-    exit_code = ExitCode.CHECK_FAILED
-
-
-class Retryable(JobError):
-    exit_code = ExitCode.RETRYABLE
 
 
 def tracking_errors() -> tuple[type[BaseException], ...]:

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-from jobs.core.cli import Retryable
+from jobs.core.errors import Retryable
 
 
 class PublishError(Retryable):

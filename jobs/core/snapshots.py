@@ -5,7 +5,7 @@ A snapshot folder holds ``train.parquet`` (user_idx, item_idx, weight), ``test.p
 (user_idx, item_idx: the held-out day's new positive pairs), ``users.parquet`` /
 ``items.parquet`` (dense index → id; items carry the window's popularity), the drift reference
 and the ``_SUCCESS`` manifest (day, window, row counts). ``load_snapshot`` raises
-``SnapshotError`` (a bad argument: exit 2) naming what is wrong.
+``SnapshotError`` (``jobs.core.errors``: bad input, exit 3) naming what is wrong.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from jobs.core import storage
-from jobs.core.cli import BadArgument
+from jobs.core.errors import SnapshotError
 
-
-class SnapshotError(BadArgument):
-    """The snapshot cannot be used (missing, unpublished, or a table or column is wrong)."""
+__all__ = ["SnapshotError", "TrainData", "load_snapshot"]
 
 
 @dataclass

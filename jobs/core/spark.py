@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.core.cli import Retryable
 from jobs.core.config import REPO_ROOT, PipelineConfig
+from jobs.core.errors import Retryable
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -86,8 +86,20 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
+_WORKER_START = ("Python worker failed to connect back", "waiting for the Python worker to connect back")
+
+
 def unavailable(cfg: PipelineConfig, exc: BaseException) -> SparkUnavailable:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The retryable failure of an endpoint, named for what failed: a Python worker that did not
+    start within Spark's fixed 10 s (a loaded machine; the server itself is fine) is not an
+    unavailable server."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if any(marker in text for marker in _WORKER_START):
+        return SparkUnavailable(
+            f"a Spark Python worker did not start in time on {cfg.spark.remote} (Spark waits 10 s for it to "
+            f"connect back, on each task attempt: is the machine overloaded?): {first[:400]}"
+        )
     return SparkUnavailable(f"Spark Connect server {cfg.spark.remote} unavailable: {first[:500]}")
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.core.cli import BadArgument, BadInput
 from jobs.core.config import REPO_ROOT, PipelineConfig
+from jobs.core.errors import BadArgument, BadInput
 from jobs.core.schema import MODEL_ARRAYS, MODEL_FILE
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"

@@ -35,6 +35,7 @@ from jobs.core import catalog, tracking
 from jobs.core.cli import BadInput
 from jobs.core.config import GateConfig, PipelineConfig
 from jobs.core.ranking import metrics_of_lists
+from jobs.core.results import GateResult
 from jobs.core.snapshots import TrainData, load_snapshot
 from jobs.evaluate import replay
 
@@ -180,7 +181,7 @@ def evaluate(
     model_uri: str | None = None,
     model_name: str | None = None,
     replay_days: list[str] | None = None,
-) -> dict[str, Any]:
+) -> GateResult:
     """Gate the challenger; ``model_name`` (default ``mlflow.model_name``) names whose champion to
     beat; ``replay_days``: validated days after the held-out day pooled into the evidence."""
     name = model_name or cfg.mlflow.model_name
@@ -253,7 +254,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> GateResult:
     result = evaluate(cfg, args.snapshot, args.run_id, args.model_uri, args.model_name, args.replay_days)
     k = result["k"]
     print(f"held-out day {result['day']}")

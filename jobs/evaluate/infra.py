@@ -20,6 +20,7 @@ import numpy as np
 
 from jobs.core.cli import CheckFailed
 from jobs.core.config import PipelineConfig
+from jobs.core.results import InfraResult
 from jobs.core.snapshots import load_snapshot
 from jobs.evaluate.gate import HeldOut
 
@@ -56,7 +57,7 @@ def _problems(out: Any, users: list[int], k: int, held: HeldOut) -> list[str]:
     return problems
 
 
-def check(model_uri: str, snapshot_uri: str, k: int, smoke_users: int = 64) -> dict[str, Any]:
+def check(model_uri: str, snapshot_uri: str, k: int, smoke_users: int = 64) -> InfraResult:
     """Load ``model_uri`` and check a smoke batch; ``InfraValidationError`` names what is broken."""
     import mlflow.pyfunc
     import pandas as pd
@@ -85,7 +86,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--snapshot", required=True)
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> InfraResult:
     import mlflow
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)

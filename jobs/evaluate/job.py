@@ -7,10 +7,11 @@ from typing import Any
 
 from jobs.core.cli import run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.results import GateResult, InfraResult
 from jobs.evaluate import gate, infra
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> GateResult | InfraResult:
     return (gate.run if args.command == "gate" else infra.run)(cfg, args)
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from jobs.core.cli import BadArgument, BadInput, Retryable, run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.results import ImportResult
 from jobs.importer import datasets
 from jobs.importer.formats import FORMATS, SourceError
 from jobs.importer.landing import import_ratings
@@ -33,7 +33,7 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     return ap
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> ImportResult:
     if args.first_day and args.last_day and args.first_day > args.last_day:
         raise BadArgument(f"--first-day {args.first_day} is after --last-day {args.last_day}")
     if args.source in SHORTCUTS:

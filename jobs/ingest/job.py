@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.core import storage
 from jobs.core.cli import BadInput, run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.results import IngestResult
 from jobs.core.schema import LANDING_COLUMNS, REQUIRED_COLUMNS, curated_schema, schema_text
 from jobs.core.timing import Stages
 from jobs.ingest.buckets import ROWS_PER_FILE, STAGE1_SCHEMA, STAGE2_SCHEMA, one_task, stage1, stage2
@@ -313,7 +314,7 @@ def ingest_day(cfg: PipelineConfig, spark: SparkSession, day: date, landing_root
     }
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> IngestResult:
     """The CLI's job: a Spark Connect session, the day, and where the work ran."""
     from jobs.core.spark import server_info, spark_session
 

@@ -1,9 +1,8 @@
 """Drift monitoring of a served day: data, predictions and the online outcome → report + decision.
 
-``python -m jobs.monitor --day D[,D2,...] [--model-version V] [--result-file F]``
+``python -m jobs.monitor --day D [--model-version V] [--result-file F]``
 
-For each day D (several days are monitored in date order; the DAG passes every day whose
-recommendations arrived since its last run):
+For the day D:
 
 1. **Model and reference.** The version V that served day D (``--model-version``, else the
    ``model_version`` of the ``recommendations/dt=D`` manifest — the version the scoring run
@@ -61,6 +60,7 @@ from typing import Any
 from jobs.core import catalog, storage
 from jobs.core.cli import BadArgument, model_version, run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.results import MonitorResult
 from jobs.monitor.decision import decide
 from jobs.monitor.models import ModelStore
 from jobs.monitor.report import render_html
@@ -110,12 +110,12 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def trend(cfg: PipelineConfig, day: str, days: int) -> list[dict[str, Any]]:
+def trend(cfg: PipelineConfig, day: date, days: int) -> list[dict[str, Any]]:
     """Trend rows of the published reports of the ``days`` days before ``day``."""
-    first = (date.fromisoformat(day) - timedelta(days=days)).isoformat()
+    first, last = (day - timedelta(days=days)).isoformat(), day.isoformat()
     rows = []
     for d in storage.published_days(f"{cfg.storage.zone('reports')}/drift"):
-        if first <= d < day:
+        if first <= d < last:
             try:
                 rows.append(summary(json.loads(storage.read_text(catalog.report_json(cfg, "drift", d)) or "")))
             except (OSError, ValueError, KeyError):
@@ -183,24 +183,25 @@ def _log_to_mlflow(models: ModelStore, run_id: str, report: dict[str, Any], html
     cl.set_terminated(run_id, "FINISHED")
 
 
-def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str | None = None) -> dict[str, Any]:
-    """Build, publish and log the report of one day; returns the report (with its locations).
+def monitor_day(cfg: PipelineConfig, models: ModelStore, day: date, version: str | None = None) -> dict[str, Any]:
+    """Build, publish and log the report of ``day``; returns the report (with its locations).
 
     Long because it is the job's sequence (reference, features, performance, decision, publish, MLflow) in order.
     """
     started = time.perf_counter()
     th = thresholds(cfg)
-    today = load_day(cfg, day)
-    manifest, recs = read_recommendations(cfg, day)
+    d = day.isoformat()  # the day in paths, tags and the report
+    today = load_day(cfg, d)
+    manifest, recs = read_recommendations(cfg, d)
     served = str(manifest["model_version"]) if manifest and manifest.get("model_version") is not None else None
     if version and served and served != version:
         raise BadArgument(
-            f"recommendations dt={day} were served by model version {served}, not {version} (--model-version)"
+            f"recommendations dt={d} were served by model version {served}, not {version} (--model-version)"
         )
     version = version or served
     if not version:
         raise BadArgument(
-            f"no recommendations partition for dt={day} to take the model version from: pass --model-version"
+            f"no recommendations partition for dt={d} to take the model version from: pass --model-version"
         )
     mv = models.version(version)
     reference, why, ref_uri = models.reference(version)
@@ -209,13 +210,13 @@ def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str 
     if n_items is None:
         arrays = models.arrays(version)
         n_items = len(arrays["item_ids"]) if not isinstance(arrays, str) else None
-    pred = prediction_drift(cfg, day, version, recs, n_items, th)
+    pred = prediction_drift(cfg, d, version, recs, n_items, th)
     perf = performance(cfg, day, version, models, today, th)
     decision = decide(data, pred, perf, th)
-    run_id, exp_id = _mlflow_run(cfg, models, day, version)
-    folder = catalog.report_dir(cfg, "drift", day)
+    run_id, exp_id = _mlflow_run(cfg, models, d, version)
+    folder = catalog.report_dir(cfg, "drift", d)
     report: dict[str, Any] = {
-        "day": day,
+        "day": d,
         "model_name": cfg.mlflow.model_name,
         "model_version": version,
         "model_run_id": mv.run_id,
@@ -229,8 +230,8 @@ def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str 
         "prediction_drift": pred,
         "performance": perf,
         "decision": decision,
-        "report_html": catalog.report_html(cfg, "drift", day),
-        "report_json": catalog.report_json(cfg, "drift", day),
+        "report_html": catalog.report_html(cfg, "drift", d),
+        "report_json": catalog.report_json(cfg, "drift", d),
         "mlflow": {"run_id": run_id, "experiment_id": exp_id, "experiment": monitoring_experiment(cfg)},
     }
     report["trend"] = [*trend(cfg, day, cfg.drift.trend_days), summary(report)]
@@ -242,7 +243,7 @@ def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str 
             staging,
             folder,
             {
-                "day": day,
+                "day": d,
                 "model_version": version,
                 "retrain": decision["retrain"],
                 "files": ["report.json", "report.html"],
@@ -254,43 +255,25 @@ def monitor_day(cfg: PipelineConfig, models: ModelStore, day: str, version: str 
     return report
 
 
-def result_of(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """The job's result JSON: the decisive day (the latest calling for a retrain, else the last day)."""
-    decisive = next((r for r in reversed(reports) if r["decision"]["retrain"]), reports[-1])
-    data, perf = decisive["data_drift"], decisive["performance"]
+def result_of(report: dict[str, Any]) -> MonitorResult:
+    """The job's result JSON: the day's decision, figures and report locations."""
+    data, perf, decision = report["data_drift"], report["performance"], report["decision"]
     return {
-        "day": decisive["day"],
-        "days": [r["day"] for r in reports],
-        "model_version": decisive["model_version"],
-        "retrain": decisive["decision"]["retrain"],
-        "reason": decisive["decision"]["reason"],
-        "drift_alert": any(r["decision"]["drift_alert"] for r in reports),
-        "alerts": decisive["decision"]["alerts"],
+        "day": report["day"],
+        "model_version": report["model_version"],
+        "retrain": decision["retrain"],
+        "reason": decision["reason"],
+        "drift_alert": decision["drift_alert"],
+        "alerts": decision["alerts"],
         "drifted_features": data.get("alerts", []) if data.get("available") else [],
         "hit_rate": perf.get("hit_rate"),
         "recall": perf.get("recall"),
         "decay": perf.get("decay"),
-        "report_json": decisive["report_json"],
-        "report_html": decisive["report_html"],
-        "run_id": decisive["mlflow"]["run_id"],
-        "experiment_id": decisive["mlflow"]["experiment_id"],
-        "reports": [
-            {
-                "day": r["day"],
-                "retrain": r["decision"]["retrain"],
-                "drift_alert": r["decision"]["drift_alert"],
-                "report_html": r["report_html"],
-            }
-            for r in reports
-        ],
+        "report_json": report["report_json"],
+        "report_html": report["report_html"],
+        "run_id": report["mlflow"]["run_id"],
+        "experiment_id": report["mlflow"]["experiment_id"],
     }
-
-
-def _days(text: str) -> list[str]:
-    days = sorted({d.strip() for d in text.split(",") if d.strip()})
-    if not days:
-        raise BadArgument("--day: at least one day is required")
-    return [catalog.day_text(d) for d in days]
 
 
 def _log_day(report: dict[str, Any]) -> None:
@@ -311,26 +294,19 @@ def _log_day(report: dict[str, Any]) -> None:
     print(f"{day}: report {report['report_html']} ({report['seconds']}s)")
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
-    days = _days(args.day)
-    if args.model_version and len(days) > 1:
-        raise BadArgument(
-            "--model-version applies to one day; with several days each day's recommendations name theirs"
-        )
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> MonitorResult:
     models = ModelStore(cfg)
-    reports = []
     try:
-        for day in days:
-            reports.append(monitor_day(cfg, models, day, args.model_version or None))
-            _log_day(reports[-1])
+        report = monitor_day(cfg, models, args.day, args.model_version)
     finally:
         models.close()
-    return result_of(reports)
+    _log_day(report)
+    return result_of(report)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.monitor", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--day", required=True, help="day D (YYYY-MM-DD), or several separated by commas")
+    ap.add_argument("--day", required=True, type=date.fromisoformat, help="the served day D (YYYY-MM-DD)")
     ap.add_argument(
         "--model-version",
         default=None,

@@ -149,9 +149,10 @@ def judge_performance(
 
 
 def performance(
-    cfg: PipelineConfig, day: str, version: str, models: ModelStore, today: Any, th: dict[str, float]
+    cfg: PipelineConfig, day: date, version: str, models: ModelStore, today: Any, th: dict[str, float]
 ) -> dict[str, Any]:
-    prev = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+    """Online outcome of the recommendations of ``day`` - 1 against ``today``'s events (the day's positives)."""
+    prev = (day - timedelta(days=1)).isoformat()
     manifest, recs = read_recommendations(cfg, prev)
     if manifest is None:
         return unavailable(f"no recommendations partition for dt={prev} (nothing was served on {day})", recs_day=prev)
@@ -166,7 +167,7 @@ def performance(
     if k != offline["k"]:
         offline = models.offline(served_by, k)
     seen_u, seen_i = _seen_pairs(arrays)
-    excluded = [d for d in manifest.get("source_days", []) if d < day]
+    excluded = [d for d in manifest.get("source_days", []) if d < day.isoformat()]
     extra_u, extra_i = [seen_u], [seen_i]
     for d in excluded:
         try:

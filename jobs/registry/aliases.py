@@ -40,6 +40,7 @@ from typing import Any
 
 from jobs.core.cli import BadInput
 from jobs.core.config import PipelineConfig
+from jobs.core.results import AliasesResult, PromotionResult, ReviewResult, RollbackResult
 from jobs.core.tracking import CHALLENGER, CHAMPION, PREVIOUS, alias_version, client
 
 
@@ -173,7 +174,7 @@ def promote(
     reason: str,
     actor: str,
     model_name: str | None = None,
-) -> dict[str, Any]:
+) -> PromotionResult:
     """Move ``champion`` to ``version`` if the champion is still ``expected_champion``."""
     cl = client(cfg)
     name = model_name or cfg.mlflow.model_name
@@ -213,7 +214,7 @@ def promote(
     return {"promoted": True, "version": version, "previous": current, "decision": "promoted", "reason": reason}
 
 
-def rollback(cfg: PipelineConfig, reason: str, actor: str, model_name: str | None = None) -> dict[str, Any]:
+def rollback(cfg: PipelineConfig, reason: str, actor: str, model_name: str | None = None) -> RollbackResult:
     """One-step rollback: champion ← previous_champion (audited on both versions)."""
     cl = client(cfg)
     name = model_name or cfg.mlflow.model_name
@@ -244,7 +245,7 @@ REVIEW_TAGS = ("review.decision", "review.by", "review.reason", "review.at")
 
 def review(
     cfg: PipelineConfig, version: str, decision: str, by: str, reason: str, model_name: str | None = None
-) -> dict[str, Any]:
+) -> ReviewResult:
     """Record a person's approval or rejection of ``version`` as version tags (``review.*``);
     a rejected version keeps its aliases: promotion is skipped, the champion stays."""
     if decision not in ("approved", "rejected"):
@@ -266,7 +267,7 @@ def review(
     return {"model": name, "version": str(version), **tags, "card_updated": carded}
 
 
-def show(cfg: PipelineConfig, model_name: str | None = None) -> dict[str, Any]:
+def show(cfg: PipelineConfig, model_name: str | None = None) -> AliasesResult:
     cl = client(cfg)
     name = model_name or cfg.mlflow.model_name
     return {alias: alias_version(cl, name, alias) for alias in (CHAMPION, CHALLENGER, PREVIOUS)}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
 
 from jobs.core.cli import model_version, run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.results import AliasesResult, PromotionResult, RegistrationResult, ReviewResult, RollbackResult
 from jobs.registry.aliases import promote, review, rollback, show
 from jobs.registry.register import register, register_candidates
 
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(
+    cfg: PipelineConfig, args: argparse.Namespace
+) -> RegistrationResult | PromotionResult | ReviewResult | RollbackResult | AliasesResult:
     if args.command == "register" and args.candidates is not None:
         return register_candidates(cfg, args.candidates, args.tags, args.model_name, args.snapshot)
     if args.command == "register":

@@ -22,6 +22,7 @@ from jobs.core import storage
 from jobs.core.cache import RUN_TAG, VERSION_TAG
 from jobs.core.cli import BadArgument
 from jobs.core.config import PipelineConfig
+from jobs.core.results import RegistrationResult
 from jobs.core.tracking import CHALLENGER, client, git_commit
 from jobs.registry.aliases import now_iso, registry_lock
 from jobs.registry.card import write_card
@@ -58,7 +59,7 @@ def register(
     model_name: str | None = None,
     snapshot_uri: str | None = None,
     alias: bool = True,
-) -> dict[str, Any]:
+) -> RegistrationResult:
     """Register the run's model as a new version (idempotent per run) with alias challenger.
 
     Args:
@@ -113,7 +114,7 @@ def register_candidates(
     tags: dict[str, Any],
     model_name: str | None = None,
     snapshot_uri: str | None = None,
-) -> dict[str, Any]:
+) -> RegistrationResult:
     """Register every candidate of a tournament (``recsys_airflow.tournament``) in the given order,
     each with its own tags (``family``, and a lost candidate's decision and reason) over ``tags``;
     only the one marked ``challenger`` gets the alias. Returns the challenger's registration

@@ -91,11 +91,12 @@ import numpy as np
 from jobs.core import catalog, storage, tracking
 from jobs.core.cli import BadArgument, model_version, run_job
 from jobs.core.config import PipelineConfig
-from jobs.core.schema import POSITIVE_TYPES
+from jobs.core.results import ScoreResult
+from jobs.core.schema import POSITIVE_TYPES, recommendations_schema
 from jobs.core.spark import parallelism as spark_parallelism
 from jobs.core.timing import Stages
 from jobs.score.core import DEVICES, ScoreError
-from jobs.score.worker import _partition_scorer, output_schema
+from jobs.score.worker import _partition_scorer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -241,7 +242,7 @@ def _score_buckets(spark: SparkSession, per_user: Any, user_ids: np.ndarray, sco
 def score_day(
     cfg: PipelineConfig,
     spark: SparkSession,
-    day: date | str,
+    day: date,
     version: str,
     k: int | None = None,
     device: str | None = None,
@@ -271,7 +272,7 @@ def score_day(
         )
         shipped = ship_model(spark, info)
     stages.mark("model")
-    excl_days, skipped = exclusion_days(cfg, date.fromisoformat(d), info.window_end)
+    excl_days, skipped = exclusion_days(cfg, day, info.window_end)
     if not info.window_end:
         print(
             f"warning: no training window recorded for version {version}: excluding the items of every "
@@ -361,7 +362,7 @@ def _publish(
         "skipped_days": skipped,
         "training_window_end": info.window_end,
         "device": sorted({r["device"] for r in counts}),
-        "columns": [f"{f.name}:{f.type}" for f in output_schema()],
+        "columns": [f"{f.name}:{f.type}" for f in recommendations_schema()],
         "stages": stages.seconds,
         "seconds": stages.total(),
         "served_by": served_by,
@@ -370,7 +371,7 @@ def _publish(
     return manifest
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> ScoreResult:
     from jobs.core.spark import spark_session
 
     if args.k is not None and args.k < 1:

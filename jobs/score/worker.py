@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jobs.core.schema import recommendations_schema
 from jobs.core.spark import task_location
 from jobs.score.core import DEVICES, Exclusions, Scored, ScoringModel, score_users
 
@@ -50,21 +51,6 @@ def worker_model(path: str, device: str) -> tuple[ScoringModel, bool]:
     return model, True
 
 
-def output_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("user_id", pa.int64(), nullable=False),
-            pa.field("rank", pa.int32(), nullable=False),
-            pa.field("item_id", pa.int64(), nullable=False),
-            pa.field("score", pa.float32(), nullable=False),
-            pa.field("model_version", pa.string(), nullable=False),
-            pa.field("model_run_id", pa.string(), nullable=False),
-        ]
-    )
-
-
 def scored_table(scored: Scored, model_version: str, model_run_id: str) -> pa.Table:
     """The contract's table for a ``Scored`` batch."""
     import pyarrow as pa
@@ -80,7 +66,7 @@ def scored_table(scored: Scored, model_version: str, model_run_id: str) -> pa.Ta
             pa.DictionaryArray.from_arrays(zeros, pa.array([model_version])).cast(pa.string()),
             pa.DictionaryArray.from_arrays(zeros, pa.array([model_run_id])).cast(pa.string()),
         ],
-        schema=output_schema(),
+        schema=recommendations_schema(),
     )
 
 

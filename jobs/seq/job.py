@@ -5,11 +5,10 @@
 --seed S] [--checkpoint-dir DIR] [--run-name NAME] [--experiment NAME] [--tracking-uri URI]
 [--result-file PATH] [--max-seconds-per-epoch S] [--device auto|cpu|cuda] [--fresh]``
 
-The trainer contract of ``jobs.train``: the same snapshot input, cache (``jobs.core.cache``:
-a registered version with this run's key means nothing is trained), per-epoch checkpoint and
-exact resume, idempotent rerun (``result.json`` beside the checkpoint), MLflow params, epoch
-metrics, test metrics against popularity and the ``recsys.npz`` pyfunc, and the same result
-JSON keys. ``torchrun --nproc-per-node=W -m jobs.seq ...`` trains data-parallel.
+The trainer protocol (``jobs.core.trainer_protocol``) and the torch run of ``jobs.train``
+(``jobs.core.training.train_and_log``): the same snapshot input, cache, per-epoch checkpoint and
+exact resume, idempotent rerun, MLflow run, test metrics against popularity, the ``recsys.npz``
+pyfunc and the declared ``TrainResult``. ``torchrun --nproc-per-node=W -m jobs.seq ...`` trains data-parallel.
 
 Sequences: the order of each user's train pairs comes from the curated days of the window
 (``jobs.seq.events``); the model is ``jobs.seq.model.SASRec``; its export scores through
@@ -20,32 +19,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import sys
 from typing import Any
 
-from jobs.core import storage
-from jobs.core.cache import RUN_TAG, as_bool, cache_key, code_version, find_cached
+import numpy as np
+
 from jobs.core.cli import BadArgument, run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.results import TrainResult
 from jobs.core.snapshots import TrainData, load_snapshot
-from jobs.core.training import RESULT, init_distributed, load_checkpoint, save_checkpoint
+from jobs.core.trainer_protocol import TrainerRun, add_trainer_arguments, main_rank, snapshot_params
+from jobs.core.training import DistContext, distributed, train_and_log
 from jobs.seq.model import LOSSES
+from jobs.seq.sequences import Histories
 from jobs.seq.trainer import Hparams
 
-log = logging.getLogger("jobs.seq")
 CHECKPOINT_FORMAT = 1
 JOB = "jobs.seq"
 
 
 def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     """The job's flags (defaults: ``jobs.seq.trainer.Hparams``; seed, MLflow and k from the configuration)."""
-    d, m = Hparams(), cfg.mlflow
+    d = Hparams()
     ap = argparse.ArgumentParser(prog="python -m jobs.seq", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--snapshot", required=True, help="snapshot folder (train/test/users/items parquet + _SUCCESS)")
+    add_trainer_arguments(ap, cfg, "folder or s3:// prefix; default: <checkpoints zone>/seq-<day>-<fp>")
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per global batch")
     ap.add_argument("--hidden", type=int, default=d.hidden)
@@ -61,14 +59,7 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     ap.add_argument("--init-std", type=float, default=d.init_std, help="std of the initial weights")
     ap.add_argument("--max-seconds-per-epoch", type=float, help="cut an epoch after this many seconds")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--checkpoint-dir", help="folder or s3:// prefix; default: <checkpoints zone>/seq-<day>-<fp>")
     ap.add_argument("--fresh", action="store_true", help="ignore (and overwrite) an existing checkpoint")
-    ap.add_argument("--run-name")
-    ap.add_argument("--experiment", default=m.experiment)
-    ap.add_argument("--tracking-uri", default=m.tracking_uri)
-    ap.add_argument("--k", type=int, default=cfg.gate.k, help="cut-off of the test metrics (gate.k)")
-    ap.add_argument("--model-name", default=m.model_name, help="registered model whose versions are the cache")
-    ap.add_argument("--force-retrain", type=as_bool, default=False, help="true: train even when cached")
     return ap
 
 
@@ -87,147 +78,50 @@ def hparams(args: argparse.Namespace) -> Hparams:
     return Hparams(**{name: getattr(args, name) for name in fields})
 
 
-def fingerprint(data: TrainData, hp: Hparams) -> str:
-    payload = {"job": JOB, "snapshot": data.uri, "manifest": data.manifest, "hparams": hp.fingerprint_fields()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any] | None:
-    """The CLI's job; None on ranks other than 0 (rank 0 reports for the whole run)."""
-    hp = hparams(args)
-    data = load_snapshot(args.snapshot)
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    key = cache_key(data.manifest, JOB, code_version("seq", "core"), dataclasses.asdict(hp))
-    if not args.force_retrain and (hit := find_cached(cfg, args.model_name, key)) is not None:
-        log.info("cached: version %s has this cache key (%s); nothing trained", hit["cached_version"], key)
-        return {"cached": True, "cache_key": key, **hit} if main_rank else None
-    fp = fingerprint(data, hp)
-    ckpt_dir = args.checkpoint_dir or storage.join(
-        cfg.storage.zone("checkpoints"), f"seq-{data.manifest.get('day', 'snapshot')}-{fp[:12]}"
-    )
-    previous = None if args.fresh else _already_trained(ckpt_dir, fp, hp.epochs)
-    if previous is not None:
-        return previous if main_rank else None
-    from jobs.seq.events import window_events
-    from jobs.seq.sequences import build_histories
-
-    hist = build_histories(*window_events(cfg, data), data.n_users)
-    ctx = init_distributed(args.device)
-    try:
-        return _train(cfg, args, hp, data, hist, ctx, fp, key, ckpt_dir)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _already_trained(ckpt_dir: str, fp: str, epochs: int) -> dict[str, Any] | None:
-    text = storage.read_text(storage.join(ckpt_dir, RESULT))
-    try:
-        previous = json.loads(text) if text is not None else None
-    except ValueError:
-        return None
-    if not previous or previous.get("fingerprint") != fp or previous.get("epochs_done") != epochs:
-        return None
-    log.info("already trained (%s); re-emitting its result", ckpt_dir)
-    return previous
-
-
-def _train(
-    cfg: PipelineConfig, args: argparse.Namespace, hp: Hparams, data, hist, ctx, fp: str, key: str, ckpt_dir: str
-) -> dict[str, Any] | None:
-    """Resume, train the remaining epochs (checkpoint each), evaluate, log; rank 0's result.
-
-    Long because it is the run's sequence, in the order of ``jobs.train.job._train``.
-    """
-    import torch
-    import torch.distributed as dist
-
-    from jobs.core.training import evaluate_arrays
-    from jobs.seq.tracking import Tracker
-    from jobs.seq.trainer import Trainer
-
-    if ctx.device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    trainer = Trainer(data, hist, hp, ctx)
-    ckpt = None if args.fresh else load_checkpoint(ckpt_dir, fp, CHECKPOINT_FORMAT)
-    history: list[dict[str, Any]] = []
-    if ckpt is not None:
-        trainer.load_state(ckpt["state"])
-        history = list(ckpt["history"])
-        log.info("resuming from %s at epoch %d", ckpt_dir, len(history))
-    tracker, run_id = None, None
-    if ctx.is_main:
-        tracker = Tracker(args.tracking_uri, args.experiment)
-        run_id = tracker.start(ckpt.get("run_id") if ckpt else None, args.run_name)
-        tracker.log_setup(data, hist, hp, ctx, {"checkpoint_dir": str(ckpt_dir), "k": args.k, "windows": trainer.n})
-        tracker.mlflow.set_tag(RUN_TAG, key)
-        tracker.log_epochs(history)
-    ran = []
-    for epoch in range(len(history) + 1, hp.epochs + 1):
-        stats = trainer.run_epoch(epoch)
-        ran.append(stats)
-        history.append(dict(stats))
-        if ctx.is_main:
-            payload = {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "epoch": epoch, "run_id": run_id}
-            save_checkpoint(ckpt_dir, {**payload, "history": history, "state": trainer.state()})
-            tracker.log_epochs(history)
-            log.info(
-                "epoch %d/%d loss=%.5f %.2fs %.0f targets/s",
-                epoch,
-                hp.epochs,
-                stats["loss"],
-                stats["seconds"],
-                stats["samples_per_s"],
-            )
-    if ctx.distributed:
-        dist.barrier()
-    if not ctx.is_main:
-        return None
-    k = args.k
-    arrays = trainer.arrays()
-    metrics = evaluate_arrays(arrays, data, k, device=ctx.device)
-    done = ran or history
-    seconds, samples = sum(s["seconds"] for s in done), sum(s["samples"] for s in done)
-    pop_recall = metrics[f"pop_recall_at_{k}"]
-    metrics.update(
-        {
-            "final_loss": history[-1]["loss"] if history else float("nan"),
-            "train_seconds": seconds,
-            "train_samples_per_s": samples / max(seconds, 1e-9),
-            f"lift_recall_at_{k}": metrics[f"recall_at_{k}"] / pop_recall if pop_recall else 0.0,
-        }
-    )
-    info = tracker.log_model(arrays, data, cfg.scoring.k)
-    result = {
-        "run_id": run_id,
-        "model_uri": info.model_uri,
-        "run_model_uri": f"runs:/{run_id}/model",
-        "experiment_id": tracker.experiment_id,
-        "metrics": metrics,
-        "k": k,
-        "epochs_done": len(history),
-        "epochs_cut": sum(1 for s in history if s.get("cut")),
-        "samples_per_s": metrics["train_samples_per_s"],
+def seq_params(data: TrainData, hist: Histories, hp: Hparams, ctx: DistContext, extra: dict[str, Any]) -> dict:
+    """The MLflow params of a SASRec run: hyper-parameters, device, snapshot and sequence sizes."""
+    lengths = hist.lengths()
+    return {
+        "model": "sasrec",
+        **{k: v for k, v in dataclasses.asdict(hp).items() if v is not None},
         "world_size": ctx.world,
         "device": ctx.device.type,
-        "snapshot": data.uri,
-        "snapshot_day": data.manifest.get("day"),
-        "checkpoint_dir": str(ckpt_dir),
-        "fingerprint": fp,
-        "cached": False,
-        "cache_key": key,
+        **snapshot_params(data),
+        "sequence_items": int(lengths.sum()),
+        "median_sequence_length": float(np.median(lengths)) if len(lengths) else 0.0,
+        **extra,
     }
-    tracker.finish(metrics, result)
-    storage.write_json_atomic(storage.join(ckpt_dir, RESULT), result)
-    log.info(
-        "recall@%d=%.4f ndcg@%d=%.4f (popularity %.4f / %.4f)",
-        *(k, metrics[f"recall_at_{k}"], k, metrics[f"ndcg_at_{k}"]),
-        *(metrics[f"pop_recall_at_{k}"], metrics[f"pop_ndcg_at_{k}"]),
+
+
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> TrainResult | None:
+    """The CLI's job under the trainer protocol; None on ranks other than 0 (rank 0 reports for the whole run)."""
+    hp = hparams(args)
+    data = load_snapshot(args.snapshot)
+    run = TrainerRun.open(
+        cfg,
+        JOB,
+        data,
+        dataclasses.asdict(hp),
+        args.checkpoint_dir,
+        resumable=hp.fingerprint_fields(),
+        default_dir="seq",
+        epochs=hp.epochs,
     )
-    return result
+    previous = run.reuse(cfg, args)
+    if previous is not None:
+        return previous if main_rank() else None
+    from jobs.seq.events import window_events
+    from jobs.seq.sequences import build_histories
+    from jobs.seq.trainer import Trainer
+
+    hist = build_histories(*window_events(cfg, data), data.n_users)
+    with distributed(args.device) as ctx:
+
+        def params(trainer: Any) -> dict[str, Any]:
+            extra = {"checkpoint_dir": str(run.result_dir), "k": args.k, "windows": trainer.n}
+            return seq_params(data, hist, hp, ctx, extra)
+
+        return train_and_log(cfg, args, run, data, ctx, lambda: Trainer(data, hist, hp, ctx), params, CHECKPOINT_FORMAT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from jobs.core.snapshots import TrainData
-from jobs.core.training import DistContext
+from jobs.core.training import DistContext, epoch_stats, time_up
 from jobs.seq.sequences import Histories, latest, training_windows
 
 
@@ -94,7 +94,6 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train one epoch (1-based); returns loss (mean per target), seconds, samples (targets), samples/s, cut."""
         import torch
-        import torch.distributed as dist
 
         hp, ctx = self.hp, self.ctx
         self.model.train()
@@ -122,28 +121,10 @@ class Trainer:
             self.optimizer.step()
             loss_sum += loss.detach().double()
             targets_done += count
-            if hp.max_seconds_per_epoch is not None and start + hp.batch_size < self.n:
-                over = time.perf_counter() - started > hp.max_seconds_per_epoch
-                if ctx.distributed:  # every rank must stop after the same step
-                    flag = torch.tensor(float(over), device=ctx.device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    over = bool(flag.item())
-                if over:
-                    cut = True
-                    break
-        if ctx.distributed:
-            dist.all_reduce(loss_sum)
-        if ctx.device.type == "cuda":
-            torch.cuda.synchronize(ctx.device)
-        seconds = time.perf_counter() - started
-        return {
-            "epoch": epoch,
-            "loss": float(loss_sum.item() / max(targets_done, 1)),
-            "seconds": seconds,
-            "samples": targets_done,
-            "samples_per_s": targets_done / max(seconds, 1e-9),
-            "cut": cut,
-        }
+            if start + hp.batch_size < self.n and time_up(started, hp.max_seconds_per_epoch, ctx):
+                cut = True
+                break
+        return epoch_stats(epoch, loss_sum, targets_done, started, cut, ctx)
 
     # -- state ---------------------------------------------------------------------------
 

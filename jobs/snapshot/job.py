@@ -31,13 +31,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from jobs.core import catalog, storage
-from jobs.core.cli import BadInput, run_job
+from jobs.core.cli import run_job
 from jobs.core.config import PipelineConfig
+from jobs.core.errors import SnapshotError
+from jobs.core.results import SnapshotResult
 from jobs.core.schema import POSITIVE_TYPES, REFERENCE_FILE
-
-
-class SnapshotError(BadInput):
-    """Not enough validated data for the requested window."""
 
 
 def reference_stats(cfg: PipelineConfig, train_days: list[str], day: date, users: Any, items: Any) -> str:
@@ -115,7 +113,7 @@ def index_split(train_pairs: Any, test_pairs: Any) -> dict[str, Any]:
     }
 
 
-def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> dict[str, Any]:
+def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> SnapshotResult:
     """Build (or rebuild) the snapshot for ``day``; returns its manifest plus ``uri``.
 
     Spark reads the window's curated files and aggregates the positive pairs (one shuffle per
@@ -135,7 +133,7 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     if not train_days:
         raise SnapshotError(f"no validated curated day in the window {wanted[0]} … {wanted[-1]}")
     if not catalog.is_validated(cfg, day):
-        raise SnapshotError(f"the evaluation day dt={day.isoformat()} is not a validated curated partition")
+        raise SnapshotError(f"the held-out day dt={day.isoformat()} is not a validated curated partition")
 
     def positives(days: list[str]):
         return (
@@ -182,7 +180,7 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     return {**manifest, "uri": uri, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> SnapshotResult:
     from jobs.core.spark import spark_session
 
     with spark_session(cfg, "snapshot") as spark:
@@ -191,7 +189,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.snapshot", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--day", required=True, type=date.fromisoformat, help="held-out (evaluation) day D")
+    ap.add_argument("--day", required=True, type=date.fromisoformat, help="held-out day D")
     ap.add_argument(
         "--window-days", type=int, choices=range(1, 366), metavar="N", help="train days before D (default: config)"
     )

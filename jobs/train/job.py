@@ -12,7 +12,7 @@ Defaults come from the ``training``, ``mlflow`` and ``gate`` sections of the con
 Input: a snapshot folder (``jobs.snapshot``): ``train.parquet`` (user_idx, item_idx,
 weight), ``test.parquet`` (user_idx, item_idx), ``users.parquet``, ``items.parquet`` and the
 ``_SUCCESS`` manifest. A missing or unpublished snapshot, a missing table or column, index
-out of range or an empty training set exits with code 2 and a message naming the problem.
+out of range or an empty training set exits with code 3 (bad input) naming the problem.
 
 Training
   * Device: CUDA when ``torch.cuda.is_available()`` (``--device`` overrides), with bf16
@@ -77,37 +77,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import os
 import sys
 from typing import Any
 
-from jobs.core import storage
-from jobs.core.cache import RUN_TAG, as_bool, cache_key, code_version, find_cached
 from jobs.core.cli import BadArgument, run_job
 from jobs.core.config import PipelineConfig
-from jobs.core.snapshots import TrainData, load_snapshot
-from jobs.train.checkpoint import (
-    CHECKPOINT,
-    CHECKPOINT_FORMAT,
-    RESULT,
-    default_checkpoint_dir,
-    fingerprint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from jobs.core.results import TrainResult
+from jobs.core.snapshots import load_snapshot
+from jobs.core.trainer_protocol import TrainerRun, add_trainer_arguments, main_rank
+from jobs.core.training import EpochTrainer, distributed, train_and_log
 from jobs.train.model import LOSSES
-from jobs.train.tracking import Tracker
-from jobs.train.trainer import DistContext, Hparams, Trainer, init_distributed
+from jobs.train.tracking import mf_params
+from jobs.train.trainer import Hparams, Trainer
 
-log = logging.getLogger("jobs.train")
+JOB = "jobs.train"
+CHECKPOINT_FORMAT = 1
 
 
 def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
-    t, m = cfg.training, cfg.mlflow
+    t = cfg.training
     ap = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--snapshot", required=True, help="snapshot folder (train/test/users/items parquet + _SUCCESS)")
+    add_trainer_arguments(ap, cfg, "folder or s3:// prefix; default: <checkpoints zone>/train-<day>-<fingerprint>")
     ap.add_argument("--epochs", type=int, default=t.epochs)
     ap.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch (split over ranks)")
     ap.add_argument("--factors", type=int, default=t.factors)
@@ -121,21 +112,7 @@ def build_parser(cfg: PipelineConfig) -> argparse.ArgumentParser:
     ap.add_argument("--no-weights", action="store_true", help="ignore the snapshot's pair weights")
     ap.add_argument("--max-seconds-per-epoch", type=float, help="cut an epoch after this many seconds")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument(
-        "--checkpoint-dir", help="folder or s3:// prefix; default: <checkpoints zone>/train-<day>-<fingerprint>"
-    )
     ap.add_argument("--fresh", action="store_true", help="ignore (and overwrite) an existing checkpoint")
-    ap.add_argument("--run-name")
-    ap.add_argument("--experiment", default=m.experiment)
-    ap.add_argument("--tracking-uri", default=m.tracking_uri)
-    ap.add_argument("--k", type=int, default=cfg.gate.k, help="cut-off of the test metrics (gate.k)")
-    ap.add_argument("--model-name", default=cfg.mlflow.model_name, help="registered model whose versions are the cache")
-    ap.add_argument(
-        "--force-retrain",
-        type=as_bool,
-        default=False,
-        help="true: train even when a version with this cache key exists",
-    )
     return ap
 
 
@@ -168,32 +145,30 @@ def hparams(args: argparse.Namespace) -> Hparams:
     )
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any] | None:
-    """The CLI's job; None on ranks other than 0 (rank 0 reports for the whole run)."""
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> TrainResult | None:
+    """The CLI's job under the trainer protocol; None on ranks other than 0 (rank 0 reports for the whole run)."""
     check_args(args)
     hp = hparams(args)
     data = load_snapshot(args.snapshot)
-    args.cache_key = cache_key(data.manifest, "jobs.train", code_version("train", "core"), dataclasses.asdict(hp))
-    if not args.force_retrain:
-        hit = find_cached(cfg, args.model_name, args.cache_key)
-        if hit is not None:
-            log.info(
-                "cached: version %s has this cache key (%s); nothing trained", hit["cached_version"], args.cache_key
-            )
-            return (
-                {"cached": True, "cache_key": args.cache_key, **hit} if int(os.environ.get("RANK", "0")) == 0 else None
-            )
-    previous = None if args.fresh else _already_trained(cfg, args, hp, data)
+    run = TrainerRun.open(
+        cfg,
+        JOB,
+        data,
+        dataclasses.asdict(hp),
+        args.checkpoint_dir,
+        resumable=hp.fingerprint_fields(),
+        default_dir="train",
+        epochs=hp.epochs,
+    )
+    previous = run.reuse(cfg, args)
     if previous is not None:
-        return previous if int(os.environ.get("RANK", "0")) == 0 else None
-    ctx = init_distributed(args.device)
-    try:
-        return _train(cfg, args, hp, data, ctx)
-    finally:
-        import torch.distributed as dist
+        return previous if main_rank() else None
+    with distributed(args.device) as ctx:
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        def params(trainer: EpochTrainer) -> dict[str, Any]:
+            return mf_params(data, hp, ctx, {"checkpoint_dir": str(run.result_dir), "k": args.k})
+
+        return train_and_log(cfg, args, run, data, ctx, lambda: Trainer(data, hp, ctx), params, CHECKPOINT_FORMAT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,158 +176,3 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "training", build_parser, run, argv, ledger=lambda r: f"train/{r['run_id']}" if r.get("run_id") else None
     )
-
-
-def _already_trained(
-    cfg: PipelineConfig, args: argparse.Namespace, hp: Hparams, data: TrainData
-) -> dict[str, Any] | None:
-    """The result of a finished run with the same fingerprint and epochs (checked before torch loads).
-
-    Every rank decides the same way: all ranks see the checkpoint folder (one node or a shared
-    volume).
-    """
-    fp = fingerprint(data, hp)
-    done = storage.join(args.checkpoint_dir or default_checkpoint_dir(cfg, data, fp), RESULT)
-    text = storage.read_text(done)
-    if text is None:
-        return None
-    try:
-        previous = json.loads(text)
-    except ValueError:
-        return None
-    if previous.get("fingerprint") != fp or previous.get("epochs_done") != hp.epochs:
-        return None
-    log.info("already trained (%s); re-emitting its result", done)
-    return previous
-
-
-def _resume(trainer: Trainer, ckpt: dict[str, Any] | None, ckpt_dir: str, ctx: DistContext) -> list[dict[str, Any]]:
-    """Load the checkpoint into the trainer (if any); the epoch history so far. Every rank must
-    resume from the same epoch (a checkpoint folder not shared by all ranks is an error)."""
-    import torch
-    import torch.distributed as dist
-
-    history: list[dict[str, Any]] = []
-    if ckpt is not None:
-        trainer.load_state(ckpt["state"])
-        history = list(ckpt["history"])
-        log.info("resuming from %s at epoch %d", storage.join(ckpt_dir, CHECKPOINT), int(ckpt["epoch"]))
-    if ctx.distributed:
-        start = len(history)
-        epochs = torch.tensor([start, -start], dtype=torch.int64, device=ctx.device)
-        dist.all_reduce(epochs, op=dist.ReduceOp.MAX)
-        if int(epochs[0]) != -int(epochs[1]):
-            raise RuntimeError(f"ranks found different checkpoints in {ckpt_dir}: it must be shared by all ranks")
-    return history
-
-
-def _epochs(
-    trainer: Trainer, history: list[dict[str, Any]], fp: str, run_id: str | None, ckpt_dir: str, tracker: Any
-) -> list[dict[str, Any]]:
-    """Run the remaining epochs; rank 0 checkpoints and logs each. Returns the epochs run now."""
-    hp, ctx = trainer.hp, trainer.ctx
-    ran: list[dict[str, Any]] = []
-    for epoch in range(len(history) + 1, hp.epochs + 1):
-        stats = trainer.run_epoch(epoch)
-        ran.append(stats)
-        history.append(dict(stats))
-        if not ctx.is_main:
-            continue
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fp,
-            "epoch": epoch,
-            "run_id": run_id,
-            "history": history,
-            "state": trainer.state(),
-        }
-        save_checkpoint(ckpt_dir, payload)
-        tracker.log_epochs(history)
-        log.info(
-            "epoch %d/%d loss=%.5f %.2fs %.0f samples/s%s",
-            epoch,
-            hp.epochs,
-            stats["loss"],
-            stats["seconds"],
-            stats["samples_per_s"],
-            " (cut by --max-seconds-per-epoch)" if stats["cut"] else "",
-        )
-    return ran
-
-
-def _final_metrics(trainer: Trainer, history: list[dict[str, Any]], ran: list[dict[str, Any]], k: int) -> dict:
-    metrics = trainer.evaluate(k)
-    seconds = sum(s["seconds"] for s in ran) or sum(s["seconds"] for s in history)
-    samples = sum(s["samples"] for s in ran) or sum(s["samples"] for s in history)
-    pop_recall = metrics[f"pop_recall_at_{k}"]
-    metrics.update(
-        {
-            "final_loss": history[-1]["loss"] if history else float("nan"),
-            "train_seconds": seconds,
-            "train_samples_per_s": samples / max(seconds, 1e-9),
-            f"lift_recall_at_{k}": metrics[f"recall_at_{k}"] / pop_recall if pop_recall else 0.0,
-        }
-    )
-    return metrics
-
-
-def _train(
-    cfg: PipelineConfig, args: argparse.Namespace, hp: Hparams, data: TrainData, ctx: DistContext
-) -> dict[str, Any] | None:
-    import torch
-    import torch.distributed as dist
-
-    fp = fingerprint(data, hp)
-    ckpt_dir = args.checkpoint_dir or default_checkpoint_dir(cfg, data, fp)
-    k = args.k
-    if ctx.device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    ckpt = None if args.fresh else load_checkpoint(ckpt_dir, fp)
-    trainer = Trainer(data, hp, ctx)
-    history = _resume(trainer, ckpt, ckpt_dir, ctx)
-    tracker, run_id = None, None
-    if ctx.is_main:
-        tracker = Tracker(args.tracking_uri, args.experiment)
-        run_id = tracker.start(ckpt.get("run_id") if ckpt else None, args.run_name)
-        tracker.log_setup(data, hp, ctx, {"checkpoint_dir": str(ckpt_dir), "k": k})
-        tracker.mlflow.set_tag(RUN_TAG, args.cache_key)
-        tracker.log_epochs(history)
-        log.info(
-            "training %d pairs (%d users x %d items) on %s, world size %d, MLflow run %s",
-            *(len(data.users), data.n_users, data.n_items, ctx.device, ctx.world, run_id),
-        )
-    ran = _epochs(trainer, history, fp, run_id, ckpt_dir, tracker)
-    if ctx.distributed:
-        dist.barrier()
-    if not ctx.is_main:
-        return None
-    metrics = _final_metrics(trainer, history, ran, k)
-    info = tracker.log_model(trainer.module.arrays(), data, cfg.scoring.k)
-    result = {
-        "run_id": run_id,
-        "model_uri": info.model_uri,
-        "run_model_uri": f"runs:/{run_id}/model",
-        "experiment_id": tracker.experiment_id,
-        "metrics": metrics,
-        "k": k,
-        "epochs_done": len(history),
-        "epochs_cut": sum(1 for s in history if s.get("cut")),
-        "samples_per_s": metrics["train_samples_per_s"],
-        "world_size": ctx.world,
-        "device": ctx.device.type,
-        "snapshot": data.uri,
-        "snapshot_day": data.manifest.get("day"),
-        "checkpoint_dir": str(ckpt_dir),
-        "fingerprint": fp,
-        "cached": False,
-        "cache_key": args.cache_key,
-    }
-    tracker.finish(metrics, result)
-    storage.write_json_atomic(storage.join(ckpt_dir, RESULT), result)
-    log.info(
-        "recall@%d=%.4f ndcg@%d=%.4f (popularity %.4f / %.4f)",
-        *(k, metrics[f"recall_at_{k}"], k, metrics[f"ndcg_at_{k}"]),
-        *(metrics[f"pop_recall_at_{k}"], metrics[f"pop_ndcg_at_{k}"]),
-    )
-    return result

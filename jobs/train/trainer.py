@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from jobs.core.snapshots import TrainData
-from jobs.core.training import DistContext, evaluate_arrays, init_distributed, pick_device
+from jobs.core.training import DistContext, epoch_stats, evaluate_arrays, init_distributed, pick_device, time_up
 
 __all__ = ["DistContext", "Hparams", "Trainer", "evaluate_arrays", "init_distributed", "pick_device"]
 
@@ -90,7 +90,6 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train one epoch (1-based ``epoch``); returns loss, seconds, samples, samples/s, cut."""
         import torch
-        import torch.distributed as dist
 
         hp, ctx = self.hp, self.ctx
         self.model.train()
@@ -115,28 +114,10 @@ class Trainer:
             self.optimizer.step()
             loss_sum += weighted.detach().sum()
             processed = end
-            if hp.max_seconds_per_epoch is not None and end < self.n:
-                over = time.perf_counter() - started > hp.max_seconds_per_epoch
-                if ctx.distributed:  # every rank must stop after the same step
-                    flag = torch.tensor(float(over), device=ctx.device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    over = bool(flag.item())
-                if over:
-                    cut = True
-                    break
-        if ctx.distributed:
-            dist.all_reduce(loss_sum)
-        if ctx.device.type == "cuda":
-            torch.cuda.synchronize(ctx.device)
-        seconds = time.perf_counter() - started
-        return {
-            "epoch": epoch,
-            "loss": float(loss_sum.item() / max(processed, 1)),
-            "seconds": seconds,
-            "samples": processed,
-            "samples_per_s": processed / max(seconds, 1e-9),
-            "cut": cut,
-        }
+            if end < self.n and time_up(started, hp.max_seconds_per_epoch, ctx):
+                cut = True
+                break
+        return epoch_stats(epoch, loss_sum, processed, started, cut, ctx)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -175,9 +156,13 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The model as ``recsys.npz`` factors."""
+        return self.module.arrays()
+
     def evaluate(self, k: int) -> dict[str, float]:
         """recall/NDCG@k of the model and of the popularity baseline on the snapshot's test pairs."""
-        return evaluate_arrays(self.module.arrays(), self.data, k, device=self.ctx.device)
+        return evaluate_arrays(self.arrays(), self.data, k, device=self.ctx.device)
 
 
 def _python_rng_state() -> list[Any]:

@@ -33,6 +33,7 @@ from typing import Any
 from jobs.core import catalog, storage
 from jobs.core.cli import BadInput, CheckFailed, run_job
 from jobs.core.config import REPO_ROOT, PipelineConfig
+from jobs.core.results import ValidationResult
 from jobs.validate import volume
 from jobs.validate.report import render_html
 from jobs.validate.volume import VolumeRule
@@ -170,7 +171,7 @@ def _frames(cfg: PipelineConfig, day: str, manifest: dict[str, Any], engine: str
     return data, run_row
 
 
-def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", spark: Any = None) -> dict[str, Any]:
+def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", spark: Any = None) -> ValidationResult:
     """Validate one curated day; writes the report and the verdict marker; returns the summary.
 
     ``engine="spark"`` validates a Spark DataFrame read through ``spark`` (a Connect session).
@@ -224,7 +225,7 @@ def validate_day(cfg: PipelineConfig, day: date | str, engine: str = "pandas", s
     return summary
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: PipelineConfig, args: argparse.Namespace) -> ValidationResult:
     if args.engine == "spark":
         from jobs.core.spark import spark_session
 

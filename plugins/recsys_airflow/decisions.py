@@ -2,7 +2,7 @@
 
 * ``retrain_decision`` — the monitor's last word on retraining: the detector's verdict
   (``jobs.monitor.decision``) under the cooldown, a running training and ``force_retrain``.
-* ``scoring_plan`` — which days a scoring run may write, under the policy for reprocessed
+* ``scoring_plan`` — whether a scoring run may write its day, under the policy for reprocessed
   history (served recommendations are a record; a backfill never serves by itself).
 
 The gate's blessing is ``jobs.evaluate.gate.bless`` (it runs inside the evaluation job).
@@ -11,7 +11,8 @@ The gate's blessing is ``jobs.evaluate.gate.bless`` (it runs inside the evaluati
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -68,53 +69,55 @@ BACKFILL = "backfill"  # DagRunType.BACKFILL_JOB (also what a reprocessed run be
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    score: list[str]  # days this run scores
+    day: str  # the run's one day
     zone: str  # "recommendations" (served) or "rescored" (explicit re-scoring)
-    held: dict[str, str] = field(default_factory=dict)  # day → why it is not scored
+    held: str | None = None  # why the day is not scored; None: it is
 
 
 def scoring_plan(
-    days: Collection[str],
+    day: str,
     *,
     run_id: str,
-    served_by: Mapping[str, str | None],
-    sources: Mapping[str, Collection[str]],
+    served: Mapping[str, Any] | None,
+    sources: Collection[str],
     rescore: bool = False,
 ) -> ScoringPlan:
-    """Which of ``days`` a scoring run writes, and where.
+    """Whether a scoring run writes its ``day``, and where.
 
     Rules, in order:
 
-    1. ``rescore`` (an operator's explicit action, with the ``day`` param) → every day, into the
+    1. ``rescore`` (an operator's explicit action, with the ``day`` param) → scored into the
        ``rescored`` zone: the served record is never rewritten, a re-scored copy sits beside it;
-    2. a day already served by another run (``served_by[day]`` is that run's id, ``None`` when
-       the partition predates the record) → held: served recommendations are a record of what
-       users got, not a cache to refresh with today's champion;
-    3. a day whose curated events all come from backfill runs (``sources[day]``, the run types
-       of the runs that published them) → held: reloading history does not serve it after the
-       fact, and nothing downstream (the monitor, a retraining) sees it;
+    2. a day already served by another run (``served`` is the day's published recommendations
+       manifest; its ``served_by`` names that run, absent when the partition predates the
+       record) → held: served recommendations are a record of what users got, not a cache to
+       refresh with today's champion;
+    3. a day whose curated events all come from backfill runs (``sources``, the run types of the
+       runs that published them) → held: reloading history does not serve it after the fact,
+       and nothing downstream (the monitor, a retraining) sees it;
     4. otherwise → scored into ``recommendations``. A day this very run served already (a
        cleared run) is scored again: same run, same pinned champion, same bytes.
 
     Args:
-        days: the run's days (its ``day`` param, or its partition key).
+        day: the run's day (its ``day`` param, or its partition key).
         run_id: this run's id.
-        served_by: day → the run id in the published recommendations' manifest, for every
-            day that is published.
-        sources: day → run types of the runs whose events named the day; empty for a ``day``
-            param (an explicit request is live by definition).
+        served: the manifest of the day's published recommendations, None when unpublished.
+        sources: run types of the runs whose events named the day; empty for a ``day`` param
+            (an explicit request is live by definition).
     """
     if rescore:
-        return ScoringPlan(sorted(days), "rescored")
-    score, held = [], {}
-    for day in sorted(days):
-        if day in served_by and served_by[day] != run_id:
-            held[day] = (
-                f"served already (by {served_by[day] or 'an earlier run'}): served recommendations are a record; "
-                "re-score it explicitly with the day param and rescore=true (written to the rescored zone)"
-            )
-        elif sources.get(day) and set(sources[day]) <= {BACKFILL}:
-            held[day] = "published by a backfill only and never served: reloaded history is not served after the fact"
-        else:
-            score.append(day)
-    return ScoringPlan(score, "recommendations", held)
+        return ScoringPlan(day, "rescored")
+    if served is not None and served.get("served_by") != run_id:
+        return ScoringPlan(
+            day,
+            "recommendations",
+            f"served already (by {served.get('served_by') or 'an earlier run'}): served recommendations are a record; "
+            "re-score it explicitly with the day param and rescore=true (written to the rescored zone)",
+        )
+    if sources and set(sources) <= {BACKFILL}:
+        return ScoringPlan(
+            day,
+            "recommendations",
+            "published by a backfill only and never served: reloaded history is not served after the fact",
+        )
+    return ScoringPlan(day, "recommendations")

@@ -1,13 +1,15 @@
-"""Authoring pieces: one call adds a whole gated model pipeline to the DAG being defined.
+"""Authoring pieces of a gated model pipeline: one builder per step (``PipelineSteps``), which
+``recsys_train`` wires in its own last lines, and ``model_pipeline``, one call that adds and wires
+them all (``recsys_popularity``).
 
-``model_pipeline(cfg, families=[...], model_name=...)`` wires, for families f1..fn,
+For families f1..fn the chain is
 
     plan → snapshot → train_<f> → fresh_<f> → evaluate_<f>   (once per family, in parallel)
         → tournament → register → infra_validate → blessed → approve → promote
 
 with the contracts of ``recsys_train`` (the first pipeline built from it):
 
-* **plan** picks the evaluation day D (``params.day`` or the latest validated curated day
+* **plan** picks the held-out day D (``params.day`` or the latest validated curated day
   not after the run's data interval — ``params.replay_days`` days before it when the replay gate
   is on), the replay days after D and the window (``params.window_days``);
 * **snapshot** (``jobs.snapshot``, Spark) publishes the time-split train/test snapshot of D once;
@@ -56,6 +58,7 @@ from airflow.sdk import Param, task
 
 from jobs.core.config import PipelineConfig
 from recsys_airflow.approval import PromotionApproval
+from recsys_airflow.defaults import day_param
 from recsys_airflow.launcher import JobOperator
 from recsys_airflow.links import RegistryJobOperator
 from recsys_airflow.tournament import standings
@@ -145,15 +148,12 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             minimum=1,
             maximum=90,
             title="Window (days)",
-            description="Validated curated days before the evaluation day used for training.",
+            description="Validated curated days before the held-out day used for training.",
         ),
-        "day": Param(
-            None,
-            type=["null", "string"],
-            pattern=r"^$|^\d{4}-\d{2}-\d{2}$",
-            title="Evaluation day",
-            description="YYYY-MM-DD held out for the gate (the window ends the day before); "
-            "empty = the latest validated curated day.",
+        "day": day_param(
+            "Held-out day",
+            "YYYY-MM-DD held out for the gate (the window ends the day before); empty = the latest validated "
+            "curated day.",
         ),
         "replay_days": Param(
             cfg.gate.replay_days,
@@ -208,7 +208,7 @@ def pick_days(validated: list[str], day: str | None, limit: str, replay_days: in
 
 @task(multiple_outputs=True)
 def plan(params: dict | None = None, data_interval_end=None) -> dict:
-    """Pick the evaluation day D (latest validated curated day unless given, or ``replay_days``
+    """Pick the held-out day D (latest validated curated day unless given, or ``replay_days``
     before it), the replay days after it and the window."""
     from jobs.core import catalog
     from jobs.core.config import get_config
@@ -263,6 +263,163 @@ def blessed(evaluation: dict) -> bool:
     return bool(evaluation["blessed"])
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One family's tasks: its trainer, the cache check and its gate (``train_<f>``, ``fresh_<f>``,
+    ``evaluate_<f>``); chain them ``train >> fresh >> evaluate``."""
+
+    family: str
+    train: Any
+    fresh: Any
+    evaluate: JobOperator
+
+
+@dataclass(frozen=True)
+class PipelineSteps:
+    """One builder per step of a gated model pipeline (call them inside ``@dag``).
+
+    Each builder adds one task (``candidate``: a family's three) fed by the outputs of the steps
+    it names, so data flows as XComArgs; the order of the steps is the DAG file's to wire, in its
+    last lines (``recsys_train``), or ``model_pipeline``'s. ``model_name=None`` keeps the
+    configured ``mlflow.model_name`` (the jobs read it themselves); another name is passed to the
+    jobs as ``--model-name`` so two pipelines never touch each other's aliases.
+    """
+
+    cfg: PipelineConfig
+    model_name: str | None = None
+
+    @property
+    def _name_args(self) -> list[str]:
+        return ["--model-name", self.model_name] if self.model_name else []
+
+    def plan(self) -> Any:
+        """``plan``: the held-out day D, the replay days and the window (``params``)."""
+        return plan()
+
+    def snapshot(self, planned: Any) -> JobOperator:
+        """``snapshot``: ``jobs.snapshot`` publishes the time-split snapshot of the planned day once."""
+        return JobOperator(
+            task_id="snapshot",
+            module="jobs.snapshot",
+            spark=True,
+            job_args=["--day", planned["day"], "--window-days", planned["window_days"]],
+        )
+
+    def candidate(self, family: Family, snapshot: JobOperator, planned: Any) -> Candidate:
+        """``train_<f>``, ``fresh_<f>`` and ``evaluate_<f>`` of one family on the snapshot."""
+        f = family.name
+        train = train_task(
+            self.cfg if family.gpu else cpu_only(self.cfg),
+            f"train_{f}",
+            [
+                "--snapshot",
+                snapshot.output["uri"],
+                *family.args,
+                "--force-retrain={{ params.force_retrain | lower }}",
+                *self._name_args,
+                "--run-name",
+                f"{RUN_TAG}__{f}",
+                "--checkpoint-dir",
+                self.cfg.storage.zone("checkpoints") + "/" + RUN_TAG + "/" + f,
+            ],
+            module=family.module,
+            doc_md=family.doc_md or f"The {f} family's trainer (python -m {family.module}).",
+        )
+        evaluate = JobOperator(
+            task_id=f"evaluate_{f}",
+            module="jobs.evaluate",
+            job_args=[
+                "gate",
+                "--snapshot",
+                snapshot.output["uri"],
+                "--run-id",
+                train.output["run_id"],
+                "--model-uri",
+                train.output["model_uri"],
+                "--replay-days",
+                planned["replay_days"],
+                *self._name_args,
+            ],
+            doc_md=f"The gate for the {f} candidate: vs champion, popularity and recent popularity (and the "
+            "oracle), paired per user over the held-out day and the replay days after it — the same evidence "
+            "for every family.",
+        )
+        return Candidate(f, train, fresh.override(task_id=f"fresh_{f}")(train.output), evaluate)
+
+    def tournament(self, candidates: Sequence[Candidate]) -> Any:
+        """``tournament``: the gated candidates ranked; the winner is the challenger."""
+        return tournament(
+            {c.family: c.evaluate.output for c in candidates},
+            {c.family: c.train.output for c in candidates},
+            [c.family for c in candidates],
+        )
+
+    def register(self, ranked: Any, snapshot: JobOperator) -> JobOperator:
+        """``register``: a version per candidate; the winner gets alias ``challenger``."""
+        return RegistryJobOperator(
+            task_id="register",
+            module="jobs.registry",
+            job_args=[
+                "register",
+                "--candidates",
+                ranked["candidates"],
+                "--snapshot",
+                snapshot.output["uri"],
+                "--tags",
+                CONTEXT_TAGS,
+                *self._name_args,
+            ],
+            pool="model_registry",
+            doc_md="A version per candidate (tag family; a loser tagged with its reason); the tournament's winner "
+            "gets alias challenger, tagged with its window, snapshot, gate decision and code version.",
+        )
+
+    def infra_validate(self, registered: JobOperator, snapshot: JobOperator) -> JobOperator:
+        """``infra_validate``: the challenger loaded by registry URI in a fresh process."""
+        return JobOperator(
+            task_id="infra_validate",
+            module="jobs.evaluate",
+            job_args=["infra", "--model-uri", registered.output["model_uri"], "--snapshot", snapshot.output["uri"]],
+            doc_md="Fresh process: load the challenger by registry URI, score a smoke batch, check "
+            "shape/types/no seen items.",
+        )
+
+    def blessed(self, ranked: Any) -> Any:
+        """``blessed``: skips promotion unless the gate blessed the challenger."""
+        return blessed(ranked)
+
+    def approve(self) -> PromotionApproval:
+        """``approve``: a person's Approve/Reject when ``require_approval``, else passes at once."""
+        return PromotionApproval(
+            task_id="approve",
+            model_name=self.model_name or self.cfg.mlflow.model_name,
+            mlflow_url=self.cfg.mlflow.public_url,
+            doc_md="A person approves or rejects the blessed version (when require_approval): "
+            "gate numbers and the model card link in the request; the decision is tagged on the version.",
+        )
+
+    def promote(self, registered: JobOperator, ranked: Any, outlets: Sequence[Any] = ()) -> JobOperator:
+        """``promote``: moves ``champion`` (compare-and-set on the champion the gate saw), emits ``outlets``."""
+        return JobOperator(
+            task_id="promote",
+            module="jobs.registry",
+            job_args=[
+                "promote",
+                "--model-version",
+                registered.output["version"],
+                "--expected-champion",
+                ranked["champion_version"],
+                "--reason",
+                ranked["reason"],
+                "--actor",
+                "{{ dag.dag_id }}/{{ run_id }}",
+                *self._name_args,
+            ],
+            pool="model_registry",
+            outlets=list(outlets),
+        )
+
+
 def model_pipeline(
     cfg: PipelineConfig,
     *,
@@ -270,7 +427,8 @@ def model_pipeline(
     model_name: str | None = None,
     outlets: Sequence[Any] = (),
 ) -> ModelPipeline:
-    """Add the gated pipeline for one model to the DAG being defined (call it inside ``@dag``).
+    """Add the whole gated pipeline for one model to the DAG being defined, wired in the order
+    ``recsys_train`` shows in its last lines (call it inside ``@dag``).
 
     Args:
         cfg: the pipeline configuration (launcher, pools, storage zones).
@@ -283,116 +441,33 @@ def model_pipeline(
         The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train_<f>``,
         ``fresh_<f>``, ``evaluate_<f>`` per family, ``tournament``, ``register``,
         ``infra_validate``, ``blessed``, ``approve``, ``promote``.
-
-    Long because it wires the whole gated chain, one call per task, top to bottom.
     """
     if not families or len({f.name for f in families}) != len(families):
         raise ValueError(f"model_pipeline needs distinct families, got {[f.name for f in families]}")
-    name_args = ["--model-name", model_name] if model_name else []
-    planned = plan()
-    snapshot = JobOperator(
-        task_id="snapshot",
-        module="jobs.snapshot",
-        spark=True,
-        job_args=["--day", planned["day"], "--window-days", planned["window_days"]],
-    )
-    trains, news, gates = {}, {}, {}
-    for family in families:
-        f = family.name
-        trains[f] = train_task(
-            cfg if family.gpu else cpu_only(cfg),
-            f"train_{f}",
-            [
-                "--snapshot",
-                snapshot.output["uri"],
-                *family.args,
-                "--force-retrain={{ params.force_retrain | lower }}",
-                *name_args,
-                "--run-name",
-                f"{RUN_TAG}__{f}",
-                "--checkpoint-dir",
-                cfg.storage.zone("checkpoints") + "/" + RUN_TAG + "/" + f,
-            ],
-            module=family.module,
-            doc_md=family.doc_md or f"The {f} family's trainer (python -m {family.module}).",
-        )
-        gates[f] = JobOperator(
-            task_id=f"evaluate_{f}",
-            module="jobs.evaluate",
-            job_args=[
-                "gate",
-                "--snapshot",
-                snapshot.output["uri"],
-                "--run-id",
-                trains[f].output["run_id"],
-                "--model-uri",
-                trains[f].output["model_uri"],
-                "--replay-days",
-                planned["replay_days"],
-                *name_args,
-            ],
-            doc_md=f"The gate for the {f} candidate: vs champion, popularity and recent popularity (and the "
-            "oracle), paired per user over the held-out day and the replay days after it — the same evidence "
-            "for every family.",
-        )
-        news[f] = fresh.override(task_id=f"fresh_{f}")(trains[f].output)
-        planned >> snapshot >> trains[f] >> news[f] >> gates[f]
-    ranked = tournament(
-        {f: g.output for f, g in gates.items()},
-        {f: t.output for f, t in trains.items()},
-        [f.name for f in families],
-    )
-    register = RegistryJobOperator(
-        task_id="register",
-        module="jobs.registry",
-        job_args=[
-            "register",
-            "--candidates",
-            ranked["candidates"],
-            "--snapshot",
-            snapshot.output["uri"],
-            "--tags",
-            CONTEXT_TAGS,
-            *name_args,
-        ],
-        pool="model_registry",
-        doc_md="A version per candidate (tag family; a loser tagged with its reason); the tournament's winner gets "
-        "alias challenger, tagged with its window, snapshot, gate decision and code version.",
-    )
-    infra_validate = JobOperator(
-        task_id="infra_validate",
-        module="jobs.evaluate",
-        job_args=["infra", "--model-uri", register.output["model_uri"], "--snapshot", snapshot.output["uri"]],
-        doc_md="Fresh process: load the challenger by registry URI, score a smoke batch, check shape/types/no seen items.",
-    )
-    promote = JobOperator(
-        task_id="promote",
-        module="jobs.registry",
-        job_args=[
-            "promote",
-            "--model-version",
-            register.output["version"],
-            "--expected-champion",
-            ranked["champion_version"],
-            "--reason",
-            ranked["reason"],
-            "--actor",
-            "{{ dag.dag_id }}/{{ run_id }}",
-            *name_args,
-        ],
-        pool="model_registry",
-        outlets=list(outlets),
-    )
-    ranked >> register >> infra_validate
-    gate = blessed(ranked)
-    approve = PromotionApproval(
-        task_id="approve",
-        model_name=model_name or cfg.mlflow.model_name,
-        mlflow_url=cfg.mlflow.public_url,
-        doc_md="A person approves or rejects the blessed version (when require_approval): "
-        "gate numbers and the model card link in the request; the decision is tagged on the version.",
-    )
-    infra_validate >> gate >> approve >> promote
+    steps = PipelineSteps(cfg, model_name)
+    planned = steps.plan()
+    snapshot = steps.snapshot(planned)
+    candidates = [steps.candidate(family, snapshot, planned) for family in families]
+    ranked = steps.tournament(candidates)
+    registered = steps.register(ranked, snapshot)
+    validated = steps.infra_validate(registered, snapshot)
+    gate = steps.blessed(ranked)
+    approve = steps.approve()
+    promote = steps.promote(registered, ranked, outlets)
+
+    for c in candidates:
+        planned >> snapshot >> c.train >> c.fresh >> c.evaluate >> ranked
+    ranked >> registered >> validated >> gate >> approve >> promote
     return ModelPipeline(
-        planned, snapshot, trains, news, gates, ranked, register, infra_validate, gate, promote, approve
+        planned,
+        snapshot,
+        {c.family: c.train for c in candidates},
+        {c.family: c.fresh for c in candidates},
+        {c.family: c.evaluate for c in candidates},
+        ranked,
+        registered,
+        validated,
+        gate,
+        promote,
+        approve,
     )

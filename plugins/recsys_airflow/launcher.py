@@ -15,8 +15,8 @@ otherwise run on after its client died.
 
 Lineage: with the OpenLineage provider enabled (the local stack writes its events to
 ``<state>/lineage/openlineage.jsonl``), each job task reports its datasets — the declared
-``lineage_inputs`` (templated paths) and, as outputs, the URIs its result names (``uri``,
-``curated_uri``, ``quarantine_uri``, ``report_uri``, ``model_uri``).
+``lineage_inputs`` (templated paths) and, as outputs, the URIs its result names: the keys the
+declared results (``jobs.core.results``) type as ``OutputUri`` (``LINEAGE_OUTPUT_KEYS``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from jobs.core.cli import is_retryable
+from jobs.core.results import LINEAGE_OUTPUT_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LINEAGE_OUTPUT_KEYS = ("uri", "curated_uri", "quarantine_uri", "report_uri", "model_uri")
 
 
 def job_env() -> dict[str, str]:

@@ -27,7 +27,7 @@ class MlflowRunLink(BaseOperatorLink):
 
 
 class DriftReportLink(BaseOperatorLink):
-    """Link from the monitor's drift task to its HTML report.
+    """Link from the monitor task to its HTML drift report.
 
     The report is an artifact of the day's monitoring run in MLflow (``drift/report.html``,
     rendered by MLflow's artifact viewer, reachable from any browser that reaches the MLflow
@@ -77,7 +77,7 @@ class RegistryJobOperator(JobOperator):
     operator_extra_links = (ModelCardLink(),)
 
 
-class DriftJobOperator(JobOperator):
-    """``JobOperator`` for ``jobs.drift``, with the *Drift report* link."""
+class MonitorJobOperator(JobOperator):
+    """``JobOperator`` for ``jobs.monitor``, with the *Drift report* link."""
 
     operator_extra_links = (DriftReportLink(),)

@@ -19,7 +19,7 @@ Checked, in one world, run after run:
      reaches the metadata DB);
   4. ``force_retrain`` on the stable day while that run is still queued → not triggered
      ("queued or running"): force overrides the detector, not a running training.
-A separate test: a day without curated data fails the ``drift`` task without retry and the
+A separate test: a day without curated data fails the ``monitor`` task without retry and the
 failure notifier posts to the webhook. Whether the *scheduler* then runs the triggered
 ``recsys_train`` is the end-to-end test's business (a real scheduler, not ``dag.test``).
 """
@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 from jobs import sim as gen
 from jobs.core import storage
+from jobs.core.partitions import recommendations_table, write_recommendations
 from tests.curated import curate
 from tests.dag_runs import repo_dag, task_states, xcom
 from tests.webhook import Webhook
@@ -97,36 +97,18 @@ def serve(cfg, rec, tables: dict, day: date, version: str, run_id: str, window_e
             rows["rank"].append(rank)
             rows["item_id"].append(item)
             rows["score"].append(score)
-    n = len(rows["user_id"])
-    table = pa.table(
-        {
-            "user_id": pa.array(rows["user_id"], pa.int64()),
-            "rank": pa.array(rows["rank"], pa.int32()),
-            "item_id": pa.array(rows["item_id"], pa.int64()),
-            "score": pa.array(rows["score"], pa.float32()),
-            "model_version": pa.array([version] * n, pa.string()),
-            "model_run_id": pa.array([run_id] * n, pa.string()),
-        }
-    )
     part = cfg.storage.partition("recommendations", day)
-    with storage.staged_partition(part) as staging:
-        pq.write_table(table, staging / "part-00000.parquet")
-        storage.publish(
-            staging,
-            part,
-            {
-                "day": day.isoformat(),
-                "model_name": cfg.mlflow.model_name,
-                "model_version": version,
-                "model_run_id": run_id,
-                "k": K,
-                "users": len(users),
-                "rows": n,
-                "files": ["part-00000.parquet"],
-                "source_days": [d.isoformat() for d in source],
-                "seconds": 0.1,
-            },
-        )
+    table = recommendations_table(rows["user_id"], rows["rank"], rows["item_id"], rows["score"], version, run_id)
+    write_recommendations(
+        part,
+        table,
+        day=day.isoformat(),
+        model_name=cfg.mlflow.model_name,
+        k=K,
+        source_days=[d.isoformat() for d in source],
+        seconds=0.1,
+        users=len(users),
+    )
 
 
 @pytest.fixture
@@ -214,8 +196,8 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         run = repo_dag("recsys_monitor").test(run_conf={"day": stable})
         states = task_states(run)
         assert str(run.state) == "success", states
-        assert states == {"plan": "success", "drift": "success", "decide": "success", "trigger_retrain": "skipped"}
-        report = xcom(run, "drift")
+        assert states == {"plan": "success", "monitor": "success", "decide": "success", "trigger_retrain": "skipped"}
+        report = xcom(run, "monitor")
         assert report["day"] == stable and report["retrain"] is False and report["drift_alert"] is False, report
         page = Path(report["report_html"]).read_text()
         assert page.count('<img src="data:image/png;base64,') >= 3
@@ -226,7 +208,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         from recsys_airflow.links import DriftReportLink
 
         # Airflow 3 renders extra links in the task process and stores them as XCom for the UI.
-        link = xcom(run, "drift", DriftReportLink().xcom_key)
+        link = xcom(run, "monitor", DriftReportLink().xcom_key)
         assert link == (
             f"{cfg.mlflow.public_url}/#/experiments/{report['experiment_id']}/runs/{report['run_id']}"
             "/artifactPath/drift/report.html"
@@ -239,7 +221,7 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
         states = task_states(run)
         assert str(run.state) == "success", states
         assert states["trigger_retrain"] == "skipped"
-        report = xcom(run, "drift")
+        report = xcom(run, "monitor")
         assert report["retrain"] is True and "data drift on" in report["reason"], report
         decision = xcom(run, "decide", "decision")
         assert decision["retrain"] is False and decision["reason"].startswith("cooldown: training run"), decision
@@ -281,27 +263,27 @@ def test_monitor_reports_decides_with_cooldown_and_triggers_training(
     assert sorted(r.data.tags["recsys.day"] for r in runs) == sorted([stable, CHANGE.isoformat()])
 
 
-def test_failed_drift_task_is_announced_on_the_webhook(airflow_db, cfg, webhook):
+def test_failed_monitor_task_is_announced_on_the_webhook(airflow_db, cfg, webhook):
     run = repo_dag("recsys_monitor").test(run_conf={"day": "2026-03-01"})
     states = task_states(run)
     assert str(run.state) == "failed"
-    assert states["drift"] == "failed" and states["trigger_retrain"] in ("upstream_failed", "skipped")
+    assert states["monitor"] == "failed" and states["trigger_retrain"] in ("upstream_failed", "skipped")
     failures = [m["body"] for m in webhook.received if m["body"]["event"] == "failure"]
     assert len(failures) == 1, webhook.received
-    assert failures[0]["task_id"] == "drift" and failures[0]["dag_id"] == "recsys_monitor"
+    assert failures[0]["task_id"] == "monitor" and failures[0]["dag_id"] == "recsys_monitor"
     assert "curated day dt=2026-03-01 is not published" in failures[0]["error"]
 
 
 def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     dag = repo_dag("recsys_monitor")
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
-    assert edges == {"plan": ["drift"], "drift": ["decide"], "decide": ["trigger_retrain"], "trigger_retrain": []}
+    assert edges == {"plan": ["monitor"], "monitor": ["decide"], "decide": ["trigger_retrain"], "trigger_retrain": []}
     assert type(dag.timetable).__name__ == "PartitionedAssetTimetable"  # one run per served day
     assert dag.timetable.asset_condition.name == "recsys_recommendations"
     assert dag.max_active_runs == 1
     assert dag.params["force_retrain"] is False and dag.params["day"] is None
-    drift = dag.get_task("drift")
-    assert [link.name for link in drift.operator_extra_links] == ["Drift report"]
+    monitor = dag.get_task("monitor")
+    assert [link.name for link in monitor.operator_extra_links] == ["Drift report"]
     trigger = dag.get_task("trigger_retrain")
     assert trigger.trigger_dag_id == "recsys_train" and trigger.logical_date is None
     assert trigger.wait_for_completion is False
@@ -312,10 +294,9 @@ def test_monitor_dag_shape_params_link_and_callbacks(airflow_db):
     assert "Drift report" in [link.name for link in RecsysPlugin.operator_extra_links]
 
 
-def test_monitored_days_come_from_the_param_else_from_the_partition_key():
-    """The ``day`` param (one day or several) wins; without it ``plan`` monitors the run's
-    partition key, the day the recommendations event was keyed by (through the scheduler in the
-    demo and chaos runs)."""
+def test_the_monitored_day_is_the_param_else_the_partition_key():
+    """The ``day`` param wins; without it ``plan`` monitors the run's partition key, the day the
+    recommendations event was keyed by (through the scheduler in the demo and chaos runs)."""
     from types import SimpleNamespace
 
     from airflow.sdk.exceptions import AirflowFailException
@@ -323,10 +304,12 @@ def test_monitored_days_come_from_the_param_else_from_the_partition_key():
     plan = repo_dag("recsys_monitor").get_task("plan")
     keyed = SimpleNamespace(partition_key="2026-02-03")
     event = SimpleNamespace(extra={"day": "2026-02-03"}, source_run_id="asset_triggered__x")
-    assert plan.python_callable(params={"day": "2026-02-01,2026-02-02"}, dag_run=keyed) == "2026-02-01,2026-02-02"
+    assert plan.python_callable(params={"day": "2026-02-01"}, dag_run=keyed) == "2026-02-01"
     assert plan.python_callable(params={}, dag_run=keyed, triggering_asset_events={"recs": [event]}) == "2026-02-03"
     with pytest.raises(AirflowFailException, match="set the `day` parameter"):
         plan.python_callable(params={}, dag_run=SimpleNamespace(partition_key=None), triggering_asset_events={})
+    with pytest.raises(AirflowFailException, match="param day: '2026-02-01,2026-02-02' is not a day"):
+        plan.python_callable(params={"day": "2026-02-01,2026-02-02"}, dag_run=keyed)  # one day per run
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """The rollback DAG with ``dag.test()``: champion ← previous_champion, audited on both versions.
 
-(Through the real scheduler it runs in ``tests/e2e/test_rest_api.py``, on the demo's registry.)
+``dag.test()`` runs the DAG's own task (the real ``JobOperator`` and ``jobs.registry``) in this
+process, without a scheduler; the UI lists the DAG (``tests/browser/test_airflow_ui.py``).
 """
 
 from __future__ import annotations

@@ -88,16 +88,14 @@ def test_run_pins_the_champion_once_and_announces_the_recommendations(airflow_db
         )
     ]
     resolved = next(ti for ti in run.get_task_instances() if ti.task_id == "resolve_champion")
-    assert resolved.xcom_pull(task_ids="resolve_champion") == [
-        {
-            "day": D.isoformat(),
-            "model_name": cfg.mlflow.model_name,
-            "version": v1["version"],
-            "run_id": v1["run_id"],
-            "zone": "recommendations",
-            "served_by": run.run_id,
-        }
-    ]
+    assert resolved.xcom_pull(task_ids="resolve_champion") == {
+        "day": D.isoformat(),
+        "model_name": cfg.mlflow.model_name,
+        "version": v1["version"],
+        "run_id": v1["run_id"],
+        "zone": "recommendations",
+        "served_by": run.run_id,
+    }
     assert manifest["served_by"] == run.run_id
     served = checksums(cfg.storage.partition("recommendations", D.isoformat()))
 
@@ -164,8 +162,8 @@ def test_the_day_is_the_param_or_the_runs_partition_key_with_its_sources():
     day per run (its partition key), the run types that published it, the param winning."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recsys_airflow.champion import NOTHING, score_argv
     from recsys_airflow.partitions import run_day
+    from recsys_airflow.scoring_plan import NOTHING
 
     reprocessed = _accessor(
         [{"day": "2026-01-05", "rows": 10}, {"day": "2026-01-05"}],
@@ -184,7 +182,6 @@ def test_the_day_is_the_param_or_the_runs_partition_key_with_its_sources():
         run_day("2026-02-30", None, None, NOTHING)
     with pytest.raises(AirflowFailException, match="partition key: 'latest' is not a day"):
         run_day(None, "latest", None, NOTHING)
-    assert score_argv({"day": "2026-01-06", "version": "7"}) == ["--day", "2026-01-06", "--model-version", "7"]
 
 
 @pytest.mark.unit
@@ -201,6 +198,4 @@ def test_score_dag_shape():
     assert type(dag.timetable).__name__ == "PartitionedAssetTimetable"  # one run per day
     assert dag.timetable.asset_condition.name == "recsys_curated_events"
     assert [o.name for o in dag.get_task("publish_recommendations").outlets] == ["recsys_recommendations"]
-    score = dag.get_task("score")
-    assert score.max_active_tis_per_dagrun == 1
     assert dag.params["day"] is None

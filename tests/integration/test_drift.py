@@ -34,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from jobs import sim as gen
 from jobs.core import catalog, storage, tracking
 from jobs.core import reference as ref
+from jobs.core.partitions import write_recommendations
+from jobs.core.results import MonitorResult, problems
 from jobs.monitor import decision, sections
 from jobs.monitor import job as monitor_job
 from jobs.monitor import metrics as dm
@@ -302,24 +303,9 @@ def write_recs(cfg, day: date, recs: pa.Table, version: str, run_id: str, source
         "model_run_id", pa.array([run_id] * n, pa.string())
     )
     part = cfg.storage.partition("recommendations", day)
-    with storage.staged_partition(part) as staging:
-        pq.write_table(table, staging / "part-00000.parquet")
-        storage.publish(
-            staging,
-            part,
-            {
-                "day": day.isoformat(),
-                "model_name": cfg.mlflow.model_name,
-                "model_version": version,
-                "model_run_id": run_id,
-                "k": K,
-                "users": len(np.unique(recs.column("user_id").to_numpy())),
-                "rows": n,
-                "files": ["part-00000.parquet"],
-                "source_days": source_days,
-                "seconds": 0.1,
-            },
-        )
+    write_recommendations(
+        part, table, day=day.isoformat(), model_name=cfg.mlflow.model_name, k=K, source_days=source_days, seconds=0.1
+    )
 
 
 def serve(cfg, model: OracleModel, tables: dict, day: date, version: str, run_id: str, window_end: date) -> None:
@@ -369,6 +355,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     proc = run_module("jobs.monitor", "--day", stable_day.isoformat(), "--result-file", str(tmp_path / "r1.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "r1.json").read_text())
+    assert problems(MonitorResult, result) == []  # the result file is the declared contract
     assert result["retrain"] is False, result["reason"]
     assert result["drift_alert"] is False, result
     report = json.loads(Path(result["report_json"]).read_text())
@@ -417,7 +404,7 @@ def test_job_reports_a_stable_day_then_a_drifted_day_and_logs_to_mlflow(mlflow_e
     assert last_run == run_id and end is not None
 
 
-def test_missing_reference_or_previous_recs_degrade_and_bad_input_is_refused(mlflow_env, cfg, tmp_path):
+def test_missing_reference_or_previous_recs_degrade_and_bad_input_is_refused(mlflow_env, cfg, tmp_path, capsys):
     tables = {START + timedelta(days=i): curate(cfg, SMALL, START + timedelta(days=i)) for i in range(4)}
     model = OracleModel(SMALL, [tables[START], tables[START + timedelta(days=1)]], START + timedelta(days=1))
     version, run_id, _ = log_model(cfg, model, tables[START + timedelta(days=2)], None, None)
@@ -443,6 +430,11 @@ def test_missing_reference_or_previous_recs_degrade_and_bad_input_is_refused(mlf
     assert unknown.returncode == 2 and "has no version '999'" in unknown.stderr
     other = run_module("jobs.monitor", "--day", day.isoformat(), "--model-version", str(int(version) + 1))
     assert other.returncode == 2 and f"were served by model version {version}" in other.stderr
-    bad = run_module("jobs.monitor", "--day", "2026-13-01")
-    assert bad.returncode == 2 and "2026-13-01 is not a calendar day" in bad.stderr
+    for bad in ("2026-13-01", f"{day},{day + timedelta(days=1)}"):  # not a calendar day; not one day
+        with pytest.raises(SystemExit) as refused:
+            monitor_job.main(["--day", bad])
+        assert (
+            refused.value.code == 2
+            and f"argument --day: invalid fromisoformat value: '{bad}'" in capsys.readouterr().err
+        )
     assert not storage.local_path(catalog.report_dir(cfg, "drift", "2026-02-01")).exists()

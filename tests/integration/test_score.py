@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.core import storage
+from jobs.core.results import ScoreResult, problems
 from jobs.score.core import Exclusions, ScoringModel, score_users
 from jobs.score.job import plan_buckets
 
@@ -366,7 +367,7 @@ def test_scores_every_active_user_excluding_seen_items_with_k_ties_and_unknown_u
     assert manifest["skipped_days"] == ["2026-01-05"]
     assert manifest["training_window_end"] == WINDOW[1]
     assert manifest["device"] == ["cpu"]
-    assert {"uri", "day", "model_version", "model_run_id", "users", "rows", "seconds"} <= set(result)
+    assert problems(ScoreResult, result) == []  # exactly the declared contract (jobs.core.results)
     # the model was loaded once per Python worker process, not once per partition or batch
     assert result["model_loads"] == result["worker_processes"] >= 1
 

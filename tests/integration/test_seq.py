@@ -25,6 +25,7 @@ import pytest
 
 from jobs import sim as gen
 from jobs.core import storage
+from jobs.core.results import TrainResult, problems
 from tests.curated import curate
 
 pytestmark = pytest.mark.integration
@@ -210,5 +211,6 @@ def test_cli_writes_the_result_and_a_second_run_hits_the_cache(world, tmp_path):
     second = _run(world, tmp_path, "second")
     assert second["cached"] is True and second["cache_key"] == first["cache_key"]
     assert second["cached_version"] == str(version)
+    assert problems(TrainResult, first) == [] and problems(TrainResult, second) == []
     assert not (tmp_path / "second").exists()  # nothing trained
     assert time.perf_counter() - started < 120

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import sim as gen
+from jobs.core.results import TrainResult, problems
 
 pytestmark = pytest.mark.integration
 
@@ -288,6 +289,7 @@ def test_cpu_training_beats_popularity(reference):
     assert m[f"recall_at_{K}"] >= 1.2 * m[f"pop_recall_at_{K}"]
     assert m[f"ndcg_at_{K}"] >= 1.2 * m[f"pop_ndcg_at_{K}"]
     assert result["model_uri"].startswith("models:/")
+    assert problems(TrainResult, result) == []  # the result file is the declared result (cost added)
 
 
 def test_ddp_two_ranks_match_single_process(snapshot, mlflow_server, reference, tmp_path):
@@ -342,6 +344,31 @@ def test_killed_run_resumes_to_the_same_model(snapshot, mlflow_server, reference
     again = run_train(snapshot, mlflow_server, ckpt, tmp_path / "again.json")
     assert "already trained" in again.stderr
     assert json.loads((tmp_path / "again.json").read_text())["model_uri"] == result["model_uri"]
+    assert problems(TrainResult, json.loads((tmp_path / "again.json").read_text())) == []
+
+
+@pytest.mark.parametrize("module", ["jobs.ease", "jobs.popularity"])
+def test_every_family_returns_the_declared_result_and_reemits_it(snapshot, mlflow_server, module, tmp_path):
+    """The trainer protocol of the CPU families: a trained result, then the same result re-emitted."""
+    base = [sys.executable, "-m", module, "--snapshot", str(snapshot), "--tracking-uri", mlflow_server]
+    base += ["--experiment", "test-train", "--checkpoint-dir", str(tmp_path / "ckpt"), "--force-retrain", "true"]
+    results = []
+    for name in ("first", "again"):
+        proc = subprocess.run(
+            [*base, "--result-file", str(tmp_path / f"{name}.json")],
+            cwd=REPO,
+            env=job_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    first, again = results
+    assert problems(TrainResult, first) == [] and problems(TrainResult, again) == []
+    assert first["cached"] is False and first["snapshot_day"] == "2026-01-07"
+    assert again["run_id"] == first["run_id"] and again["fingerprint"] == first["fingerprint"]
+    assert (tmp_path / "ckpt" / "result.json").exists()
 
 
 PREDICT = """
@@ -409,7 +436,8 @@ def test_logged_pyfunc_serves_unseen_top_k_without_the_repository(snapshot, mlfl
     assert json.loads(dataset.dataset.source)["uri"].endswith("dt=2026-01-07")
 
 
-def test_bad_snapshots_exit_2_with_a_message(snapshot, tmp_path):
+def test_bad_snapshots_exit_3_with_a_message(snapshot, tmp_path):
+    """A missing or empty snapshot is bad input data (``SnapshotError``, exit 3), not a bad argument."""
     missing = tmp_path / "nope"
     proc = subprocess.run(
         [sys.executable, "-m", "jobs.train", "--snapshot", str(missing), "--tracking-uri", "sqlite:///unused.db"],
@@ -419,7 +447,7 @@ def test_bad_snapshots_exit_2_with_a_message(snapshot, tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert f"snapshot folder not found: {missing}" in proc.stderr
 
     empty = tmp_path / "empty"
@@ -445,7 +473,7 @@ def test_bad_snapshots_exit_2_with_a_message(snapshot, tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert "training set is empty" in proc.stderr
 
     (empty / "_SUCCESS").unlink()
@@ -457,7 +485,7 @@ def test_bad_snapshots_exit_2_with_a_message(snapshot, tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert "is not published" in proc.stderr
 
 

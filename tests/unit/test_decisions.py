@@ -188,63 +188,33 @@ def test_retrain_decision_applies_cooldown_running_training_and_force(change, re
     assert says in decision.reason
 
 
-SERVED_BY_OTHER = {"2026-03-06": "manual__2026-03-06T00:00:00+00:00", "2026-03-07": None}
+SERVED_BY_OTHER = {"served_by": "manual__2026-03-06T00:00:00+00:00"}  # the day's recommendations manifest
 
 
 @pytest.mark.parametrize(
-    ("days", "served_by", "sources", "rescore", "score", "zone", "held"),
+    ("served", "sources", "rescore", "zone", "held"),
     [
-        # 4. live days never served: scored into the served zone
-        (["2026-03-09"], {}, {"2026-03-09": ["scheduled"]}, False, ["2026-03-09"], "recommendations", {}),
-        (["2026-03-09"], {}, {}, False, ["2026-03-09"], "recommendations", {}),  # a day param
+        # 4. a live day never served: scored into the served zone
+        (None, ["scheduled"], False, "recommendations", None),
+        (None, [], False, "recommendations", None),  # a day param
         # 2. served by another run (or before the record existed): held, whoever asks
-        (
-            ["2026-03-06", "2026-03-07"],
-            SERVED_BY_OTHER,
-            {},
-            False,
-            [],
-            "recommendations",
-            {"2026-03-06": "served", "2026-03-07": "served"},
-        ),
-        (
-            ["2026-03-06"],
-            SERVED_BY_OTHER,
-            {"2026-03-06": ["backfill"]},
-            False,
-            [],
-            "recommendations",
-            {"2026-03-06": "served"},
-        ),
+        (SERVED_BY_OTHER, [], False, "recommendations", "served already (by manual__"),
+        ({"rows": 10}, [], False, "recommendations", "served already (by an earlier run)"),
+        (SERVED_BY_OTHER, ["backfill"], False, "recommendations", "served already"),
         # 4. served by this very run (a cleared run): scored again
-        (
-            ["2026-03-06"],
-            {"2026-03-06": "this-run"},
-            {"2026-03-06": ["scheduled"]},
-            False,
-            ["2026-03-06"],
-            "recommendations",
-            {},
-        ),
+        ({"served_by": "this-run"}, ["scheduled"], False, "recommendations", None),
         # 3. only backfills published it and it was never served: held
-        (
-            ["2026-02-01"],
-            {},
-            {"2026-02-01": ["backfill"]},
-            False,
-            [],
-            "recommendations",
-            {"2026-02-01": "backfill only"},
-        ),
+        (None, ["backfill"], False, "recommendations", "backfill only"),
         # ... but a live run of the same day makes it live
-        (["2026-02-01"], {}, {"2026-02-01": ["backfill", "manual"]}, False, ["2026-02-01"], "recommendations", {}),
-        # 1. rescore: every day, into the rescored zone (the served record stays)
-        (["2026-03-06"], SERVED_BY_OTHER, {}, True, ["2026-03-06"], "rescored", {}),
+        (None, ["backfill", "manual"], False, "recommendations", None),
+        # 1. rescore: into the rescored zone (the served record stays)
+        (SERVED_BY_OTHER, [], True, "rescored", None),
     ],
 )
-def test_scoring_plan_rule_by_rule(days, served_by, sources, rescore, score, zone, held):
-    plan = scoring_plan(days, run_id="this-run", served_by=served_by, sources=sources, rescore=rescore)
-    assert (plan.score, plan.zone) == (score, zone)
-    assert set(plan.held) == set(held)
-    for day, word in held.items():
-        assert word in plan.held[day], plan.held[day]
+def test_scoring_plan_rule_by_rule(served, sources, rescore, zone, held):
+    plan = scoring_plan("2026-03-06", run_id="this-run", served=served, sources=sources, rescore=rescore)
+    assert (plan.day, plan.zone) == ("2026-03-06", zone)
+    if held is None:
+        assert plan.held is None
+    else:
+        assert held in plan.held, plan.held

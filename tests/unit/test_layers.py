@@ -39,7 +39,9 @@ def test_the_tree_keeps_the_layer_contract():
 def copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("layers")
     for package in PACKAGES:
-        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "results", ".venvs"))
+        shutil.copytree(
+            REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "results", ".venvs")
+        )
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     return root
 
