@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,11 @@ from typing import Any
 
 CONNECT = "spark-connect"
 MASTER = "spark-master"
+# Attempts per task, as spark.task.maxFailures on a cluster (4); local[N] alone gives 1, so one
+# Python worker that does not connect back within Spark's fixed 10 s (a loaded machine) failed the
+# whole job. local[N,F] retries the task like a cluster does.
+TASK_ATTEMPTS = 4
+LOCAL_MASTER = re.compile(r"local\[(\d+|\*)\]")
 WORKERS = ("spark-worker-1", "spark-worker-2")
 CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 WORKER_CORES, WORKER_MEMORY = 1, "1g"
@@ -91,6 +97,8 @@ def commands(
                 *("--work-dir", str(state / "spark" / name)),
             ]
         master = master_url
+    elif match := LOCAL_MASTER.fullmatch(master):
+        master = f"local[{match[1]},{TASK_ATTEMPTS}]"  # local mode takes its task attempts from the master string
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(ports["connect"]),
@@ -161,7 +169,7 @@ def open_files(pid: int) -> dict[str, Any] | None:
 
     Why it matters: Spark 4.3's ``PythonWorkerFactory`` opens a server socket per Python worker it
     launches and never closes it, so a long-running server's descriptors grow with the jobs it ran
-    (README, "Spark as a service"); ``make status`` shows the count and says when to restart.
+    (docs/local-stack.md, "Spark as a service"); ``make status`` shows the count and says when to restart.
     None when the process is gone or not ours to inspect.
     """
     try:

@@ -1,7 +1,8 @@
 """Real ratings through the real scheduler: ``scripts/demo.py --world movielens-100k`` on a slice.
 
-The last 11 days of MovieLens-100K (fetched from the RecBole wheel by ``jobs.importer``): nine
-days of history by backfill, two days arriving one by one, on a private stack. What a user of
+The last 11 days of MovieLens-100K (fetched from the RecBole wheel by ``jobs.importer``): ten
+days of history by backfill, then the last day arriving live, on a private stack (one served
+day: serving day after day is the synthetic demo's, ``tests/e2e/test_demo_loop.py``). What a user of
 a real log needs to hold: every day's curated rows equal the source's count for that day (the
 ratings log has no device/country: null, not invented), every day passes validation (a
 36-rating Sunday and a 696-rating Friday are data), the training run trains every family and
@@ -26,7 +27,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 LAST = date(1998, 4, 22)
-TRAIN_DAYS, SERVED_DAYS = 9, 2
+TRAIN_DAYS, SERVED_DAYS = 10, 1
 DAYS = [(LAST - timedelta(days=n)).isoformat() for n in range(TRAIN_DAYS + SERVED_DAYS - 1, -1, -1)]
 OPEN_GATE = {
     "RECSYS__GATE__MIN_USERS": "5",

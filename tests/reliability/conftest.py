@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import REPORT, Report
+from tests.reliability.harness import REPORT, Report, skipped_case
 
 os.environ.setdefault("AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL", "15")
 
@@ -44,6 +44,15 @@ class World:
     @property
     def day(self) -> str:
         return self.days[-1]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped reliability test is a case of the report, marked skipped with pytest's reason."""
+    rep = yield
+    if rep.skipped and rep.when in ("setup", "call") and not hasattr(rep, "wasxfail"):
+        REPORT.record(skipped_case(item.name, getattr(item, "originalname", item.name), rep.longrepr))
+    return rep
 
 
 @pytest.fixture(scope="session")

@@ -974,6 +974,16 @@ class CaseResult:
     rows_duplicated: int = 0
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    skipped: str = ""  # why the case did not run on this host (its test was skipped); counts nothing
+
+
+def skipped_case(name: str, test: str, longrepr: Any) -> CaseResult:
+    """The report's entry for a reliability test that was skipped: its name and pytest's reason, so a
+    fault this host cannot inject (no tmpfs, no immutable attribute) is visible, not silently absent."""
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return CaseResult(
+        case=name, test=test, faults_injected=0, runs_recovered=0, skipped=reason.removeprefix("Skipped: ")
+    )
 
 
 class Report:
@@ -1029,6 +1039,9 @@ class Report:
         head = f"{'case':34s} {'faults':>6s} {'recovered':>9s} {'rows':>7s} {'lost':>5s} {'dup':>5s} {'sec':>6s}"
         lines = [head, "-" * len(head)]
         for r in self.cases:
+            if r.skipped:
+                lines.append(f"{r.case[:34]:34s} skipped: {r.skipped}")
+                continue
             lines.append(
                 f"{r.case[:34]:34s} {r.faults_injected:6d} {r.runs_recovered:9d} {r.rows_expected:7d} "
                 f"{r.rows_lost:5d} {r.rows_duplicated:5d} {r.seconds:6.1f}"

@@ -1,7 +1,8 @@
 """Kill the Spark ingestion job in each phase of its write, retry, and compare with a clean run.
 
-``tests/integration/test_ingest_processes.py`` kills a large ingest at a random *time* (6-20 s
-after start), which may land before or after the write. This case aims at the write itself:
+``tests/integration/test_spark_service.py`` kills a large ingest's client the moment its
+staging files appear (one point of the write, on the Spark Connect server). This case aims at
+every phase of the write:
 a seeded injector picks three distinct *phases* of the publish protocol — of quarantine staging,
 quarantine published, curated staging, a curated file written, curated published — and SIGKILLs the
 job's whole process tree (Python driver, JVM, Python workers) the moment that phase is

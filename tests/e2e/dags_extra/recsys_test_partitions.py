@@ -7,8 +7,9 @@ partitioned assets: the producer runs on a `CronPartitionTimetable` (partition k
 `%Y-%m-%d`) and emits `recsys_test_partitioned` for its day; the consumer runs on a
 `PartitionedAssetTimetable` over that asset (identity mapper: its run's key is the producer's).
 
-The consumer task takes a few seconds (events of other days arrive while it runs: the stranded-event
-case of apache/airflow#56050), prints `PROBE key=<partition key> try=<n>` and fails the first try
+The consumer has `max_active_runs=1` like the real consumers and its task takes a few seconds, so
+events of other days arrive while a run is active and queue behind it (the stranded-event case of
+apache/airflow#56050); prints `PROBE key=<partition key> try=<n>` and fails the first try
 of the day named by the `recsys_test_partition_fail_day` Variable, so a retry can show which
 day it sees.
 """
@@ -46,6 +47,7 @@ def recsys_test_partition_producer():
     schedule=PartitionedAssetTimetable(assets=PARTITIONED),
     start_date=pendulum.datetime(2026, 9, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,  # as recsys_score and recsys_monitor: events of other days queue behind a run
     doc_md=__doc__,
     tags=["recsys", "test"],
     default_args={"owner": "recsys", "retries": 1, "retry_delay": pendulum.duration(seconds=1)},
