@@ -9,14 +9,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv demo demo-movielens rehearsal rehearsal-down test test-unit test-integration test-e2e up down status env lint format bench lock clean
+.PHONY: help venv demo demo-movielens rehearsal rehearsal-down test test-unit test-integration test-e2e up down status env lint format bench docs lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (see README)"; exit 1; }
-	@command -v java >/dev/null || { echo "java not found: install a Java 17+ runtime (see README)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (see README.md, Prerequisites)"; exit 1; }
+	@command -v java >/dev/null || { echo "java not found: install a Java 17+ runtime (see README.md, Prerequisites)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -73,7 +73,11 @@ format: venv
 bench: venv  ## run the benchmarks, write benchmarks/results/results.md
 	$(BIN)/python -m benchmarks
 
-lock:  ## re-resolve requirements.in into requirements.txt (see README)
+docs: venv  ## generate the reference tables (scripts/docs.py) and build the docs site strictly into site/
+	$(BIN)/python scripts/docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+lock:  ## re-resolve requirements.in into requirements.txt (see docs/development.md, "Pinned environment")
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade "pip>=25"
 	.lock-venv/bin/python -m pip install --quiet -r requirements.in

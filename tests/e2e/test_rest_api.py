@@ -1,10 +1,10 @@
-"""The README's REST API examples, run literally against the live stack, and typed trigger params.
+"""The REST examples of docs/rest.md, run literally against the live stack, and typed trigger params.
 
-The ``curl`` blocks and the Python ``requests`` block of README.md's "REST API" section are
+The ``curl`` blocks and the Python ``requests`` block of docs/rest.md ("Operating over REST") are
 extracted by their ``<!-- rest-example: NAME -->`` markers and executed as written; only the
 address (``http://127.0.0.1:28080``) and the password file (``.local/airflow/passwords.json``)
 are replaced by this session's. The world is tiny: three generated days (2026-01-05 … 07) that
-the README's backfill ingests through the real scheduler, then the README's training trigger
+the page's backfill ingests through the real scheduler, then the page's training trigger
 trains on two of them and evaluates on the third.
 """
 
@@ -39,8 +39,8 @@ CURL_STEPS = ["token", "backfill", "trigger", "poll", "asset-event"]
 
 
 def readme_examples() -> dict[str, tuple[str, str]]:
-    """``name → (language, code)`` of every marked example in README.md, in order."""
-    text = (REPO / "README.md").read_text()
+    """``name → (language, code)`` of every marked example in docs/rest.md, in order."""
+    text = (REPO / "docs" / "rest.md").read_text()
     return {m["name"]: (m["lang"], m["code"]) for m in EXAMPLE.finditer(text)}
 
 
@@ -60,7 +60,7 @@ def _session_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def curl_run(live_stack, admin_client, tmp_path_factory) -> dict[str, str]:
-    """Run the README's curl blocks in order in one bash, as a user pasting them would."""
+    """Run the page's curl blocks in order in one bash, as a user pasting them would."""
     examples = readme_examples()
     assert [n for n in examples if examples[n][0] == "bash"] == CURL_STEPS, list(examples)
     cfg = get_config()
