@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Annotated, Any, NotRequired, TypedDict
 
+from jobs.core.schema import RecommendationsManifest
+
 LINEAGE_OUTPUT = "lineage-output"
 OutputUri = Annotated[str, LINEAGE_OUTPUT]  # a key whose value is a dataset the job wrote
 
@@ -213,28 +215,16 @@ class AliasesResult(TypedDict):
     previous_champion: str | None
 
 
-class ScoreResult(TypedDict):
-    """``python -m jobs.score``: the published recommendations partition of one day."""
+class ScoreResult(RecommendationsManifest):
+    """``python -m jobs.score``: the manifest of the day's published recommendations partition
+    (``jobs.core.schema.RecommendationsManifest``) plus where it is and how the work ran."""
 
     uri: OutputUri
     zone: str
-    day: str
-    model_name: str
-    model_version: str
-    model_run_id: str
-    k: int
-    users: int
-    rows: int
-    unknown_users: int
-    source_days: list[str]
-    files: list[str]
-    device: list[str]
     partitions: int
     worker_processes: int
     executors: list[str]
     model_loads: int
-    stages: dict[str, float]
-    seconds: float
     cost: NotRequired[Cost]
 
 

@@ -18,6 +18,7 @@ torch and MLflow are imported inside the functions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -102,6 +103,23 @@ class TrainerRun:
             name = f"{default_dir}-{data.manifest.get('day', 'snapshot')}-{fp[:12]}"
             checkpoint_dir = storage.join(cfg.storage.zone("checkpoints"), name)
         return cls(job, key, fp, checkpoint_dir, epochs)
+
+    @classmethod
+    def for_epochs(
+        cls, cfg: PipelineConfig, job: str, data: TrainData, hp: Any, checkpoint_dir: str | None, default_dir: str
+    ) -> TrainerRun:
+        """``open`` for an epoch-trained family (MF, sequential): ``hp`` is its hyper-parameter
+        dataclass, with ``fingerprint_fields()`` (what a checkpoint must share) and ``epochs``."""
+        return cls.open(
+            cfg,
+            job,
+            data,
+            dataclasses.asdict(hp),
+            checkpoint_dir,
+            resumable=hp.fingerprint_fields(),
+            default_dir=default_dir,
+            epochs=hp.epochs,
+        )
 
     def reuse(self, cfg: PipelineConfig, args: argparse.Namespace, **extra: Any) -> TrainResult | None:
         """A result without training: the registered version with this cache key (unless

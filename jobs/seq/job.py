@@ -97,16 +97,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> TrainResult | None:
     """The CLI's job under the trainer protocol; None on ranks other than 0 (rank 0 reports for the whole run)."""
     hp = hparams(args)
     data = load_snapshot(args.snapshot)
-    run = TrainerRun.open(
-        cfg,
-        JOB,
-        data,
-        dataclasses.asdict(hp),
-        args.checkpoint_dir,
-        resumable=hp.fingerprint_fields(),
-        default_dir="seq",
-        epochs=hp.epochs,
-    )
+    run = TrainerRun.for_epochs(cfg, JOB, data, hp, args.checkpoint_dir, default_dir="seq")
     previous = run.reuse(cfg, args)
     if previous is not None:
         return previous if main_rank() else None

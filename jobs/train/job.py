@@ -76,7 +76,6 @@ KubernetesPodOperator XCom contract; ``RECSYS_XCOM_DIR`` overrides the folder) r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from typing import Any
@@ -150,16 +149,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> TrainResult | None:
     check_args(args)
     hp = hparams(args)
     data = load_snapshot(args.snapshot)
-    run = TrainerRun.open(
-        cfg,
-        JOB,
-        data,
-        dataclasses.asdict(hp),
-        args.checkpoint_dir,
-        resumable=hp.fingerprint_fields(),
-        default_dir="train",
-        epochs=hp.epochs,
-    )
+    run = TrainerRun.for_epochs(cfg, JOB, data, hp, args.checkpoint_dir, default_dir="train")
     previous = run.reuse(cfg, args)
     if previous is not None:
         return previous if main_rank() else None

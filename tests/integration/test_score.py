@@ -30,6 +30,7 @@ import pytest
 
 from jobs.core import storage
 from jobs.core.results import ScoreResult, problems
+from jobs.core.schema import recommendations_schema
 from jobs.score.core import Exclusions, ScoringModel, score_users
 from jobs.score.job import plan_buckets
 
@@ -305,16 +306,12 @@ def read_partition(cfg, day: str) -> tuple[pa.Table, dict]:
     return pa.concat_tables(pq.read_table(f) for f in files), manifest
 
 
-EXPECTED_SCHEMA = pa.schema(
-    [
-        pa.field("user_id", pa.int64(), nullable=False),
-        pa.field("rank", pa.int32(), nullable=False),
-        pa.field("item_id", pa.int64(), nullable=False),
-        pa.field("score", pa.float32(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("model_run_id", pa.string(), nullable=False),
-    ]
-)
+# The recommendations contract (jobs.core.schema) pinned by name, type and nullability: a change
+# to it is a change for every reader of the zone and must show up here.
+EXPECTED_COLUMNS = [
+    "user_id: int64 not null", "rank: int32 not null", "item_id: int64 not null",
+    "score: float not null", "model_version: string not null", "model_run_id: string not null",
+]  # fmt: skip
 
 
 def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -344,7 +341,10 @@ def test_scores_every_active_user_excluding_seen_items_with_k_ties_and_unknown_u
     result = score_day(cfg, spark, D, model["version"], k=5)
 
     table, manifest = read_partition(cfg, D.isoformat())
-    assert table.schema.remove_metadata().equals(EXPECTED_SCHEMA, check_metadata=False)
+    assert table.schema.remove_metadata().equals(recommendations_schema(), check_metadata=False)
+    assert [f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in recommendations_schema()] == (
+        EXPECTED_COLUMNS
+    )
     excluded_days = ["2026-01-04", D.isoformat()]  # after the window, validated, up to D (01-05 failed validation)
     expected = reference(arrays, world.active, world.extra(excluded_days), k=5)
     got = as_tuples(*(table.column(c).to_pylist() for c in ("user_id", "rank", "item_id", "score")))
