@@ -85,9 +85,11 @@ class SparkConfig(_Section):
 
     remote: str = Field("sc://127.0.0.1:15002", description="Spark Connect endpoint, sc://host:port")
     master: str = "local[2]"
-    app_name: str = "recsys"
+    app_name: str = Field("recsys", description="Spark application name; jobs tag their sessions <app_name>-<stage>.")
     server_memory: str = "3g"
-    shuffle_partitions: int = Field(4, ge=1, le=100_000)
+    shuffle_partitions: int = Field(
+        4, ge=1, le=100_000, description="spark.sql.shuffle.partitions of each job's session."
+    )
     connect_retries: int = Field(3, ge=0, le=30)
     conf: dict[str, str] = Field(default_factory=dict)
     server_conf: dict[str, str] = Field(default_factory=dict)
@@ -101,10 +103,15 @@ class SparkConfig(_Section):
 
 
 class MlflowConfig(_Section):
-    tracking_uri: str
-    experiment: str = "recsys"
-    model_name: str = "recsys-mf"
-    ui_url: str | None = None
+    tracking_uri: str = Field(description="MLflow tracking server every job logs to (also the model registry).")
+    experiment: str = Field(
+        "recsys", description="MLflow experiment of training and evaluation runs (monitoring adds -monitoring)."
+    )
+    model_name: str = Field(
+        "recsys-mf",
+        description="Registered model name; its aliases champion / challenger / previous_champion are the registry state.",
+    )
+    ui_url: str | None = Field(None, description="Public address of the MLflow UI for links (default: tracking_uri).")
 
     @property
     def public_url(self) -> str:
@@ -112,9 +119,15 @@ class MlflowConfig(_Section):
 
 
 class IngestConfig(_Section):
-    landing_format: Literal["jsonl", "csv"] = "jsonl"
-    wait_timeout_s: int = Field(3600, ge=1)
-    poke_interval_s: int = Field(30, ge=1)
+    landing_format: Literal["jsonl", "csv"] = Field(
+        "jsonl", description="Format of landing files: JSON lines or CSV (compressed or not)."
+    )
+    wait_timeout_s: int = Field(
+        3600, ge=1, description="How long the landing sensor waits for a day's _SUCCESS before the run fails."
+    )
+    poke_interval_s: int = Field(
+        30, ge=1, description="Seconds between the landing sensor's checks (it defers to the triggerer in between)."
+    )
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
     min_rows: int = Field(1, ge=0, description="Absolute floor of a non-empty day's row count.")
     recent_days: int = Field(
@@ -141,7 +154,6 @@ class IngestConfig(_Section):
     empty_day: Literal["pass", "fail"] = Field(
         "fail", description="Verdict on a day with no events: pass (a sparse log) or fail (a live stream: an outage)."
     )
-    max_event_age_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _ratios_ordered(self) -> IngestConfig:
@@ -163,31 +175,57 @@ class Resources(_Section):
 
 
 class TrainingConfig(_Section):
-    launcher: Literal["local", "kubernetes"] = "local"
-    image: str = "ghcr.io/recsys/trainer:latest"
-    namespace: str = "recsys"
-    service_account: str = "recsys-trainer"
-    gpus: int = Field(0, ge=0, le=16)
-    requests: Resources = Resources(cpu="2", memory="8Gi")
-    limits: Resources = Resources(cpu="8", memory="32Gi")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    pool: str = "gpu_training"
-    pool_slots: int = Field(1, ge=1)
-    startup_timeout_s: int = Field(900, ge=30)
-    mlflow_secret: str = "recsys-mlflow"  # noqa: S105 - the name of a Kubernetes Secret, not a value
-    scratch_size: str = "20Gi"
-    window_days: int = Field(7, ge=2, le=365)
-    epochs: int = Field(20, ge=1, le=1000)
-    batch_size: int = Field(4096, ge=1, le=10_000_000)
-    factors: int = Field(64, ge=2, le=4096)
-    learning_rate: float = Field(0.005, gt=0.0, le=10.0)
-    weight_decay: float = Field(1e-2, ge=0.0)
+    launcher: Literal["local", "kubernetes"] = Field(
+        "local", description="Where training runs: local subprocess, or a KubernetesPodOperator pod."
+    )
+    image: str = Field("ghcr.io/recsys/trainer:latest", description="Training image of the pod (Dockerfile.train).")
+    namespace: str = Field("recsys", description="Kubernetes namespace of the training pods.")
+    service_account: str = Field("recsys-trainer", description="Service account of the training pods.")
+    gpus: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="GPUs requested per training pod (nvidia.com/gpu); > 1 runs torchrun with one rank per GPU.",
+    )
+    requests: Resources = Field(Resources(cpu="2", memory="8Gi"), description="CPU/memory requests of a training pod.")
+    limits: Resources = Field(Resources(cpu="8", memory="32Gi"), description="CPU/memory limits of a training pod.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node selector of a training pod (e.g. a GPU product label)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of a training pod (e.g. for tainted GPU nodes)."
+    )
+    pool: str = Field("gpu_training", description="Airflow pool that bounds concurrent training tasks.")
+    pool_slots: int = Field(1, ge=1, description="Pool slots one training task takes.")
+    startup_timeout_s: int = Field(
+        900,
+        ge=30,
+        description="Seconds a training pod may take to start (image pull, scheduling) before the try fails.",
+    )
+    mlflow_secret: str = Field(
+        "recsys-mlflow",
+        description="Kubernetes Secret with the MLflow credentials mounted into a training pod (its name, not a value).",
+    )
+    scratch_size: str = Field(
+        "20Gi", description="Size of the pod's scratch volume (checkpoints, downloaded snapshot)."
+    )
+    window_days: int = Field(
+        7, ge=2, le=365, description="Days of validated history before the held-out day that a snapshot trains on."
+    )
+    epochs: int = Field(20, ge=1, le=1000, description="Epochs of the epoch-trained families (MF, sequential).")
+    batch_size: int = Field(4096, ge=1, le=10_000_000, description="Training batch size (interactions per step).")
+    factors: int = Field(64, ge=2, le=4096, description="Embedding size of the MF and sequential families.")
+    learning_rate: float = Field(
+        0.005, gt=0.0, le=10.0, description="Learning rate of the epoch-trained families (MF: Adam; sequential: AdamW)."
+    )
+    weight_decay: float = Field(1e-2, ge=0.0, description="Weight decay (L2) of the epoch-trained families.")
     loss: Literal["bpr", "softmax"] = Field(
         "softmax", description="MF loss: BPR, or sampled softmax over the negatives."
     )
     negatives: int = Field(8, ge=1, le=4096, description="MF: uniform negatives per positive.")
-    seed: int = 42
+    seed: int = Field(
+        42, description="Seed of training (sampling, initialisation): the same seed on CPU gives the same model."
+    )
     ease_l2: float = Field(500.0, gt=0.0, description="EASE's L2 penalty λ (jobs.ease).")
     families: list[str] = Field(
         default_factory=lambda: ["mf", "ease"],
@@ -206,7 +244,7 @@ class TrainingConfig(_Section):
 class GateConfig(_Section):
     """The evaluation gate (``jobs/evaluate/gate.py``): evidence, baselines and margins."""
 
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=1000, description="Cut-off of the gate's ranking metrics (NDCG@k, recall@k).")
     min_recall: float = Field(
         0.02, ge=0.0, le=1.0, description="Floor on the challenger's Recall@K pooled over the evidence."
     )
@@ -255,8 +293,8 @@ class GateConfig(_Section):
 
 
 class ScoringConfig(_Section):
-    k: int = Field(20, ge=1, le=1000)
-    batch_users: int = Field(4096, ge=1)
+    k: int = Field(20, ge=1, le=1000, description="Recommendations per user.")
+    batch_users: int = Field(4096, ge=1, description="Users scored per matrix product in a scoring worker.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     exclusion_days: int = Field(60, ge=1, le=3650)
     rows_per_file: int = Field(2_000_000, ge=1)
@@ -273,7 +311,11 @@ class DriftConfig(_Section):
     min_samples: int = Field(100, ge=1)
     min_drifted_features: int = Field(2, ge=1)
     performance_decay: float = Field(0.3, gt=0.0, lt=1.0)
-    min_performance_users: int = Field(50, ge=1)
+    min_performance_users: int = Field(
+        50,
+        ge=1,
+        description="Below this many served users with an outcome, the monitor's online performance is not judged.",
+    )
     cooldown_hours: float = Field(24.0, ge=0.0)
     trend_days: int = Field(14, ge=1, le=365)
 
@@ -289,18 +331,22 @@ class DriftConfig(_Section):
 class WorldConfig(_Section):
     """Size of the synthetic world that ``make demo`` generates."""
 
-    start_date: date = date(2026, 1, 1)
-    days: int = Field(7, ge=1, le=3650)
-    users: int = Field(2000, ge=1)
-    items: int = Field(500, ge=1)
-    events_per_day: int = Field(20000, ge=0)
-    factors: int = Field(8, ge=1, le=256)
-    seed: int = 7
+    start_date: date = Field(date(2026, 1, 1), description="First day of the synthetic world (jobs.sim).")
+    days: int = Field(7, ge=1, le=3650, description="Days the synthetic world generates.")
+    users: int = Field(2000, ge=1, description="Users of the synthetic world.")
+    items: int = Field(500, ge=1, description="Items of the synthetic world.")
+    events_per_day: int = Field(20000, ge=0, description="Events a day of the synthetic world.")
+    factors: int = Field(
+        8, ge=1, le=256, description="Latent factors of the synthetic world's ground-truth preferences."
+    )
+    seed: int = Field(7, description="Seed of the synthetic world: the same seed writes the same bytes.")
 
 
 class AirflowConfig(_Section):
-    api_url: str = "http://127.0.0.1:28080"
-    owner: str = "recsys"
+    api_url: str = Field(
+        "http://127.0.0.1:28080", description="Airflow REST API base URL (scripts, the REST client, links)."
+    )
+    owner: str = Field("recsys", description="Owner of every DAG and task (shown in the UI).")
     retry_delay_s: int = Field(
         30, ge=1, le=3600, description="First retry delay of every task (doubling, capped at 10 min)."
     )
@@ -317,7 +363,7 @@ class LedgerConfig(_Section):
 
     cpu_hour_price: float = Field(0.0, ge=0.0, description="price of one CPU-hour (a core for an hour)")
     gpu_hour_price: float = Field(0.0, ge=0.0, description="price of one GPU-hour")
-    currency: str = "USD"
+    currency: str = Field("USD", description="Currency of the cost ledger's prices.")
 
 
 class PipelineConfig(_Section):
