@@ -43,6 +43,21 @@ from jobs.core.errors import (  # noqa: F401 - re-exported: jobs import their er
 
 XCOM_DIR = "/airflow/xcom"  # the KubernetesPodOperator XCom contract (RECSYS_XCOM_DIR overrides it)
 MESSAGE_LIMIT = 2000
+# The orchestrator's run a job belongs to, ``<dag_id>/<run_id>`` (set by the task launcher,
+# ``recsys_airflow.launcher.JobOperator``; absent for a job run by hand).
+PIPELINE_RUN_ENV = "RECSYS_PIPELINE_RUN"
+
+
+def pipeline_run() -> str | None:
+    """The orchestrator's run this job belongs to (``PIPELINE_RUN_ENV``), None outside one."""
+    return os.environ.get(PIPELINE_RUN_ENV) or None
+
+
+def run_scoped(key: str, run: str | None) -> str:
+    """The ledger key of a job whose output several runs share (a snapshot directory is rebuilt by
+    every training run of the same day and window): one entry per pipeline run, so the cost a
+    model card reads is its own run's build, never a later rebuild's. ``key`` itself without a run."""
+    return f"{key}/{re.sub(r'[^A-Za-z0-9._=+-]+', '_', run)}" if run else key
 
 
 def tracking_errors() -> tuple[type[BaseException], ...]:

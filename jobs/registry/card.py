@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core import catalog, storage
+from jobs.core.cli import pipeline_run, run_scoped
 from jobs.core.config import PipelineConfig
 
 CARD_JSON = "model_card/model_card.json"
@@ -105,18 +106,21 @@ def build_card(
             "snapshot_uri": snapshot_uri,
         },
         "approval": None,  # no human approval step in this profile
-        "cost": cost_ledger(cfg, days, snapshot_uri, run_id),
+        "cost": cost_ledger(cfg, days, snapshot_uri, run_id, pipeline_run()),
     }
 
 
-def cost_ledger(cfg: PipelineConfig, days: list[str], snapshot_uri: str | None, run_id: str) -> dict[str, Any]:
+def cost_ledger(
+    cfg: PipelineConfig, days: list[str], snapshot_uri: str | None, run_id: str, pipeline: str | None = None
+) -> dict[str, Any]:
     """The cost of the chain that produced a model, from the ledger zone: ingestion and validation
-    of every day it used, its snapshot, its training run and its gate; per stage and in total,
-    priced with ``ledger`` (CPU- and GPU-hours); entries not found are listed as ``missing``."""
+    of every day it used, its snapshot (the build of the pipeline run ``pipeline`` that trained it:
+    ``jobs.core.cli.run_scoped``), its training run and its gate; per stage and in total, priced
+    with ``ledger`` (CPU- and GPU-hours); entries not found are listed as ``missing``."""
     zone = cfg.storage.zone("ledger")
     wanted = [(f"ingest/dt={d}", "ingest") for d in days] + [(f"validate/dt={d}", "validate") for d in days]
     if snapshot_uri:
-        wanted.append((f"snapshot/{snapshot_uri.rstrip('/').rsplit('/', 1)[-1]}", "snapshot"))
+        wanted.append((run_scoped(f"snapshot/{snapshot_uri.rstrip('/').rsplit('/', 1)[-1]}", pipeline), "snapshot"))
     wanted += [(f"train/{run_id}", "train"), (f"evaluate/{run_id}", "evaluate")]
     stages: dict[str, dict[str, float]] = {}
     missing = []
@@ -242,6 +246,8 @@ def write_card(
     uri = f"runs:/{run_id}/{CARD_HTML}"
     cl.set_model_version_tag(name, version, "model_card", uri)
     totals = card["cost"]["totals"]
-    for key in ("wall_s", "cpu_s", "gpu_s", "price"):
+    for key in ("wall_s", "cpu_s", "gpu_s", "price", "jobs"):
         cl.set_model_version_tag(name, version, f"cost.{key}", str(totals[key]))
+    # ledger entries of the chain not found (a stage that ran in-process, or a lost entry)
+    cl.set_model_version_tag(name, version, "cost.missing", str(len(card["cost"]["missing"])))
     return {**card, "uri": uri}

@@ -31,7 +31,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from jobs.core import catalog, storage
-from jobs.core.cli import run_job
+from jobs.core.cli import pipeline_run, run_job, run_scoped
 from jobs.core.config import PipelineConfig
 from jobs.core.errors import SnapshotError
 from jobs.core.results import SnapshotResult
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         ap,
         run,
         argv,
-        ledger=lambda r: f"snapshot/{r['uri'].rstrip('/').rsplit('/', 1)[-1]}",
+        ledger=lambda r: run_scoped(f"snapshot/{r['uri'].rstrip('/').rsplit('/', 1)[-1]}", pipeline_run()),
         summary=lambda r: (
             f"snapshot {r['uri']}: {r['train_rows']} train pairs over {len(r['train_days'])} days, "
             f"{r['test_rows']} test pairs ({r['n_users']} users, {r['n_items']} items)"

@@ -36,7 +36,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from jobs.core.cli import is_retryable
+from jobs.core.cli import PIPELINE_RUN_ENV, is_retryable
 from jobs.core.results import LINEAGE_OUTPUT_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,9 +119,12 @@ class JobOperator(BaseOperator):
         self.lineage_inputs = list(lineage_inputs)
         self._proc: subprocess.Popen[str] | None = None
         self._session_id: str | None = None
+        self._pipeline_run: str | None = None
         self._result: dict[str, Any] = {}
 
     def execute(self, context: Any) -> dict[str, Any]:
+        dag_run = context.get("dag_run")
+        self._pipeline_run = f"{dag_run.dag_id}/{dag_run.run_id}" if dag_run is not None else None
         with tempfile.TemporaryDirectory(prefix="recsys-job-") as tmp:
             result_file = Path(tmp) / "return.json"
             argv = [
@@ -156,6 +159,8 @@ class JobOperator(BaseOperator):
     def _run(self, argv: list[str]) -> tuple[int, list[str]]:
         tail: list[str] = []
         env = job_env()
+        if self._pipeline_run:  # the ledger keys a shared output (a snapshot) by the run that built it
+            env[PIPELINE_RUN_ENV] = self._pipeline_run
         if self.spark:
             self._session_id = env["RECSYS_SPARK_SESSION_ID"] = str(uuid.uuid4())
         self._proc = subprocess.Popen(

@@ -208,9 +208,17 @@ def _check_model_card(run, registered: dict, evaluation: dict, train: dict, tags
     assert sorted(cost["missing"]) == sorted(f"{s}/dt={d}" for s in ("ingest", "validate") for d in card["validation"])
     for stage in cost["stages"].values():
         assert stage["jobs"] == 1 and 0 < stage["cpu_s"] <= stage["wall_s"] * 2 + 0.5 and stage["gpu_s"] == 0, cost
+    # Each stage's entry is what that job itself returned as its cost (its task's XCom), not a re-measure.
+    winner = evaluation["winner"]
+    for stage, task in (("snapshot", "snapshot"), ("train", f"train_{winner}"), ("evaluate", f"evaluate_{winner}")):
+        returned = xcom(run, task)["cost"]
+        assert {k: cost["stages"][stage][k] for k in ("wall_s", "cpu_s", "gpu_s")} == {
+            k: round(float(returned[k]), 3) for k in ("wall_s", "cpu_s", "gpu_s")
+        }, (stage, returned, cost["stages"][stage])
     assert cost["totals"]["cpu_s"] == round(sum(s["cpu_s"] for s in cost["stages"].values()), 3)
     assert cost["totals"]["price"] == 0 and cost["totals"]["currency"] == "USD"  # the local profile prices nothing
     assert float(tags["cost.cpu_s"]) == cost["totals"]["cpu_s"] and float(tags["cost.price"]) == 0
+    assert (tags["cost.jobs"], tags["cost.missing"]) == ("3", str(len(cost["missing"])))
     # The register task's link opens it.
     from tests.dag_runs import repo_dag
 
