@@ -150,11 +150,12 @@ def _parser_of(stage: str, monkeypatch) -> argparse.ArgumentParser:
 
 
 def _actions(parser: argparse.ArgumentParser):
+    """Every action of ``parser`` and of its subcommands' parsers."""
     for action in parser._actions:
         yield action
-        for sub in getattr(action, "choices", None) or {}:
-            if isinstance(action.choices, dict) and isinstance(action.choices[sub], argparse.ArgumentParser):
-                yield from _actions(action.choices[sub])
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
 
 
 @pytest.mark.parametrize("stage", JOB_MODULES)
