@@ -9,7 +9,7 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
    `training/snapshots/`.
-3. **train_<family>** — one trainer per family of `training.families` (default `mf`, `ease`),
+3. **train_<family>** — one trainer per family of `training.families` (default `mf`, `ease`; `seq` opt-in),
    in parallel on the same snapshot: `train_mf` runs `python -m jobs.train …` (matrix
    factorisation; a `KubernetesPodOperator` on a GPU node in the `cluster` profile, restricted
    security context, Secret-borne MLflow credentials, `gpu_training` pool; checkpoints every

@@ -230,7 +230,8 @@ class TrainingConfig(_Section):
     families: list[str] = Field(
         default_factory=lambda: ["mf", "ease"],
         min_length=1,
-        description="Model families recsys_train trains and lets compete for one champion, in tie-break order.",
+        description="Model families recsys_train trains and lets compete for one champion, in tie-break order "
+        "(known: mf, ease, seq; recsys_airflow.factory.FAMILIES).",
     )
 
     @field_validator("families")

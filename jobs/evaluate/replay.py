@@ -127,6 +127,21 @@ def intervals(ndcg: dict[str, np.ndarray], resamples: int) -> dict[str, dict[str
     return {name: paired_interval(ch - values, resamples) for name, values in ndcg.items() if name != "challenger"}
 
 
+def usable_days(
+    days: list[str], champion_uri: str | None, champion_window_end: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """The replay days the evidence may use, and the skipped ones with why: a day up to the end of
+    the champion's training window (a champion trained on a later snapshot: a backfill) would
+    compare the challenger with a model that trained on that very day."""
+    usable, skipped = [], {}
+    for day in days:
+        if champion_uri and champion_window_end and day <= champion_window_end:
+            skipped[day] = f"inside the champion's training window (ends {champion_window_end})"
+        else:
+            usable.append(day)
+    return usable, skipped
+
+
 def pool(
     cfg: Any,
     held: Any,
@@ -146,13 +161,7 @@ def pool(
         recent: recent popularity per snapshot item (``recent_counts``).
     """
     k, rules = cfg.gate.k, cfg.gate
-    skipped = {}
-    usable = []
-    for day in days:
-        if champion_uri and champion_window_end and day <= champion_window_end:
-            skipped[day] = f"inside the champion's training window (ends {champion_window_end})"
-        else:
-            usable.append(day)
+    usable, skipped = usable_days(days, champion_uri, champion_window_end)
     known_users = {int(u) for u in held.data.user_ids.tolist()}
     known_items = {int(i) for i in held.item_ids.tolist()}
     held_out_day = held.data.manifest["day"]

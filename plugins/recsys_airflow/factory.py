@@ -101,6 +101,15 @@ FAMILIES = {  # the families ``training.families`` may name; a new one is one mo
         doc_md="EASE, closed form on the window (λ = training.ease_l2): a CPU pod, no GPU; exports the "
         "same artifact as MF (history rows × Bᵀ).",
     ),
+    "seq": Family(
+        "seq",
+        "jobs.seq",
+        ("--epochs", "{{ params.epochs }}"),
+        gpu=True,
+        doc_md="Sequential (SASRec-style transformer over each user's recent history): the GPU pod in the "
+        "cluster profile (bf16, torchrun for > 1 GPU), CPU locally; exports the encoder's state for the "
+        "user's latest history × the item embeddings; resumes from the last epoch checkpoint on retry.",
+    ),
 }
 
 
@@ -140,7 +149,12 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             "parameters (the cache); the gate still decides promotion.",
         ),
         "epochs": Param(
-            cfg.training.epochs, type="integer", minimum=1, maximum=200, title="Epochs", description="Training epochs."
+            cfg.training.epochs,
+            type="integer",
+            minimum=1,
+            maximum=200,
+            title="Epochs",
+            description="Epochs of the epoch-trained families (MF, sequential); EASE is closed form.",
         ),
         "window_days": Param(
             cfg.training.window_days,

@@ -1,5 +1,5 @@
 """The training DAG end to end with ``dag.test()``: real Spark, torch, MLflow server; the MF and
-EASE families compete for one champion."""
+EASE families compete for one champion, then the sequential family alone challenges it."""
 
 from __future__ import annotations
 
@@ -31,13 +31,17 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     run = dag_test(
         "recsys_train",
         logical_date=pendulum.datetime(2026, 1, 6, tz="UTC"),
-        run_conf={"epochs": 4, "window_days": 4, "day": "2026-01-05"},
+        run_conf={"epochs": 4, "window_days": 4, "day": "2026-01-05", "replay_days": 1},
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
-    # Both families were gated on the same evidence; the tournament's winner is the champion.
+    # Both families were gated on the same evidence — the held-out day and one replay day after
+    # it (no champion yet, so no day is skipped) — and the tournament's winner is the champion.
     gates = {f: xcom(run, f"evaluate_{f}") for f in ("mf", "ease")}
     assert gates["mf"]["evidence"]["users"] == gates["ease"]["evidence"]["users"] > 0
+    for gate in gates.values():
+        assert [row["day"] for row in gate["evidence"]["days"]] == ["2026-01-05", "2026-01-06"], gate["evidence"]
+        assert gate["evidence"]["skipped"] == {}
     evaluation = xcom(run, "tournament")
     winner, k = evaluation["winner"], evaluation["k"]
     assert evaluation["metrics"] == gates[winner]["metrics"] and evaluation["run_id"] == gates[winner]["run_id"]
@@ -71,19 +75,20 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     print(f"tournament: {evaluation['reason']}")
     _check_model_card(run, registered, evaluation, train, tags)
 
-    # A worse challenger (1 epoch vs the champion's 4) with a replay day (replay_days 1): plan
-    # holds out the day before the newest (2026-01-05, as the champion's gate) and the evidence
-    # pools it with the newest, 2026-01-06 (after the champion's window too). The baselines are
-    # relaxed (margin 1) and the floor is off, so the paired interval against the champion alone
-    # (tolerance 0) must refuse it, naming why: the promotion is skipped and `champion` does not
-    # move; the version is still registered.
+    # A worse challenger (the sequential family, 1 epoch, vs the champion's 4) with a replay day
+    # (replay_days 1): plan holds out the day before the newest (2026-01-05, as the champion's
+    # gate) and the evidence pools it with the newest, 2026-01-06 (after the champion's window
+    # too). The baselines are relaxed (margin 1) and the floor is off, so the paired interval
+    # against the champion alone (tolerance 0) must refuse it, naming why: the promotion is
+    # skipped and `champion` does not move; the version is still registered.
     import os
 
     from jobs.evaluate.replay import describe
 
-    # Only the MF family this time (training.families, read when the DAG is parsed): one candidate.
+    # Only the sequential family this time (training.families, read when the DAG is parsed): one
+    # candidate, trained, gated, registered and served (infra_validate) through the same contract.
     gate_env = {"GATE__MIN_RECALL": "0", "GATE__BASELINE_MARGIN": "1", "GATE__REPLAY_TOLERANCE": "0"}
-    gate_env["TRAINING__FAMILIES"] = '["mf"]'
+    gate_env["TRAINING__FAMILIES"] = '["seq"]'
     os.environ.update({f"RECSYS__{key}": value for key, value in gate_env.items()})
     try:
         worse = dag_test(
@@ -96,7 +101,8 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
             del os.environ[f"RECSYS__{key}"]
     worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
     assert xcom(worse, "plan")["day"] == "2026-01-05" and xcom(worse, "plan")["replay_days"] == "2026-01-06"
-    assert "train_ease" not in worse_states
+    assert "train_ease" not in worse_states and "train_mf" not in worse_states
+    assert worse_states["train_seq"] == "success" and xcom(worse, "train_seq")["cached"] is False
     second = xcom(worse, "tournament")
     assert second["champion_version"] == registered["version"] and second["day"] == "2026-01-05"
     assert second["blessed"] is False, second
@@ -123,6 +129,7 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     assert after["challenger"] == challenger
     challenger_tags = client(get_config()).get_model_version(get_config().mlflow.model_name, challenger).tags
     assert challenger_tags["decision"] == "not_blessed" and challenger_tags["evidence"] == evidence["summary"]
+    assert challenger_tags["family"] == "seq"
     assert (challenger_tags["window_start"], challenger_tags["window_end"]) == ("2026-01-02", "2026-01-04")
     import mlflow
 

@@ -100,3 +100,16 @@ def test_intervals_pair_the_challenger_with_every_baseline_on_the_same_pairs():
     assert (out["champion"]["low"], out["champion"]["high"]) == (0.0, 0.0)
     summary = replay.summary({"days": [{"day": "D"}, {"day": "D+1"}], "users": 400, "intervals": out}, 10)
     assert summary.startswith("evidence: 400 user-days over 2 day(s) (D, D+1); ndcg@10 challenger − popularity +0.0500")
+
+
+def test_replay_days_inside_the_champions_window_are_skipped_and_said_so():
+    days = ["2026-03-05", "2026-03-06", "2026-03-07"]
+    # a champion trained on a later snapshot (a backfill): its window ends 2026-03-06
+    usable, skipped = replay.usable_days(days, "models:/m/3", "2026-03-06")
+    assert usable == ["2026-03-07"]
+    assert skipped == dict.fromkeys(days[:2], "inside the champion's training window (ends 2026-03-06)")
+    # a champion whose window ends before the replay days: every day is evidence
+    assert replay.usable_days(days, "models:/m/3", "2026-03-04") == (days, {})
+    # no champion (a first training), or one without a recorded window: nothing to skip
+    assert replay.usable_days(days, None, "2026-03-06") == (days, {})
+    assert replay.usable_days(days, "models:/m/3", None) == (days, {})

@@ -1,8 +1,8 @@
-"""The sequential family's training pod (cluster profile), rendered offline and schema-checked like jobs.train's."""
+"""The sequential family's training pod (cluster profile): the ``train_seq`` task of ``recsys_train``
+parsed with ``training.families`` naming it, rendered offline and schema-checked like jobs.train's."""
 
 from __future__ import annotations
 
-import pendulum
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -13,16 +13,24 @@ SNAPSHOT = "s3://recsys-data/prod/training/snapshots/dt=2026-01-07_w=7"
 
 def _render(monkeypatch, **env):
     monkeypatch.setenv("RECSYS_PROFILE", "cluster")
+    monkeypatch.setenv("RECSYS__TRAINING__FAMILIES", '["mf", "ease", "seq"]')
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from airflow.sdk import DAG
     from kubernetes.client import ApiClient
 
-    from jobs.core.config import get_config
-    from recsys_airflow.training import train_task
+    from tests.dag_runs import repo_bag
 
-    with DAG("render_seq", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
-        op = train_task(get_config(), "train_seq", ["--snapshot", SNAPSHOT, "--epochs", "30"], module="jobs.seq")
+    dag = repo_bag().dags["recsys_train"]
+    assert [t for t in dag.task_ids if t.startswith("train_")] == ["train_mf", "train_ease", "train_seq"]
+    op = dag.get_task("train_seq")
+
+    class SnapshotXCom:  # what the snapshot task pushed: its result's keys (multiple_outputs)
+        def xcom_pull(self, task_ids=None, key=None, **kwargs):
+            return {"uri": SNAPSHOT}[key]
+
+    op.arguments = op.render_template(
+        op.arguments, {"ti": SnapshotXCom(), "run_id": "r1", "dag": dag, "params": {**dag.params, "epochs": 30}}
+    )
     return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
 
 
