@@ -17,6 +17,8 @@ import pytest
 
 from tests.dag_runs import dag_test, repo_bag, task_states, xcom
 
+REPO = Path(__file__).resolve().parents[2]
+
 EDGES = {  # one family's chain plus every data dependency (an XComArg makes its producer upstream)
     "plan": ["evaluate_popularity", "snapshot"],  # the gate gets the replay days
     "snapshot": ["evaluate_popularity", "infra_validate", "register", "train_popularity"],
@@ -159,7 +161,7 @@ def test_torchrun_command_names_the_pipeline_trainer(cfg):
 
 @pytest.mark.integration
 def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
-    airflow_db, mlflow_env, cfg, spark, monkeypatch
+    airflow_db, mlflow_env, cfg, spark, monkeypatch, tmp_path
 ):
     from jobs import sim as gen
     from jobs.core.config import get_config
@@ -238,6 +240,26 @@ def test_second_pipeline_is_gated_registered_and_promoted_under_its_own_name(
     with create_session() as session:
         events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == second.run_id)).all()
         assert [e.asset.name for e in events] == ["recsys_popularity_champion"]
+
+    # 3. The popularity trainer's registry cache: the same snapshot content, code and parameters
+    #    again (the job as the DAG's train task runs it, without --force-retrain) finds the
+    #    promoted version by its cache key under its own model name: nothing trained.
+    import json
+    import subprocess
+    import sys
+
+    from recsys_airflow.launcher import job_env
+
+    trained = xcom(second, "train_popularity")
+    out = tmp_path / "again.json"
+    argv = [sys.executable, "-m", "jobs.popularity", "--snapshot", xcom(second, "snapshot")["uri"]]
+    argv += ["--model-name", "recsys-popularity", "--checkpoint-dir", str(tmp_path / "ckpt"), "--result-file", str(out)]
+    proc = subprocess.run(argv, cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text())
+    assert again["cached"] is True and again["cached_version"] == version, again
+    assert again["cache_key"] == trained["cache_key"]
+    assert f"cached: version {version} has this cache key; nothing trained" in proc.stdout
 
 
 @pytest.mark.unit
