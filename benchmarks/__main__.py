@@ -45,6 +45,7 @@ BENCHMARKS: list[str] = [
     "drift",
     "reliability",
     "quality",
+    "stack",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")

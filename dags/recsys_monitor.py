@@ -73,7 +73,7 @@ TRAIN_DAG_ID = "recsys_train"
     **dag_args(cfg, __doc__, ["monitoring", "drift", "mlflow"]),
 )
 def recsys_monitor():
-    """Long because it is the DAG body: its TaskFlow tasks are defined inline so that the graph reads in one place."""
+    """The DAG body: its TaskFlow tasks inline, so that the graph reads in one place."""
 
     @task
     def plan(params: dict | None = None, triggering_asset_events=None, dag_run=None) -> str:
@@ -95,7 +95,7 @@ def recsys_monitor():
         import time
 
         from jobs.core.tracking import last_training_end
-        from recsys_airflow.decisions import retrain_decision
+        from recsys_airflow.decisions import decision_record, retrain_conf, retrain_decision
         from recsys_airflow.notify import announce
 
         force = bool(params["force_retrain"])
@@ -121,22 +121,9 @@ def recsys_monitor():
             last_training_run=train_run,
             train_dag_id=TRAIN_DAG_ID,
         )
-        ti.xcom_push(
-            key="decision",
-            value={
-                "retrain": decision.retrain,
-                "reason": decision.reason,
-                "force_retrain": force,
-                "detector_retrain": report["retrain"],
-                "training_runs_active": running,
-                "last_training_end_hours_ago": hours_since,
-                "report_html": report["report_html"],
-            },
-        )
+        ti.xcom_push(key="decision", value=decision_record(report, decision, force, running, hours_since))
         print(f"decision: {'RETRAIN' if decision.retrain else 'no retrain'} — {decision.reason}")
-        if not decision.retrain:
-            return None
-        return {"reason": decision.reason[:500], "report_html": report["report_html"][:1000], "force_retrain": force}
+        return retrain_conf(report, decision, force)
 
     day = plan()
     monitor = MonitorJobOperator(

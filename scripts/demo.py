@@ -483,8 +483,8 @@ def render(rows: list[dict[str, Any]], aliases: dict[str, Any], metrics: dict[st
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Long because it is the demo's argument parsing and its run, in order."""
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's flags."""
     ap = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--world",
@@ -503,64 +503,52 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-per-day", type=int)
     ap.add_argument("--keep-state", action="store_true", help="do not wipe the state folder first")
     ap.add_argument("--timeline-file", type=Path, help="also write the timeline as JSON here")
-    args = ap.parse_args(argv)
-    real = args.world != "synthetic"
-    train_days = args.train_days or (28 if real else 8)
-    served_days = args.served_days or (7 if real else 5)
-    if not real and not 1 <= args.drift_day - train_days <= served_days:
-        ap.error("--drift-day must fall on a served day (after --train-days, within --served-days)")
+    return ap
 
-    for key, value in (DEMO_ENV | DEMO_GATE_ENV | (REAL_LOG_ENV if real else {})).items():
-        os.environ.setdefault(key, value)  # the caller's own setting wins
-    stack = Stack.from_env()
-    os.environ.update(stack.env())
+
+def world_of(args: argparse.Namespace, train_days: int, served_days: int) -> DemoWorld | RealLogWorld:
+    """The world the flags name (defaults from the ``world`` config section)."""
     from jobs.core.config import get_config
 
-    w = get_config().world
-    world: DemoWorld | RealLogWorld
-    if real:
+    if args.world != "synthetic":
         last = ML100K_LAST_DAY
-        world = RealLogWorld(
+        return RealLogWorld(
             start=args.start or last - timedelta(days=train_days + served_days - 1),
             train_days=train_days,
             served_days=served_days,
         )
-    else:
-        world = DemoWorld(
-            start=args.start or w.start_date,
-            train_days=train_days,
-            served_days=served_days,
-            drift_day=args.drift_day,
-            drift=args.drift,
-            drift_strength=args.drift_strength,
-            users=args.users or w.users,
-            items=args.items or w.items,
-            events_per_day=args.events_per_day or w.events_per_day,
-            factors=w.factors,
-            seed=w.seed,
-        )
-    started = time.monotonic()
+    w = get_config().world
+    return DemoWorld(
+        start=args.start or w.start_date,
+        train_days=train_days,
+        served_days=served_days,
+        drift_day=args.drift_day,
+        drift=args.drift,
+        drift_strength=args.drift_strength,
+        users=args.users or w.users,
+        items=args.items or w.items,
+        events_per_day=args.events_per_day or w.events_per_day,
+        factors=w.factors,
+        seed=w.seed,
+    )
+
+
+def fresh_stack(stack: Stack, keep_state: bool) -> None:
+    """Stop a running stack, wipe its state (unless ``keep_state``) and start it with the demo's settings."""
     if stack.running():
         print("stopping the running stack so the demo's settings apply")
         down(stack)
-    if not args.keep_state and stack.db == "postgres":  # its databases and Redis keys live outside the folder
+    if not keep_state and stack.db == "postgres":  # its databases and Redis keys live outside the folder
         destroy(stack)
-    if not args.keep_state and stack.state.exists():
+    if not keep_state and stack.state.exists():
         print(f"starting from a clean slate: removing {stack.state}")
         shutil.rmtree(stack.state)
     print(f"starting the stack on 127.0.0.1: {', '.join(stack.components)}")
     up(stack)
-    loop = Loop(stack, world)
-    try:
-        rows = loop.run()
-    except (ApiError, RuntimeError, TimeoutError) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        try:
-            print(diagnose(loop.api, DAG_IDS), file=sys.stderr)
-        except Exception as diag_exc:  # the diagnosis must not hide the failure
-            print(f"(no diagnosis: {diag_exc!r})", file=sys.stderr)
-        print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
-        return 1
+
+
+def report(loop: Loop, rows: list[dict], timeline_file: Path | None) -> None:
+    """The summary: timeline, gate settings, cost per version, task time (and the JSON timeline)."""
     task_time = loop.api.task_time(DAG_IDS)
     costs = loop.version_costs()
     print()
@@ -579,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(render_task_time(task_time))
-    if args.timeline_file:
+    if timeline_file:
         payload = {
             "rows": rows,
             "aliases": loop.aliases,
@@ -587,7 +575,38 @@ def main(argv: list[str] | None = None) -> int:
             "task_time": task_time,
             "version_costs": costs,
         }
-        args.timeline_file.write_text(json.dumps(payload, indent=2))
+        timeline_file.write_text(json.dumps(payload, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, start a clean stack, run the loop, report (or diagnose a failure)."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    real = args.world != "synthetic"
+    train_days = args.train_days or (28 if real else 8)
+    served_days = args.served_days or (7 if real else 5)
+    if not real and not 1 <= args.drift_day - train_days <= served_days:
+        ap.error("--drift-day must fall on a served day (after --train-days, within --served-days)")
+
+    for key, value in (DEMO_ENV | DEMO_GATE_ENV | (REAL_LOG_ENV if real else {})).items():
+        os.environ.setdefault(key, value)  # the caller's own setting wins
+    stack = Stack.from_env()
+    os.environ.update(stack.env())
+    world = world_of(args, train_days, served_days)
+    started = time.monotonic()
+    fresh_stack(stack, args.keep_state)
+    loop = Loop(stack, world)
+    try:
+        rows = loop.run()
+    except (ApiError, RuntimeError, TimeoutError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        try:
+            print(diagnose(loop.api, DAG_IDS), file=sys.stderr)
+        except Exception as diag_exc:  # the diagnosis must not hide the failure
+            print(f"(no diagnosis: {diag_exc!r})", file=sys.stderr)
+        print(f"logs: {stack.state / 'logs'}; Airflow UI {stack.airflow_url}", file=sys.stderr)
+        return 1
+    report(loop, rows, args.timeline_file)
     creds = stack.credentials()
     print(f"\nfinished in {time.monotonic() - started:.0f}s")
     print(f"Airflow UI : {stack.airflow_url}  (admin / {creds['admin']}; viewer / {creds['viewer']})")

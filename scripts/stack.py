@@ -256,10 +256,8 @@ class Stack:
         return path.read_text().strip()
 
     def env(self) -> dict[str, str]:
-        """Environment shared by every Airflow component, the CLI and the tasks.
-
-        Long because it is the one place where every component's environment is declared.
-        """
+        """Environment shared by every Airflow component, the CLI and the tasks (Airflow's own
+        settings here; lineage, Celery, extra DAG bundles and the object store in the helpers below)."""
         venv_bin = str(Path(sys.executable).parent)
         home = self.airflow_home
         from cryptography.fernet import Fernet  # Airflow's own dependency
@@ -285,8 +283,14 @@ class Stack:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__EXPOSE_CONFIG": "False",
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret", lambda: secrets.token_urlsafe(32)),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",  # a new DAG file is found within 10 s
+            # An unchanged DAG file is parsed again only after this many seconds; a changed one at
+            # once (file_parsing_sort_mode modified_time re-queues a file whose mtime is newer than
+            # its last parse). At 10 s the dag-processor re-parsed every file all the time: the
+            # CPU of an idle stack (docs/local-stack.md, "What an idle stack costs").
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": os.environ.get(
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "180"
+            ),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             # Tasks of a crashed scheduler are reset at this interval (300 s by default): on one
@@ -305,8 +309,23 @@ class Stack:
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             # MLflow 3 server's background job runner (GenAI jobs: ~8 huey processes) is unused here.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            # OpenLineage: every task's START/COMPLETE/FAIL event, one JSON line each, in a local
-            # file (no lineage server on one machine); a cluster points this at Marquez or similar.
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+        if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "recsys_airflow.sqlite.CONNECT_ARGS"
+        env.update(self.lineage_env())
+        env.update(self.celery_env())
+        env.update(self.bundles_env())
+        env.update(self.object_store_env())
+        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
+            env["RECSYS__STORAGE__ROOT"] = self.data_root(os.environ)
+        return env
+
+    def lineage_env(self) -> dict[str, str]:
+        """OpenLineage: every task's START/COMPLETE/FAIL event, one JSON line each, in a local file
+        (no lineage server on one machine); a cluster points the transport at Marquez or similar."""
+        return {
             "AIRFLOW__OPENLINEAGE__DISABLED": "false",  # on for the stack even where a caller turned it off
             "AIRFLOW__OPENLINEAGE__NAMESPACE": "recsys-local",
             # Emit task events from a bounded thread, not the default forked child: the child
@@ -318,39 +337,33 @@ class Stack:
             "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
                 {"type": "file", "log_file_path": str(self.lineage_file), "append": True}
             ),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
         }
-        if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
-            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "recsys_airflow.sqlite.CONNECT_ARGS"
-        if self.executor == "celery":
-            env.update(
-                {
-                    "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
-                    "AIRFLOW__CELERY__RESULT_BACKEND": self.redis_url,
-                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_key_prefix,
-                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
-                    "AIRFLOW__CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_key_prefix,
-                    "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.celery_queue,
-                }
-            )
+
+    def celery_env(self) -> dict[str, str]:
+        """The CeleryExecutor's broker, result backend and queue (empty with the LocalExecutor)."""
+        if self.executor != "celery":
+            return {}
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.redis_url,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_key_prefix,
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+            "AIRFLOW__CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_key_prefix,
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.celery_queue,
+        }
+
+    def bundles_env(self) -> dict[str, str]:
+        """DAG bundles of ``RECSYS_EXTRA_DAG_FOLDERS`` next to ``dags/`` (empty without any)."""
         extra = [f for f in os.environ.get("RECSYS_EXTRA_DAG_FOLDERS", "").split(os.pathsep) if f]
-        if extra:
-            bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}}]
-            bundles += [
-                {
-                    "name": f"extra-{i}-{Path(f).name}",
-                    "classpath": LOCAL_BUNDLE,
-                    "kwargs": {"path": str(Path(f).resolve())},
-                }
-                for i, f in enumerate(extra)
-            ]
-            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(bundles)
-        env.update(self.object_store_env())
-        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
-            env["RECSYS__STORAGE__ROOT"] = self.data_root(os.environ)
-        return env
+        if not extra:
+            return {}
+        bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}}]
+        bundles += [
+            {"name": f"extra-{i}-{Path(f).name}", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(Path(f).resolve())}}
+            for i, f in enumerate(extra)
+        ]
+        return {"AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles)}
 
     def data_root(self, environ: Mapping[str, str]) -> str:
         """The storage root of this stack's tasks under ``environ``: an explicit

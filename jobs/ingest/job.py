@@ -2,46 +2,11 @@
 
 ``python -m jobs.ingest --day YYYY-MM-DD``.
 
-Spark distributes the work and moves the rows; every row-level step is an Arrow kernel in
-Spark's Python workers. One Spark job, two stages:
-
-**Stage 1, one task per task slot** (at most), each reading byte ranges of 32–256 MiB one after
-the other (a range of a file, cut at line ends as Hadoop's line reader does, so a 10M-event day
-keeps every core busy; a gzip-compressed file, ``*.jsonl.gz`` or ``*.csv.gz``, is one range,
-since a compressed stream has no byte ranges). Few tasks because every Python task on the
-Connect server starts its own worker (~1.6 s):
-
-  1. **Read with an explicit schema** (no inference). JSON lines are parsed by pyarrow's reader
-     against the typed landing contract; where a range does not fit it (a malformed line, a
-     value of the wrong JSON type), that range is read line by line instead, every value kept
-     as text, so that a wrong type becomes a row-level reason, not a lost row or a failed job.
-     CSV is read as text columns; a row of the wrong shape is a malformed line.
-  2. **Type and normalise**: ids to bigint, ``ts`` to a UTC timestamp, ``watch_seconds`` to
-     double, ``rating`` to int, ``event_type``/``device`` lower-cased, ``country`` upper-cased,
-     blank text as missing.
-  3. **Rules**: each row gets the list of rules it breaks (missing required field, value not of
-     its type, unknown enum value, timestamp outside the logical day, value out of range),
-     ``"; "``-joined in a fixed order; ``malformed line`` when the line is not a JSON object.
-  4. Valid rows are sent to the curated bucket ``hash(event_id) mod n`` (``n`` = output files,
-     from the day's size: at most 2M rows a file and, when several, a multiple of the task
-     slots); rejected rows, with the reasons, the source file and their raw
-     text, to the quarantine bucket. The buckets travel through Spark's shuffle as Arrow IPC
-     streams (a few large records per task instead of one per row).
-
-**Stage 2, one task per task slot**, each writing its buckets (``b mod slots``) in turn:
-
-  5. **Deduplicate**: the event identity is ``event_id`` (the upstream's delivery id; a
-     redelivered event repeats it). The bucket is sorted by ``(event_id, ts, user_id, item_id,
-     event_type, ...)`` (missing values first) and the first row of each id is kept, so the
-     result does not depend on file order; ids whose copies differ in content are counted as
-     conflicts. Then the bucket is written as one Parquet file (pyarrow, snappy).
-  6. The quarantine bucket is sorted by all its columns and written the same way.
-
-**Publish atomically** (``jobs.storage``): quarantine first, then curated, each staged in a
-hidden folder and renamed into place with a ``_SUCCESS`` manifest. Output files have
-deterministic names, row order and bytes (pyarrow, not Spark's parquet-mr writer, whose column
-encoding order changes from one JVM to the next), so a rerun of a day writes byte-identical
-files and replaces only that day.
+Reads the day's landing files with an explicit schema, types and normalises every row, sends
+each row that breaks a rule to the quarantine zone with its reasons, deduplicates by
+``event_id`` and publishes curated Parquet and the quarantine atomically, with deterministic
+names, row order and bytes (a rerun writes byte-identical files). How (two Spark stages of
+Arrow kernels, byte ranges, buckets, dedup order, publish): ``docs/stages.md``.
 
 A renamed or dropped required column fails the job before any row is read in full, naming the
 missing and unexpected columns. A day without events (every file empty or blank) is published

@@ -163,26 +163,18 @@ def plots_for(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    """The full page for one report (see the module docstring).
-
-    Long because it is the page's template, section by section.
-    """
-    decision = report["decision"]
-    data = report["data_drift"]
-    pred = report["prediction_drift"]
-    perf = report["performance"]
-    title = f"Drift report {report['day']} — {report['model_name']} v{report['model_version']}"
-    verdict = "RETRAIN" if decision["retrain"] else "no retrain"
-    colour = (
-        COLOURS["alert"] if decision["retrain"] else (COLOURS["warn"] if decision["drift_alert"] else COLOURS["ok"])
-    )
-    data_body = (
+def _data_body(data: Mapping[str, Any]) -> str:
+    """The data-drift section's table (empty when the section is unavailable)."""
+    if not data.get("available"):
+        return ""
+    return (
         "<table><tr><th>feature</th><th>kind</th><th>n ref</th><th>n day</th><th>PSI</th><th>JS</th>"
         "<th>KS</th><th>verdict</th><th>why</th></tr>" + _feature_rows(data.get("features", {})) + "</table>"
-        if data.get("available")
-        else ""
     )
+
+
+def _prediction_body(pred: Mapping[str, Any]) -> str:
+    """The prediction-drift section's key/value table (empty when unavailable)."""
     pred_body = ""
     if pred.get("available"):
         score = pred.get("score") or {}
@@ -198,6 +190,11 @@ def render_html(report: Mapping[str, Any]) -> str:
                 ("verdict", pred.get("verdict")),
             ]
         )
+    return pred_body
+
+
+def _performance_body(perf: Mapping[str, Any]) -> str:
+    """The online-outcome section's key/value table and note (empty when unavailable)."""
     perf_body = ""
     if perf.get("available"):
         k = perf.get("k")
@@ -213,6 +210,22 @@ def render_html(report: Mapping[str, Any]) -> str:
                 ("verdict", perf.get("verdict")),
             ]
         ) + (f"<p>{html.escape(perf['note'])}</p>" if perf.get("note") else "")
+    return perf_body
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The full page for one report (see the module docstring): the template, its sections' bodies
+    from the helpers above."""
+    decision = report["decision"]
+    data = report["data_drift"]
+    pred = report["prediction_drift"]
+    perf = report["performance"]
+    title = f"Drift report {report['day']} — {report['model_name']} v{report['model_version']}"
+    verdict = "RETRAIN" if decision["retrain"] else "no retrain"
+    colour = (
+        COLOURS["alert"] if decision["retrain"] else (COLOURS["warn"] if decision["drift_alert"] else COLOURS["ok"])
+    )
+    data_body, pred_body, perf_body = _data_body(data), _prediction_body(pred), _performance_body(perf)
     plots = "".join(
         f'<figure><img src="data:image/png;base64,{png}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}'
         "</figcaption></figure>"

@@ -1,7 +1,7 @@
 """The scoring core as a pure function (no Spark, no MLflow): top-K per user in matrix batches.
 
 ``score_users(recommender, user_ids, extra_seen, k)``: one matrix product + bias per batch of
-users, seen items masked, ``torch.topk``; ties broken by item id (see ``jobs.score``).
+users, seen items masked, ``torch.topk``; ties broken by item id (see ``docs/stages.md``).
 """
 
 from __future__ import annotations
@@ -181,6 +181,47 @@ def _ranked_chunk(
     return cols, vals
 
 
+def _score_group(
+    model: ScoringModel,
+    rows: np.ndarray,
+    group: np.ndarray,
+    is_known: bool,
+    extra: tuple[np.ndarray, np.ndarray],
+    out: tuple[np.ndarray, np.ndarray],
+    batch_users: int,
+) -> None:
+    """Rank one group of users (positions ``group``: all known to the model, or all unknown) in
+    chunks of ``batch_users``, writing columns and scores into ``out`` at those positions.
+
+    Known users exclude their training-window items and their extra pairs and score with their
+    factors; unknown users exclude their extra pairs only and get the popularity ranking.
+    """
+    import torch
+
+    extra_pos, extra_col = extra
+    cols, vals = out
+    kk = cols.shape[1]
+    # the group's extra pairs, with users numbered 0.. inside the group (ascending)
+    rank_in_group = np.full(len(rows), -1, dtype=np.int64)
+    rank_in_group[group] = np.arange(len(group))
+    g_rows = rank_in_group[extra_pos]
+    g_keep = g_rows >= 0
+    g_rows, g_cols = g_rows[g_keep], extra_col[g_keep]
+    for lo in range(0, len(group), batch_users):
+        chunk = group[lo : lo + batch_users]
+        a, b = np.searchsorted(g_rows, [lo, lo + len(chunk)])
+        e_rows, e_cols = g_rows[a:b] - lo, g_cols[a:b]
+        if is_known:
+            s_rows, s_cols = model.seen.gather(rows[chunk])
+            ex_rows, ex_cols = np.concatenate([s_rows, e_rows]), np.concatenate([s_cols, e_cols])
+            factors = model.user_factors[torch.as_tensor(rows[chunk], device=model.device)]
+            c, v = _ranked_chunk(model, factors, model.item_factors, model.item_bias, ex_rows, ex_cols, kk)
+        else:
+            factors = torch.zeros((len(chunk), 1), dtype=torch.float32, device=model.device)
+            c, v = _ranked_chunk(model, factors, model.pop_factors, model.pop_bias, e_rows, e_cols, kk)
+        cols[chunk], vals[chunk] = c, v
+
+
 def score_users(
     recommender: Recommender | ScoringModel,
     user_ids: Sequence[int] | np.ndarray,
@@ -206,11 +247,7 @@ def score_users(
         Long-format ``Scored``: for each user in input order, ranks 1..k by descending score
         (ties: smaller item id first), items never seen by that user; unknown users get the
         snapshot's most popular items (score = training pair count).
-
-    Long because it is the vectorised core (chunks, exclusions, ties, unknown users) profiled as one unit by bench_score.
     """
-    import torch
-
     if k < 1:
         raise ValueError("k must be at least 1")
     model = recommender if isinstance(recommender, ScoringModel) else ScoringModel(recommender, device or "cpu")
@@ -237,25 +274,7 @@ def score_users(
     unknown = np.flatnonzero(rows < 0)
     if kk:
         for group, is_known in ((known, True), (unknown, False)):
-            # the group's extra pairs, with users numbered 0.. inside the group (ascending)
-            rank_in_group = np.full(n, -1, dtype=np.int64)
-            rank_in_group[group] = np.arange(len(group))
-            g_rows = rank_in_group[extra_pos]
-            g_keep = g_rows >= 0
-            g_rows, g_cols = g_rows[g_keep], extra_col[g_keep]
-            for lo in range(0, len(group), batch_users):
-                chunk = group[lo : lo + batch_users]
-                a, b = np.searchsorted(g_rows, [lo, lo + len(chunk)])
-                e_rows, e_cols = g_rows[a:b] - lo, g_cols[a:b]
-                if is_known:
-                    s_rows, s_cols = model.seen.gather(rows[chunk])
-                    ex_rows, ex_cols = np.concatenate([s_rows, e_rows]), np.concatenate([s_cols, e_cols])
-                    factors = model.user_factors[torch.as_tensor(rows[chunk], device=model.device)]
-                    c, v = _ranked_chunk(model, factors, model.item_factors, model.item_bias, ex_rows, ex_cols, kk)
-                else:
-                    factors = torch.zeros((len(chunk), 1), dtype=torch.float32, device=model.device)
-                    c, v = _ranked_chunk(model, factors, model.pop_factors, model.pop_bias, e_rows, e_cols, kk)
-                cols[chunk], vals[chunk] = c, v
+            _score_group(model, rows, group, is_known, (extra_pos, extra_col), (cols, vals), batch_users)
     valid = cols >= 0
     counts = valid.sum(axis=1)
     flat_cols = cols[valid]

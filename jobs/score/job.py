@@ -3,59 +3,13 @@
 ``python -m jobs.score --day D --model-version V [--k K] [--device auto|cpu|cuda]
 [--zone recommendations|rescored] [--served-by RUN_ID] [--result-file F]``
 
-Long because it holds the job's whole sequence and its contract (what is scored, which model,
-exclusions, output, publish) in one place; the vectorised core is ``jobs.score.core`` and the
-worker side ``jobs.score.worker``.
-
-What is scored
-  The **active users** of day D are the distinct users with at least one event (any type) in
-  the validated curated partition ``curated/events/dt=D``; recommendations computed after day
-  D are what those users are served on day D+1. A day that is missing, unpublished or failed
-  validation is refused with exit code 3 and nothing is written.
-
-Which model
-  Exactly the registered version ``--model-version`` of ``mlflow.model_name``, never an alias:
-  the DAG resolves ``champion`` once and passes the number, so a promotion while the run is
-  in flight cannot mix versions. The version's logged pyfunc artifact (the ``.npz`` of
-  ``jobs/model.py``) is downloaded once on the driver and shipped to the workers with
-  a file artifact of the job's Spark Connect session (works the same on a cluster); every Python worker loads it ONCE
-  (a per-process cache keyed by the shipped file and the device) and reuses it for all the
-  partitions it scores. An unknown version is a bad argument (exit 2); a version without the
-  ``.npz`` (not a ``jobs.train`` model) exits 3.
-
-What is excluded
-  Items the user interacted with (positive events: click, play, rating — the snapshot's
-  definition) in the model's training window (the model's ``seen`` CSR) and in the validated
-  curated days after that window up to and including D (at most ``scoring.exclusion_days``
-  days ending at D). The window end comes from the version's ``data_window`` tag or the
-  training run's snapshot manifest; when neither exists every validated day of the lookback
-  feeds the exclusion (over-excluding is safe, recommending a seen item is not). The extra
-  items reach the workers as a per-user array column beside each active user.
-
-How
-  One Spark pass over D and the exclusion days groups the events by user: "active on D" and
-  the sorted set of excluded items (one small row per user, kept in memory). The driver
-  collects the sorted active user ids (one int64 each) and cuts them into contiguous
-  ``user_id`` ranges, one output file per range (about ``scoring.rows_per_file`` rows each,
-  at least one range per core for parallelism); the ranges are exact, so the same input gives
-  the same files. ``mapInArrow`` hands each worker its ranges sorted by ``user_id``; the
-  worker scores a range in matrix batches of ``scoring.batch_users`` users with
-  ``jobs.model.top_k`` (one matrix product + bias, seen items masked, ``torch.topk`` — no
-  per-user Python loop), writes it with pyarrow (deterministic bytes, as ``jobs/ingest.py``
-  does) into the staging folder (a local/shared path, as for ingest) and reports its counts. Users the model does not know (not
-  in the training snapshot) get the most popular items of the snapshot minus their own
-  post-window items, with the item's training pair count as score (as the pyfunc does).
-
-Ties
-  Equal scores rank by item id, smaller first (the item with the smaller ``item_id`` wins a
-  tie for the last slot too). ``torch.topk`` does not promise an order among equal values, so
-  the core takes K+1, re-orders equal-score runs by item id and, for the rare user whose K-th
-  and (K+1)-th scores are equal, re-ranks that user with a stable full sort.
-
-Device
-  ``scoring.device`` (``--device``): ``auto`` scores on CUDA when the worker's torch sees a
-  device, else on the CPU; ``cuda`` fails (in the worker, since drivers often have no GPU)
-  when there is none. On CPU each task uses ``cores / concurrent tasks`` torch threads.
+Scores the **active users** of day D (at least one event in the validated curated partition
+``curated/events/dt=D``) with exactly the registered version ``--model-version`` (never an
+alias), excluding the items each user interacted with in the model's training window and in the
+validated days after it up to D. A day missing, unpublished or not validated exits 3 and writes
+nothing; an unknown version is a bad argument (exit 2); a version without the ``.npz`` exits 3.
+How (Spark pass, user ranges, workers, ties, device): ``docs/stages.md``; the vectorised core is
+``jobs.score.core``, the worker side ``jobs.score.worker``.
 
 Output (the scoring/monitoring contract)
   ``recommendations/dt=D/part-NNNNN.parquet``: ``user_id`` int64, ``rank`` int32 (1 = best),
@@ -253,9 +207,9 @@ def score_day(
 
     ``zone`` is ``recommendations`` (what is served) or ``rescored`` (an explicit re-scoring of
     a served day, which never touches the served record); ``airflow_run_id`` is recorded in the
-    manifest (``served_by``): the run that wrote it may rewrite it (a clear), no other may.
-
-    Long because it is the job's sequence of timed stages (model, exclusions, active users, score and write, publish).
+    manifest (``served_by``): the run that wrote it may rewrite it (a clear), no other may. The
+    job's timed stages, in order: model, active users (with their exclusions), score and write,
+    publish.
     """
     if zone not in SCORE_ZONES:
         raise BadArgument(f"--zone must be one of {', '.join(SCORE_ZONES)}, got {zone!r}")
@@ -307,6 +261,11 @@ def score_day(
     finally:
         per_user.unpersist()
     print(f"dt={d}: stage seconds {json.dumps(stages.seconds)}", flush=True)
+    return _result(part, zone, manifest, counts, stages)
+
+
+def _result(part: str, zone: str, manifest: dict, counts: list[dict], stages: Stages) -> dict[str, Any]:
+    """The job's result: the published manifest's keys and how the work spread over Spark."""
     return {
         "uri": part,
         "zone": zone,

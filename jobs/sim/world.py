@@ -258,6 +258,11 @@ def _iso_ms(day: date, ms: np.ndarray) -> pa.Array:
     return pa.array(out.view("S24").ravel(), type=pa.binary(24)).cast(pa.string())
 
 
+def _enum(values: tuple[str, ...], idx: np.ndarray) -> pa.Array:
+    """Indices into ``values`` as a string array (built through a dictionary array: no per-row Python)."""
+    return pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int32)), pa.array(values)).cast(pa.string())
+
+
 def _sample_rows(cdf_rows: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Inverse-CDF sampling of one column per query from unnormalised row-wise CDFs.
 
@@ -271,23 +276,12 @@ def _sample_rows(cdf_rows: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.nd
     return np.minimum(pos, width - 1)
 
 
-def generate_day(p: WorldParams, day: date, chunk_users: int = 1024) -> tuple[pa.Table, WorldState]:
-    """Clean events of one day (before corruption), sorted by timestamp, duplicates included.
-
-    Long because the day's sessions, choices, event types and timestamps are drawn in one vectorised pass.
-    """
-    state = world_on(p, day)
-    rng = _rng(p.seed, 2, day.toordinal())
-    n = p.events_per_day
-    n_imp = round(n * IMPRESSION_SHARE)
-    n_eng = n - n_imp
-    n_items = len(state.item_bias)
-
-    act_cdf = np.cumsum(state.activity / state.activity.sum())
-    users = np.minimum(np.searchsorted(act_cdf, rng.random(n), side="right"), p.users - 1)
-    eng_users = np.sort(users[:n_eng])
-    imp_users = users[n_eng:]
-
+def _engaged_choices(
+    p: WorldParams, state: WorldState, eng_users: np.ndarray, rng: np.random.Generator, chunk_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each engaged event's item, drawn from its user's softmax over the catalogue (users sorted,
+    ``chunk_users`` users' logits at a time), and the chosen item's log-probability."""
+    n_eng = len(eng_users)
     eng_items = np.empty(n_eng, dtype=np.int64)
     eng_affinity = np.empty(n_eng, dtype=np.float64)
     uniq, starts = np.unique(eng_users, return_index=True)
@@ -308,6 +302,24 @@ def generate_day(p: WorldParams, day: date, chunk_users: int = 1024) -> tuple[pa
         picked = _sample_rows(cdf, rows, rng.random(hi - lo) * total[rows])
         eng_items[lo:hi] = picked
         eng_affinity[lo:hi] = logits[rows, picked] - np.log(total)[rows]
+    return eng_items, eng_affinity
+
+
+def generate_day(p: WorldParams, day: date, chunk_users: int = 1024) -> tuple[pa.Table, WorldState]:
+    """Clean events of one day (before corruption), sorted by timestamp, duplicates included: the
+    day's sessions, choices, event types and timestamps drawn in one vectorised pass."""
+    state = world_on(p, day)
+    rng = _rng(p.seed, 2, day.toordinal())
+    n = p.events_per_day
+    n_imp = round(n * IMPRESSION_SHARE)
+    n_eng = n - n_imp
+    n_items = len(state.item_bias)
+
+    act_cdf = np.cumsum(state.activity / state.activity.sum())
+    users = np.minimum(np.searchsorted(act_cdf, rng.random(n), side="right"), p.users - 1)
+    eng_users = np.sort(users[:n_eng])
+    imp_users = users[n_eng:]
+    eng_items, eng_affinity = _engaged_choices(p, state, eng_users, rng, chunk_users)
     pop = np.exp(state.item_bias - state.item_bias.max())
     pop_cdf = np.cumsum(pop / pop.sum())
     imp_items = np.minimum(np.searchsorted(pop_cdf, rng.random(n_imp), side="right"), n_items - 1)
@@ -344,20 +356,17 @@ def generate_day(p: WorldParams, day: date, chunk_users: int = 1024) -> tuple[pa
     order = np.argsort(ms_all, kind="stable")
     take, ms_all = take[order], ms_all[order]
 
-    def enum(values: tuple[str, ...], idx: np.ndarray) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int32)), pa.array(values)).cast(pa.string())
-
     table = pa.table(
         {
             "event_id": pa.array(ids[take], type=pa.binary(16)).cast(pa.string()),
             "user_id": pa.array(user_id[take].astype(np.int64)),
             "item_id": pa.array(item_id[take].astype(np.int64)),
-            "event_type": enum(EVENT_TYPES, etype[take]),
+            "event_type": _enum(EVENT_TYPES, etype[take]),
             "ts": _iso_ms(day, ms_all),
             "watch_seconds": pa.array(watch[take], from_pandas=True),
             "rating": pa.array(rating[take], from_pandas=True).cast(pa.int64()),
-            "device": enum(DEVICES, device[take]),
-            "country": enum(COUNTRIES, country[take]),
+            "device": _enum(DEVICES, device[take]),
+            "country": _enum(COUNTRIES, country[take]),
         }
     )
     return table, state

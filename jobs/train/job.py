@@ -6,7 +6,7 @@
 [--max-seconds-per-epoch S] [--device auto|cpu|cuda] [--fresh]``
 
 Defaults come from the ``training``, ``mlflow`` and ``gate`` sections of the configuration
-(``--negatives`` 4 and ``--loss bpr`` have no configuration key). The model is
+(``training.negatives``, ``training.loss``, ...). The model is
 ``jobs.train.model.MFBPR`` (see that module for the choice).
 
 Input: a snapshot folder (``jobs.snapshot``): ``train.parquet`` (user_idx, item_idx,
@@ -14,59 +14,8 @@ weight), ``test.parquet`` (user_idx, item_idx), ``users.parquet``, ``items.parqu
 ``_SUCCESS`` manifest. A missing or unpublished snapshot, a missing table or column, index
 out of range or an empty training set exits with code 3 (bad input) naming the problem.
 
-Training
-  * Device: CUDA when ``torch.cuda.is_available()`` (``--device`` overrides), with bf16
-    autocast around the forward (the score ``bmm``; master weights, loss and optimizer state
-    stay fp32); CPU otherwise. Optimizer: Adam (``--lr``; ``--optimizer adagrad`` as an
-    alternative); ``--weight-decay`` is the L2 penalty on the rows a sample touches (not a
-    decay of every row at every step), so useful values are around 1e-3..1e-2 — the
-    configuration's 1e-5 barely regularises (see the report in benchmarks/bench_train.py).
-  * ``OMP_WAIT_POLICY`` defaults to PASSIVE (set before torch loads): spinning OpenMP threads
-    made CPU steps 10-25x slower on a loaded or CPU-limited host.
-  * One epoch = every positive pair once, in an order drawn from a generator seeded by
-    ``(seed, epoch)``, each with ``--negatives`` items drawn uniformly from the catalogue by
-    the same generator. Pair weights from the snapshot scale each pair's loss (normalised to
-    mean 1 over the training set). Nothing depends on state carried between epochs except the
-    model and optimizer, which is what makes resume exact.
-  * ``--max-seconds-per-epoch`` cuts an epoch short when it runs longer (a wall-clock bound
-    for a time-boxed run); a cut run is no longer reproducible, and the cut is logged.
-
-Data parallelism (``torchrun --nproc-per-node=W -m jobs.train ...``)
-  When ``WORLD_SIZE`` > 1 the job joins the process group (gloo on CPU, NCCL on CUDA, one GPU
-  per local rank) and wraps the model in DistributedDataParallel. Every rank draws the same
-  epoch permutation and negatives; global batch ``b`` (``--batch-size`` B, global) is split
-  by ``b[rank::W]``, so each rank sees B/W pairs. Each rank's loss is ``W/|b| · Σ_local``; DDP
-  averages gradients over ranks, so the update is ``1/|b| · Σ_b`` — the gradient of a
-  single-process step over the same global batch. The two runs differ only by floating-point
-  summation order (partial sums per rank, then an all-reduce), i.e. relative differences of
-  about 1e-7 per step that Adam carries forward; ``tests/integration/test_train.py`` checks
-  that the final parameters of a 2-rank run (gloo, CPU) match a single-process run within an
-  absolute 1e-4 and that recall/NDCG agree to 1e-3 (observed: max |Δ| = 5e-6 after 12 epochs
-  of 31 steps; equal metrics). Only rank 0 talks to MLflow, writes checkpoints and writes the
-  result; every rank reads the snapshot and the checkpoint folder, which must be shared (one
-  node, or a shared volume: the ranks cross-check the epoch they resume from).
-
-Checkpoints and resume
-  After every epoch rank 0 writes ``checkpoint.pt`` in ``--checkpoint-dir`` atomically
-  (temporary file, fsync, rename): model, optimizer, torch/CUDA/numpy/python RNG states, the
-  epoch count, the per-epoch history and the MLflow run id, plus a fingerprint of the snapshot
-  manifest and the hyper-parameters (not ``epochs``). On start the job resumes from a
-  checkpoint with the same fingerprint (continuing the same MLflow run and filling in any
-  epoch metric the killed process had not logged yet); a checkpoint with a different
-  fingerprint is ignored and overwritten. Because an epoch's sampling depends only on
-  ``(seed, epoch)``, a run killed at any point and resumed ends with bitwise the same model as
-  an uninterrupted run on the same device and thread count. ``--fresh`` ignores checkpoints.
-  The default checkpoint folder is ``<checkpoints zone>/train-<day>-<fingerprint>``.
-  After success ``result.json`` sits beside the checkpoint; a rerun with the same fingerprint
-  and epochs re-emits it instead of training and logging a second model.
-
-MLflow
-  Params (hyper-parameters, sizes, device, world size), tags (snapshot URI and day), the
-  snapshot manifest as an input dataset, per-epoch ``loss``/``epoch_seconds``/``samples_per_s``
-  with ``step=epoch``, final test-set ``recall_at_K``/``ndcg_at_K`` (K = ``gate.k``) and the
-  popularity baseline's (``pop_recall_at_K``/``pop_ndcg_at_K``), the snapshot's drift reference
-  (``reference/reference_stats.json``, when the snapshot has one), and the model as a pyfunc
-  (``jobs.core.model.RecsysPyfunc``; artifacts in one ``.npz``, ``jobs/core/model.py`` as code).
+How it trains (device and bf16, epochs and sampling, ``torchrun`` data parallelism, checkpoints
+and exact resume, what is logged to MLflow): ``docs/stages.md``.
 
 Output: ``--result-file`` and, when the folder exists, ``/airflow/xcom/return.json`` (the
 KubernetesPodOperator XCom contract; ``RECSYS_XCOM_DIR`` overrides the folder) receive

@@ -1,7 +1,8 @@
 """Policies the DAGs apply, as pure functions (no Airflow, no I/O): tested rule by rule.
 
 * ``retrain_decision`` — the monitor's last word on retraining: the detector's verdict
-  (``jobs.monitor.decision``) under the cooldown, a running training and ``force_retrain``.
+  (``jobs.monitor.decision``) under the cooldown, a running training and ``force_retrain``
+  (``decision_record`` and ``retrain_conf``: what the monitor DAG records and triggers with).
 * ``scoring_plan`` — whether a scoring run may write its day, under the policy for reprocessed
   history (served recommendations are a record; a backfill never serves by itself).
 
@@ -62,6 +63,29 @@ def retrain_decision(
             f"(< {cooldown_hours:g} h); detector: {detector_reason}",
         )
     return RetrainDecision(True, detector_reason)
+
+
+def decision_record(
+    report: Mapping[str, Any], decision: RetrainDecision, force: bool, running: int, hours_since: float | None
+) -> dict[str, Any]:
+    """What the monitor DAG's ``decide`` task records (XCom ``decision``): the decision, its inputs."""
+    return {
+        "retrain": decision.retrain,
+        "reason": decision.reason,
+        "force_retrain": force,
+        "detector_retrain": report["retrain"],
+        "training_runs_active": running,
+        "last_training_end_hours_ago": hours_since,
+        "report_html": report["report_html"],
+    }
+
+
+def retrain_conf(report: Mapping[str, Any], decision: RetrainDecision, force: bool) -> dict[str, Any] | None:
+    """The conf the monitor triggers ``recsys_train`` with (its Params record the reason and the
+    report, bounded), or None: no retraining."""
+    if not decision.retrain:
+        return None
+    return {"reason": decision.reason[:500], "report_html": report["report_html"][:1000], "force_retrain": force}
 
 
 BACKFILL = "backfill"  # DagRunType.BACKFILL_JOB (also what a reprocessed run becomes)

@@ -9,7 +9,7 @@ from jobs.core.config import GateConfig
 from jobs.evaluate import replay
 from jobs.evaluate.gate import bless
 from jobs.monitor.decision import decide
-from recsys_airflow.decisions import retrain_decision, scoring_plan
+from recsys_airflow.decisions import decision_record, retrain_conf, retrain_decision, scoring_plan
 
 pytestmark = pytest.mark.unit
 
@@ -186,6 +186,29 @@ def test_retrain_decision_applies_cooldown_running_training_and_force(change, re
     decision = retrain_decision(**{**BASE, **change})
     assert decision.retrain is retrain
     assert says in decision.reason
+
+
+def test_monitor_records_its_decision_and_triggers_with_a_bounded_conf():
+    report = {"retrain": True, "report_html": "s3://b/reports/" + "x" * 2000}
+    yes = retrain_decision(**BASE)
+    record = decision_record(report, yes, False, 0, 48.0)
+    assert record == {
+        "retrain": True,
+        "reason": "data drift on 3 features",
+        "force_retrain": False,
+        "detector_retrain": True,
+        "training_runs_active": 0,
+        "last_training_end_hours_ago": 48.0,
+        "report_html": report["report_html"],
+    }
+    conf = retrain_conf(report, yes, False)
+    assert conf == {
+        "reason": "data drift on 3 features",
+        "report_html": report["report_html"][:1000],
+        "force_retrain": False,
+    }
+    # no retraining: no conf, so the trigger task is skipped (short circuit)
+    assert retrain_conf(report, retrain_decision(**{**BASE, "active_trainings": 1}), True) is None
 
 
 SERVED_BY_OTHER = {"served_by": "manual__2026-03-06T00:00:00+00:00"}  # the day's recommendations manifest
