@@ -11,7 +11,7 @@ rebuilt on every build, so they cannot go stale); the pages include them with
 * ``reliability.md``: ``docs/data/reliability.json``, a record of the report that
   ``tests/reliability/harness.py`` writes (``--record-reliability PATH`` replaces it).
 * ``benchmarks.md``, ``quality.md``: ``docs/data/benchmarks.json``, record rows of
-  ``benchmarks/results/results.json`` (``--record-benchmarks PATH`` replaces the rows it holds).
+  ``benchmarks/results/results.json`` (``--record-benchmarks PATH`` replaces the rows of the benchmarks it holds; the others stay).
 * ``stages.md``: the stage packages under ``jobs/`` and the first line of each ``job.py``.
 
 Every source is checked on the way: an undocumented zone, a reliability case whose test does not
@@ -305,10 +305,30 @@ def _registered_benchmarks() -> list[tuple[str, str]]:
     return out
 
 
-def benchmarks_table() -> str:
+def benchmarks_table(path: Path = BENCHMARKS) -> str:
+    """The registered benchmarks, then the recorded rows of every benchmark but ``quality`` (its
+    own tables follow on the page), each with the run it came from."""
     lines = ["| `--only` | module | measures |", "|---|---|---|"]
     for name, doc in _registered_benchmarks():
         lines.append(f"| `{name}` | `benchmarks/bench_{name}.py` | {_cell(doc)} |")
+    data = json.loads(path.read_text())
+    check_benchmarks(data)
+    rows = [row for row in data["rows"] if row["benchmark"] != "quality"]
+    if rows:
+        lines += ["", "Recorded results (`docs/data/benchmarks.json`):", ""]
+        lines += [
+            "| benchmark | metric | value | unit | reference | ratio | note |",
+            "|---|---|---:|---|---:|---:|---|",
+        ]
+        for row in rows:
+            cells = [row[k] for k in ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")]
+            lines.append("| " + " | ".join(_cell("" if c is None else str(c)) for c in cells) + " |")
+        for name in sorted({row["benchmark"] for row in rows}):
+            run = data["runs"][name]
+            lines.append(
+                f"\n`{name}`: {'quick' if run.get('quick') else 'full'} run finished {run.get('finished', '?')}, "
+                f"{run.get('seconds', '?')} s, {run.get('status', '?')}."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -551,9 +571,21 @@ GENERATORS = {
 }
 
 
+def merge_benchmarks(record: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark record with ``results``' benchmarks replaced: their rows and runs from
+    ``results``, every other benchmark's as recorded (a ``--only NAME`` run records NAME alone)."""
+    names = {row["benchmark"] for row in results["rows"]}
+    rows = [row for row in record.get("rows", []) if row["benchmark"] not in names] + results["rows"]
+    runs = {name: run for name, run in record.get("runs", {}).items() if name not in names} | results["runs"]
+    return {"rows": rows, "runs": runs}
+
+
 def _record(source: Path, target: Path, check: Any) -> None:
     data = json.loads(source.read_text())
     check(data)
+    if target == BENCHMARKS and target.exists():
+        data = merge_benchmarks(json.loads(target.read_text()), data)
+        check(data)
     target.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     print(f"recorded {source} → {target.relative_to(REPO)}")
 
@@ -562,7 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--record-reliability", type=Path, metavar="REPORT", help="replace docs/data/reliability.json")
-    ap.add_argument("--record-benchmarks", type=Path, metavar="RESULTS", help="replace docs/data/benchmarks.json")
+    ap.add_argument(
+        "--record-benchmarks",
+        type=Path,
+        metavar="RESULTS",
+        help="record its benchmarks in docs/data/benchmarks.json (the others' rows stay)",
+    )
     args = ap.parse_args(argv)
     try:
         if args.record_reliability:

@@ -308,11 +308,12 @@ def clean_demo(tmp_path_factory):
     The e2e demo test checks its timeline and the reprocess that follows it; the reliability
     chaos run on the cluster rehearsal's shape compares its end state with this one's.
     """
-    from tests.demo_loop import reprocess_history, run_demo
+    from tests.demo_loop import after_the_demo, run_demo
 
     # The end state (what the chaos run must match) is read first; then the same stack takes an
-    # operator's reprocess backfill of three past days (checked by the e2e demo test).
-    return run_demo(tmp_path_factory.mktemp("clean-demo"), after=reprocess_history)
+    # operator's reprocess backfill of three past days and a retraining rejected over REST
+    # (both checked by the e2e demo test).
+    return run_demo(tmp_path_factory.mktemp("clean-demo"), after=after_the_demo)
 
 
 @pytest.fixture(scope="session")

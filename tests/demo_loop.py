@@ -336,3 +336,72 @@ def reprocess_history(stack: Stack) -> dict[str, Any]:
         "held_logs": held,
         "new_runs": {d: sorted(after["runs"][d] - before["runs"][d]) for d in ("recsys_monitor", "recsys_train")},
     }
+
+
+REJECTION = "demo: rejected to check that the champion stays"
+
+
+def reject_a_retraining(stack: Stack) -> dict[str, Any]:
+    """After the demo: a retraining forced on the champion's own snapshot day (identical inputs, so the
+    gate blesses it as surely as it blessed the champion) with ``require_approval``; its approval
+    request is answered **Reject** over REST with a reason. What the run, the aliases, the version's
+    tags and its model card show afterwards (see ``tests/e2e/test_demo_loop.py``)."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from jobs.registry.card import CARD_JSON
+    from scripts.recsys_api import AirflowApi
+
+    api = AirflowApi(stack.airflow_url, "admin", stack.credentials()["admin"])
+
+    cl = MlflowClient(stack.mlflow_url)
+    name = "recsys-mf"
+    champion = cl.get_model_version_by_alias(name, "champion")
+    conf = {
+        "day": champion.tags["snapshot_day"],
+        "force_retrain": True,
+        "require_approval": True,
+        "reason": "demo: rejection check",
+    }
+    run_id = api.trigger("recsys_train", conf)["dag_run_id"]
+    requests = []
+
+    def reject(ti: dict[str, Any]) -> None:
+        requests.append(ti["hitl"])
+        api.respond("recsys_train", run_id, ti["task_id"], "Reject", {"reason": REJECTION}, ti["map_index"])
+
+    final = api.wait_run("recsys_train", run_id, timeout=1800, on_awaiting=reject)
+    states = {t["task_id"]: t["state"] for t in api.task_instances("recsys_train", run_id)}
+    # one version per model family: the reviewed one is the tournament's winner (alias challenger)
+    challenger = cl.get_model_version_by_alias(name, "challenger").version
+    versions = [
+        v
+        for v in cl.search_model_versions(f"name='{name}'")
+        if v.tags.get("airflow_run_id") == run_id and v.version == challenger
+    ]
+    card = {}
+    if versions:
+        with tempfile.TemporaryDirectory() as tmp:
+            card = json.loads(Path(cl.download_artifacts(versions[0].run_id, CARD_JSON, tmp)).read_text())
+    return {
+        "card_review": card.get("review"),
+        "champion_before": champion.version,
+        "champion_after": cl.get_model_version_by_alias(name, "champion").version,
+        "request": requests[0] if requests else None,  # None: no approval was requested
+        "run": final["state"],
+        "states": states,
+        "rejected": dict(versions[0].tags) if versions else {},
+    }
+
+
+def after_the_demo(stack: Stack) -> dict[str, Any]:
+    """``clean_demo``'s steps after the loop, in order: the reprocess backfill, then the rejection
+    (whose failure is recorded for the demo test to report, not raised into the session fixture
+    that the chaos run shares)."""
+    out = reprocess_history(stack)
+    try:
+        out["rejection"] = reject_a_retraining(stack)
+    except Exception as exc:
+        out["rejection"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out

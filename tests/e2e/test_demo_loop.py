@@ -10,7 +10,8 @@ Then, on the same stack, an operator's reprocess backfill of three past days (th
 day, never served, and two served days; ``tests/demo_loop.reprocess_history``): curated data
 byte-identical, the served recommendations byte-identical, the never-served day still without
 any, no monitoring run and no training run started by it — the score runs hold every day and
-say why.
+say why. Last, a retraining forced on the champion's snapshot with ``require_approval`` is
+rejected over REST (``tests/demo_loop.reject_a_retraining``): the champion stays.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 
 import pytest
 
-from tests.demo_loop import REPROCESSED, SERVED_DAYS, TRAIN_DAYS
+from tests.demo_loop import REJECTION, REPROCESSED, SERVED_DAYS, TRAIN_DAYS
 
 pytestmark = pytest.mark.e2e
 
@@ -99,6 +100,21 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert "dt=2026-03-06 held, not scored: published by a backfill only" in held, held
     for day in REPROCESSED[1:]:
         assert f"dt={day} held, not scored: served already (by " in held, held
+
+    # Then a retraining forced on the champion's own snapshot day with require_approval, rejected
+    # over REST with a reason: promotion skipped, the champion unchanged, the version and its
+    # card say who rejected it and why (approval over REST: each promotion of the chaos run).
+    rejection = re["rejection"]
+    assert "error" not in rejection, rejection
+    assert rejection["request"], rejection["states"]  # the approval was requested
+    assert rejection["run"] == "success" and rejection["states"]["promote"] == "skipped", rejection["states"]
+    assert rejection["states"]["approve"] == "success" and rejection["champion_after"] == rejection["champion_before"]
+    assert "Promote recsys-mf version" in rejection["request"]["subject"]
+    assert "| champion |" in rejection["request"]["body"] and "model_card.html" in rejection["request"]["body"]
+    tags = rejection["rejected"]
+    assert tags["review.decision"] == "rejected" and tags["review.by"] == "admin", tags
+    assert tags["review.reason"] == REJECTION and tags["decision"] != "promoted"
+    assert rejection["card_review"]["decision"] == "rejected" and rejection["card_review"]["reason"] == REJECTION
 
     # OpenLineage (the stack's file transport): each reprocessed day's ingest task reported two
     # runs (the day's first ingestion and the reprocess), landing folder in, curated partition out.

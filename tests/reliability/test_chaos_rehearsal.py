@@ -29,9 +29,7 @@ clean one): before, a clean rehearsal and a local chaos run each ran the whole l
 The cluster profile requires a person's approval before each promotion (``gate.require_approval``):
 the demo is that person and approves over REST (``scripts/demo.py``, ``Loop.wait_training``), so
 each promoted version carries ``review.*`` tags the local demo's versions lack (compared apart).
-After the loop, a forced retraining on the champion's own snapshot (identical inputs, so the gate
-blesses it as surely as it blessed the champion) is **rejected** over REST with a reason: the
-champion stays, promotion is skipped, and the new version records who rejected it and why.
+(The rejection over REST, a shorter check, follows the local demo: ``tests/e2e/test_demo_loop.py``.)
 
 While the stack still runs, the checks only this shape can make: every task went through the
 Celery queue of this stack, Spark tasks ran on both workers, MLflow keeps its rows in Postgres
@@ -46,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,7 +53,6 @@ import psycopg2
 import pytest
 import redis
 
-from jobs.registry.card import CARD_JSON
 from scripts import rehearsal, spark_service
 from scripts.demo import APPROVAL_REASON
 from scripts.recsys_api import AirflowApi
@@ -166,54 +162,6 @@ def _query(database: str, sql: str) -> list[tuple]:
         return cur.fetchall()
 
 
-REJECTION = "rehearsal: rejected to check that the champion stays"
-
-
-def _reject_a_retraining(api: AirflowApi, stack: Stack) -> dict[str, Any]:
-    """Force a retraining on the champion's snapshot day, wait for its approval request, reject it."""
-    from mlflow import MlflowClient
-
-    cl = MlflowClient(stack.mlflow_url)
-    name = "recsys-mf"
-    champion = cl.get_model_version_by_alias(name, "champion")
-    conf = {
-        "day": champion.tags["snapshot_day"],
-        "force_retrain": True,
-        "require_approval": True,
-        "reason": "rehearsal: rejection check",
-    }
-    run_id = api.trigger("recsys_train", conf)["dag_run_id"]
-    requests = []
-
-    def reject(ti: dict[str, Any]) -> None:
-        requests.append(ti["hitl"])
-        api.respond("recsys_train", run_id, ti["task_id"], "Reject", {"reason": REJECTION}, ti["map_index"])
-
-    final = api.wait_run("recsys_train", run_id, timeout=1800, on_awaiting=reject)
-    assert requests, api.task_instances("recsys_train", run_id)  # the approval was requested
-    states = {t["task_id"]: t["state"] for t in api.task_instances("recsys_train", run_id)}
-    # one version per model family: the reviewed one is the tournament's winner (alias challenger)
-    challenger = cl.get_model_version_by_alias(name, "challenger").version
-    versions = [
-        v
-        for v in cl.search_model_versions(f"name='{name}'")
-        if v.tags.get("airflow_run_id") == run_id and v.version == challenger
-    ]
-    card = {}
-    if versions:
-        with tempfile.TemporaryDirectory() as tmp:
-            card = json.loads(Path(cl.download_artifacts(versions[0].run_id, CARD_JSON, tmp)).read_text())
-    return {
-        "card_review": card.get("review"),
-        "champion_before": champion.version,
-        "champion_after": cl.get_model_version_by_alias(name, "champion").version,
-        "request": requests[0],
-        "run": final["state"],
-        "states": states,
-        "rejected": dict(versions[0].tags) if versions else {},
-    }
-
-
 def _observe(stack: Stack, reference: Path) -> dict[str, Any]:
     """What the running cluster shape shows after the loop (see the module docstring);
     ``reference``: the local demo's curated zone, for the row diff."""
@@ -253,7 +201,6 @@ def _observe(stack: Stack, reference: Path) -> dict[str, Any]:
         "rows": rows,
         "local_files": rehearsal.local_zone_files(stack),
         "sqlite_files": [p.name for p in stack.state.rglob("*.db")],
-        "rejection": _reject_a_retraining(api, stack),
         "groups": stack.running(),
     }
 
@@ -358,17 +305,6 @@ def test_rehearsal_under_chaos_ends_as_the_local_demo(clean_demo, tmp_path, repo
             },
         )
     )
-
-    # Rejection over REST: promotion skipped, champion unchanged, the version says who and why.
-    rejection = seen["rejection"]
-    assert rejection["run"] == "success" and rejection["states"]["promote"] == "skipped", rejection["states"]
-    assert rejection["states"]["approve"] == "success" and rejection["champion_after"] == rejection["champion_before"]
-    assert "Promote recsys-mf version" in rejection["request"]["subject"]
-    assert "| champion |" in rejection["request"]["body"] and "model_card.html" in rejection["request"]["body"]
-    tags = rejection["rejected"]
-    assert tags["review.decision"] == "rejected" and tags["review.by"] == "admin", tags
-    assert tags["review.reason"] == REJECTION and tags["decision"] != "promoted"
-    assert rejection["card_review"]["decision"] == "rejected" and rejection["card_review"]["reason"] == REJECTION
 
     # destroy (run_demo's last step): no process, database or Redis key of this stack is left.
     assert not [name for name, pgid in seen["groups"].items() if _group_alive(pgid)]

@@ -110,3 +110,16 @@ def test_the_site_builds_strictly(tmp_path):
         assert "--8<--" not in html, f"{page}: a snippet was not included"
     assert "storage.root" in (built / "configuration" / "index.html").read_text()
     assert "test_rehearsal_under_chaos_ends_as_the_local_demo" in (built / "reliability" / "index.html").read_text()
+
+
+def test_recording_one_benchmark_keeps_the_others_rows():
+    row = dict.fromkeys(("benchmark", "metric", "value", "unit", "reference", "ratio", "note"))
+    record = {
+        "rows": [{**row, "benchmark": "quality", "metric": "q"}, {**row, "benchmark": "stack", "metric": "old"}],
+        "runs": {"quality": {"status": "ok"}, "stack": {"status": "ok", "seconds": 1}},
+    }
+    results = {"rows": [{**row, "benchmark": "stack", "metric": "new"}], "runs": {"stack": {"status": "ok"}}}
+    merged = docs.merge_benchmarks(record, results)
+    assert [(r["benchmark"], r["metric"]) for r in merged["rows"]] == [("quality", "q"), ("stack", "new")]
+    assert merged["runs"] == {"quality": {"status": "ok"}, "stack": {"status": "ok"}}
+    docs.check_benchmarks(merged)
