@@ -95,7 +95,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     """Long because it is the benchmark's script: servers, both measured sides and the rows."""
     from benchmarks.spark_server import connect_server
     from scripts import s3_service
-    from scripts.stack import free_port
+    from scripts.stack_shape import free_port
 
     sizes = [200_000] if quick else [1_000_000, 10_000_000]
     tmp = Path(tempfile.mkdtemp(prefix="bench-s3-"))

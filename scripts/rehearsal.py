@@ -155,7 +155,7 @@ def local_zone_files(stack: Any) -> list[str]:
 
 def check(stack: Any, root: str) -> list[str]:
     """The rehearsal's own checks on a finished loop (printed); the problems found."""
-    from scripts.stack import patched_environ
+    from scripts.stack_stores import patched_environ
 
     problems = []
     with patched_environ(stack.object_store_env()):

@@ -162,7 +162,7 @@ def run_demo(
 
 def object_store_env(stack: Stack):
     """This process reaches the stack's own S3 server (if any) while the block runs."""
-    from scripts.stack import patched_environ
+    from scripts.stack_stores import patched_environ
 
     return patched_environ(stack.object_store_env())
 

@@ -30,7 +30,8 @@ import pytest
 from jobs import sim as gen
 from jobs.core import storage
 from scripts import spark_service
-from scripts.stack import Stack, down, free_port, up
+from scripts.stack import Stack, down, up
+from scripts.stack_shape import free_port
 
 pytestmark = pytest.mark.integration
 
