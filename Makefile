@@ -35,7 +35,7 @@ rehearsal: venv  ## the demo's loop on the cluster profile: Postgres + Celery, s
 	$(BIN)/python scripts/rehearsal.py
 
 rehearsal-down:  ## stop the rehearsal's stack, drop its databases and Redis keys
-	RECSYS_STATE_DIR=$(CURDIR)/.local/rehearsal RECSYS_DB=postgres RECSYS_EXECUTOR=celery RECSYS_SPARK_CLUSTER=standalone RECSYS_OBJECT_STORE=s3 $(BIN)/python scripts/stack.py destroy
+	RECSYS_PROFILE=cluster $(BIN)/python scripts/stack.py destroy  # the cluster profile's stack section: the rehearsal's
 
 test: venv  ## run the whole suite (what CI runs), in two workers (tests/conftest.py: LOOP_GROUP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

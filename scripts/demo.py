@@ -21,7 +21,7 @@
 6. Print the timeline: day → rows, champion version that scored it, hit-rate, drift verdict,
    retrain and promotion events.
 
-The demo starts from a clean slate: it stops the stack of its state folder (``RECSYS_STATE_DIR``,
+The demo starts from a clean slate: it stops the stack of its state folder (``stack.state_dir``,
 default ``.local``) and deletes that folder's databases and data zones first (``--keep-state``
 skips this; a Postgres stack's databases and Redis keys are dropped too). The retrain cooldown (``drift.cooldown_hours``, 24 h) is about wall-clock time; the demo
 replays weeks in minutes, so it runs its stack with ``RECSYS__DRIFT__COOLDOWN_HOURS=0`` (a

@@ -26,8 +26,10 @@ truth, an MLflow artifact); an uncommitted attempt or an unknown object is repor
 the run. ``tests/reliability/test_chaos_rehearsal.py`` runs this on the e2e demo's world, with
 task processes killed at random, and compares the end state with the local demo's.
 
-The stack is left running for the UIs (``make status`` with the variables printed at the end);
-``make rehearsal-down`` stops it and drops its databases and Redis keys.
+The shape (Postgres, Celery, standalone Spark, S3, its ports and state folder ``.local/rehearsal``)
+is the ``cluster`` profile's ``stack`` section. The stack is left running for the UIs
+(``RECSYS_PROFILE=cluster make status``); ``make rehearsal-down`` stops it and drops its
+databases and Redis keys.
 """
 
 from __future__ import annotations
@@ -46,23 +48,25 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 BUCKET = "recsys-data"
-MLFLOW_ARTIFACTS = f"s3://{BUCKET}/mlflow"
-SHAPE = {  # Stack fields of the cluster shape
-    "db": "postgres",
-    "executor": "celery",
-    "spark_cluster": "standalone",
-    "object_store": "s3",
-    "mlflow_artifacts": MLFLOW_ARTIFACTS,
-}
-# Fixed ports apart from `make up`'s, so the rehearsal can run beside the local stack.
-PORTS = {
-    "airflow_port": 28090,
-    "mlflow_port": 25010,
-    "connect_port": 15012,
-    "spark_ui_port": 14050,
-    "spark_master_port": 17087,
-    "s3_port": 19010,
-}
+
+
+def _shape() -> dict[str, str]:
+    """``Stack`` fields of the cluster shape: the ``cluster`` profile's ``stack`` section
+    (``include/config/pipeline.yaml``) without its ports and state folder."""
+    from jobs.core.config import load_config
+
+    s = load_config(profile="cluster", environ={}).stack
+    return {
+        "db": s.db,
+        "executor": s.executor,
+        "spark_cluster": s.spark_cluster,
+        "object_store": s.object_store,
+        "mlflow_artifacts": s.mlflow_artifacts,
+    }
+
+
+SHAPE = _shape()
+MLFLOW_ARTIFACTS = SHAPE["mlflow_artifacts"]
 
 
 def config_env() -> dict[str, str]:
@@ -174,13 +178,14 @@ def check(stack: Any, root: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/rehearsal.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--state", type=Path, default=REPO / ".local" / "rehearsal", help="the rehearsal's state folder")
     ap.add_argument("demo_args", nargs="*", help="arguments for scripts/demo.py (after --)")
     args = ap.parse_args(argv)
 
     from scripts.stack import Stack
 
-    stack = Stack(args.state.resolve(), **PORTS, **SHAPE)
+    # the cluster profile's stack section (its own ports and .local/rehearsal), with the user's
+    # RECSYS__STACK__* overrides
+    stack = Stack.from_env({**os.environ, "RECSYS_PROFILE": "cluster"})
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},  # RECSYS__ overrides stay the user's
         **stack.port_env(),
@@ -188,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("cluster rehearsal: profile 'cluster' on a loopback cluster shape")
     for key, value in sorted({**stack.port_env(), **config_env()}.items()):
-        print(f"  {key}={value}")
+        if value and value != "[]":
+            print(f"  {key}={value}")
     print("  training runs on the local launcher: there is no Kubernetes here (the pod is rendered, not sent)")
     started = time.monotonic()
     demo = subprocess.run([sys.executable, "scripts/demo.py", *args.demo_args], cwd=REPO, env=env)
@@ -196,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.returncode
     problems = check(stack, stack.data_root(env))
     print(f"\nrehearsal wall time: {time.monotonic() - started:.0f} s")
-    print("stack left running; to look at it: " + " ".join(f"{k}={v}" for k, v in stack.port_env().items() if v))
-    print("  make status / make rehearsal-down (stops it, drops its databases and Redis keys)")
+    print("stack left running: RECSYS_PROFILE=cluster make status; make rehearsal-down stops it and drops its")
+    print("  databases and Redis keys")
     for problem in problems:
         print(f"rehearsal check failed: {problem}", file=sys.stderr)
     return 1 if problems else 0

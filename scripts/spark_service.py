@@ -6,8 +6,8 @@ file under the state folder) bound to 127.0.0.1:
 
 * ``spark-connect`` — ``spark-submit --class SparkConnectServer`` in the foreground (so the PID
   is the JVM), master ``spark.master`` (``local[N]``) or the standalone master; its gRPC port is
-  ``RECSYS_SPARK_CONNECT_PORT`` (15002), its UI/REST API ``RECSYS_SPARK_UI_PORT`` (14040);
-* with ``RECSYS_SPARK_CLUSTER=standalone``: ``spark-master`` (RPC ``RECSYS_SPARK_MASTER_PORT``,
+  ``stack.spark_connect_port`` (15002), its UI/REST API ``stack.spark_ui_port`` (14040);
+* with ``stack.spark_cluster: standalone``: ``spark-master`` (RPC ``stack.spark_master_port``,
   17077; web UI +1000) and ``spark-worker-1`` / ``spark-worker-2`` (1 core, 1 GiB each).
 
 The server's Python workers run this virtualenv's interpreter but do **not** see the

@@ -8,31 +8,32 @@ down, status, destroy. What a stack *is* (its shape, ports, environment and each
 command line: ``Stack``) is ``scripts/stack_shape.py``; the stores it uses outside its state
 folder (Postgres databases, Redis keys, S3 buckets) are ``scripts/stack_stores.py``.
 
-Everything binds to 127.0.0.1. State lives in ``$RECSYS_STATE_DIR`` (default ``.local/`` in the
+The stack's shape is the ``stack`` section of the configuration (``include/config/pipeline.yaml``,
+``jobs.core.config.StackConfig``; the reference is generated into the docs), overridden per
+key as ``RECSYS__STACK__<KEY>`` like every other setting: ``RECSYS__STACK__DB=postgres``,
+``RECSYS__STACK__EXECUTOR=celery``, ports, the state folder. The ``cluster`` profile's section
+is that profile's loopback rehearsal (Postgres, Celery, standalone Spark, S3, its own ports and
+``.local/rehearsal``): ``RECSYS_PROFILE=cluster python scripts/stack.py up|status|destroy``.
+
+Everything binds to 127.0.0.1. State lives in ``stack.state_dir`` (default ``.local/`` in the
 repository, ignored by git): ``airflow/`` is ``AIRFLOW_HOME`` (SQLite DB, logs, generated
 passwords), ``mlflow/`` the tracking store and artifacts, ``run/`` one PID file per component
 and ``logs/`` their output. Each component is started in its own process group, so ``down``
 stops exactly what ``up`` started (SIGTERM to the group, SIGKILL after a grace period) and
 never looks processes up by name.
 
-Ports: ``RECSYS_AIRFLOW_PORT`` (default 28080) and ``RECSYS_MLFLOW_PORT`` (default 25000).
+With ``db: postgres`` Airflow's metadata DB and MLflow's backend store move to PostgreSQL
+(``pg_url``; databases ``<instance>_airflow`` and ``<instance>_mlflow`` are created by
+``init``); with ``executor: celery`` tasks go through Redis (``redis_url``) to a
+``celery-worker`` component. ``<instance>`` is ``recsys`` for the default state folder and
+``recsys_<hash of the folder>`` otherwise, so stacks with different state folders (test
+sessions) never share a database, a Redis key or a Celery queue. ``python scripts/stack.py
+destroy`` stops the stack and drops those databases and Redis keys.
 
-Production shape (``RECSYS_DB=postgres``, ``RECSYS_EXECUTOR=celery``): Airflow's metadata DB and
-MLflow's backend store move to PostgreSQL (``RECSYS_PG_URL``, default
-``postgresql+psycopg2://postgres@127.0.0.1:5432``; databases ``<instance>_airflow`` and
-``<instance>_mlflow`` are created by ``init``), and the CeleryExecutor sends tasks through Redis
-(``RECSYS_REDIS_URL``, default ``redis://127.0.0.1:6379``) to a ``celery-worker`` component.
-``<instance>`` is ``recsys`` for the default state folder and ``recsys_<hash of the folder>``
-otherwise, so stacks with different state folders (test sessions) never share a database, a
-Redis key or a Celery queue. ``python scripts/stack.py destroy`` stops the stack and drops
-those databases and Redis keys. ``RECSYS_EXTRA_DAG_FOLDERS`` (``os.pathsep``-separated) adds
-DAG bundles next to ``dags/`` (the test suite's own DAGs).
-
-Object storage (``RECSYS_OBJECT_STORE=s3``, port ``RECSYS_S3_PORT``, default 19000): an
-S3-compatible server (moto) runs as the first component; every other component and every task
-gets its endpoint and keys as ``AWS_*`` variables (never in config), and ``up`` creates the
-buckets that the storage root and ``RECSYS_MLFLOW_ARTIFACTS`` name. Its objects live in memory:
-a restarted server starts empty. The cluster rehearsal (``make rehearsal``) runs this shape.
+With ``object_store: s3`` an S3-compatible server (moto) runs as the first component; every
+other component and every task gets its endpoint and keys as ``AWS_*`` variables (never in
+config), and ``up`` creates the buckets that the storage root and ``mlflow_artifacts`` name.
+Its objects live in memory: a restarted server starts empty.
 
 No component opens a port beyond the two above: the scheduler's and the triggerer's log
 servers (``serve_logs`` binds every interface) are switched off, because every component
@@ -202,11 +203,11 @@ def _start(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> int:
 def _ports(stack: Stack) -> dict[str, tuple[int, str]]:
     """The loopback port each component listens on, and the variable that moves it."""
     return {
-        "mlflow": (stack.mlflow_port, "RECSYS_MLFLOW_PORT"),
-        "api-server": (stack.airflow_port, "RECSYS_AIRFLOW_PORT"),
-        spark_service.CONNECT: (stack.connect_port, "RECSYS_SPARK_CONNECT_PORT"),
-        spark_service.MASTER: (stack.spark_master_port, "RECSYS_SPARK_MASTER_PORT"),
-        S3: (stack.s3_port, "RECSYS_S3_PORT"),
+        "mlflow": (stack.mlflow_port, "RECSYS__STACK__MLFLOW_PORT"),
+        "api-server": (stack.airflow_port, "RECSYS__STACK__AIRFLOW_PORT"),
+        spark_service.CONNECT: (stack.connect_port, "RECSYS__STACK__SPARK_CONNECT_PORT"),
+        spark_service.MASTER: (stack.spark_master_port, "RECSYS__STACK__SPARK_MASTER_PORT"),
+        S3: (stack.s3_port, "RECSYS__STACK__S3_PORT"),
     }
 
 

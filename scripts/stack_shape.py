@@ -42,10 +42,15 @@ EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+STACK_ENV = "RECSYS__STACK__"  # the environment overrides of the configuration's ``stack`` section
 
 
 @dataclass(frozen=True)
 class Stack:
+    """One stack's settings: the ``stack`` section of the configuration (``jobs.core.config.StackConfig``,
+    overridden as ``RECSYS__STACK__<KEY>``; the ``cluster`` profile's is the loopback rehearsal),
+    with the state folder resolved."""
+
     state: Path
     airflow_port: int
     mlflow_port: int
@@ -58,37 +63,60 @@ class Stack:
     mlflow_artifacts: str = ""  # MLflow's --artifacts-destination; default: the state folder
     object_store: str = ""  # "s3": run an S3-compatible server (moto) on s3_port as a component
     s3_port: int = 19000
+    pg_server: str = DEFAULT_PG_URL  # stack.pg_url
+    redis_server: str = DEFAULT_REDIS_URL  # stack.redis_url
+    redis_db: int | None = None
+    airflow_db: str = ""  # a full SQLAlchemy URL overriding db/pg_url
+    mlflow_db: str = ""
+    extra_dag_folders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.spark_cluster not in SPARK_CLUSTERS:
             raise ValueError(
-                f"RECSYS_SPARK_CLUSTER={self.spark_cluster!r}: expected one of {', '.join(SPARK_CLUSTERS)}"
+                f"RECSYS__STACK__SPARK_CLUSTER={self.spark_cluster!r}: expected one of {', '.join(SPARK_CLUSTERS)}"
             )
         if self.db not in DBS:
-            raise ValueError(f"RECSYS_DB={self.db!r}: expected one of {', '.join(DBS)}")
+            raise ValueError(f"RECSYS__STACK__DB={self.db!r}: expected one of {', '.join(DBS)}")
         if self.executor not in EXECUTORS:
-            raise ValueError(f"RECSYS_EXECUTOR={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+            raise ValueError(f"RECSYS__STACK__EXECUTOR={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
         if self.object_store not in OBJECT_STORES:
-            raise ValueError(f"RECSYS_OBJECT_STORE={self.object_store!r}: expected '' or 's3'")
+            raise ValueError(f"RECSYS__STACK__OBJECT_STORE={self.object_store!r}: expected '' or 's3'")
         if self.executor == "celery" and self.db != "postgres":
-            raise ValueError("RECSYS_EXECUTOR=celery needs RECSYS_DB=postgres (workers share the metadata DB)")
+            raise ValueError(
+                "RECSYS__STACK__EXECUTOR=celery needs RECSYS__STACK__DB=postgres (workers share the metadata DB)"
+            )
 
     @classmethod
-    def from_env(cls) -> Stack:
-        state = Path(os.environ.get("RECSYS_STATE_DIR") or REPO / ".local").resolve()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Stack:
+        """The stack the configuration names under ``environ`` (default: this process's): its
+        profile's ``stack`` section with the ``RECSYS__STACK__*`` overrides. A value of the wrong
+        type or out of range is a ``ValueError`` naming the key."""
+        from jobs.core.config import ConfigError, load_config
+
+        try:
+            s = load_config(environ=dict(os.environ if environ is None else environ)).stack
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        state = Path(s.state_dir) if s.state_dir else REPO / ".local"
         return cls(
-            state,
-            int(os.environ.get("RECSYS_AIRFLOW_PORT", "28080")),
-            int(os.environ.get("RECSYS_MLFLOW_PORT", "25000")),
-            os.environ.get("RECSYS_DB", "sqlite").lower(),
-            os.environ.get("RECSYS_EXECUTOR", "local").lower(),
-            int(os.environ.get("RECSYS_SPARK_CONNECT_PORT", "15002")),
-            int(os.environ.get("RECSYS_SPARK_UI_PORT", "14040")),
-            os.environ.get("RECSYS_SPARK_CLUSTER", "local").lower(),
-            int(os.environ.get("RECSYS_SPARK_MASTER_PORT", "17077")),
-            os.environ.get("RECSYS_MLFLOW_ARTIFACTS", ""),
-            os.environ.get("RECSYS_OBJECT_STORE", "").lower(),
-            int(os.environ.get("RECSYS_S3_PORT", "19000")),
+            (state if state.is_absolute() else REPO / state).resolve(),
+            s.airflow_port,
+            s.mlflow_port,
+            s.db,
+            s.executor,
+            s.spark_connect_port,
+            s.spark_ui_port,
+            s.spark_cluster,
+            s.spark_master_port,
+            s.mlflow_artifacts,
+            s.object_store,
+            s.s3_port,
+            s.pg_url,
+            s.redis_url,
+            s.redis_db,
+            s.airflow_db,
+            s.mlflow_db,
+            tuple(s.extra_dag_folders),
         )
 
     @property
@@ -114,21 +142,30 @@ class Stack:
         )
 
     def port_env(self) -> dict[str, str]:
-        """The variables that make ``Stack.from_env()`` in another process this stack."""
-        return {
-            "RECSYS_STATE_DIR": str(self.state),
-            "RECSYS_AIRFLOW_PORT": str(self.airflow_port),
-            "RECSYS_MLFLOW_PORT": str(self.mlflow_port),
-            "RECSYS_SPARK_CONNECT_PORT": str(self.connect_port),
-            "RECSYS_SPARK_UI_PORT": str(self.spark_ui_port),
-            "RECSYS_SPARK_MASTER_PORT": str(self.spark_master_port),
-            "RECSYS_SPARK_CLUSTER": self.spark_cluster,
-            "RECSYS_DB": self.db,
-            "RECSYS_EXECUTOR": self.executor,
-            "RECSYS_MLFLOW_ARTIFACTS": self.mlflow_artifacts,
-            "RECSYS_OBJECT_STORE": self.object_store,
-            "RECSYS_S3_PORT": str(self.s3_port),
+        """The ``RECSYS__STACK__*`` variables that make ``Stack.from_env()`` in another process this
+        stack, whatever that process's profile says."""
+        values = {
+            "state_dir": str(self.state),
+            "airflow_port": self.airflow_port,
+            "mlflow_port": self.mlflow_port,
+            "spark_connect_port": self.connect_port,
+            "spark_ui_port": self.spark_ui_port,
+            "spark_master_port": self.spark_master_port,
+            "spark_cluster": self.spark_cluster,
+            "db": self.db,
+            "executor": self.executor,
+            "mlflow_artifacts": self.mlflow_artifacts,
+            "object_store": self.object_store,
+            "s3_port": self.s3_port,
+            "pg_url": self.pg_server,
+            "redis_url": self.redis_server,
+            "airflow_db": self.airflow_db,
+            "mlflow_db": self.mlflow_db,
+            "extra_dag_folders": json.dumps(list(self.extra_dag_folders)),
         }
+        if self.redis_db is not None:
+            values["redis_db"] = self.redis_db
+        return {f"{STACK_ENV}{key.upper()}": str(value) for key, value in values.items()}
 
     def object_store_env(self) -> dict[str, str]:
         """The S3 endpoint and keys every component and task reads from its environment (empty
@@ -152,20 +189,20 @@ class Stack:
         return {"airflow": f"{self.instance}_airflow", "mlflow": f"{self.instance}_mlflow"}
 
     def pg_url(self, database: str) -> str:
-        return f"{os.environ.get('RECSYS_PG_URL', DEFAULT_PG_URL).rstrip('/')}/{database}"
+        return f"{self.pg_server.rstrip('/')}/{database}"
 
     @property
     def airflow_db_url(self) -> str:
-        if "RECSYS_AIRFLOW_DB" in os.environ:
-            return os.environ["RECSYS_AIRFLOW_DB"]
+        if self.airflow_db:
+            return self.airflow_db
         if self.db == "postgres":
             return self.pg_url(self.pg_databases["airflow"])
         return f"sqlite:///{self.airflow_home / 'airflow.db'}"
 
     @property
     def mlflow_db_url(self) -> str:
-        if "RECSYS_MLFLOW_DB" in os.environ:
-            return os.environ["RECSYS_MLFLOW_DB"]
+        if self.mlflow_db:
+            return self.mlflow_db
         if self.db == "postgres":
             return self.pg_url(self.pg_databases["mlflow"])
         return f"sqlite:///{self.state / 'mlflow' / 'mlflow.db'}"
@@ -173,10 +210,12 @@ class Stack:
     @property
     def redis_url(self) -> str:
         """Broker and result backend: a Redis DB number picked from the instance name."""
-        number = os.environ.get("RECSYS_REDIS_DB") or str(
-            int(hashlib.sha256(self.instance.encode()).hexdigest(), 16) % 16
+        number = (
+            self.redis_db
+            if self.redis_db is not None
+            else (int(hashlib.sha256(self.instance.encode()).hexdigest(), 16) % 16)
         )
-        return f"{os.environ.get('RECSYS_REDIS_URL', DEFAULT_REDIS_URL).rstrip('/')}/{number}"
+        return f"{self.redis_server.rstrip('/')}/{number}"
 
     @property
     def celery_queue(self) -> str:
@@ -279,7 +318,7 @@ class Stack:
         env.update(self.celery_env())
         env.update(self.bundles_env())
         env.update(self.object_store_env())
-        if "RECSYS_STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
+        if f"{STACK_ENV}STATE_DIR" in os.environ and "RECSYS__STORAGE__ROOT" not in os.environ:
             env["RECSYS__STORAGE__ROOT"] = self.data_root(os.environ)
         return env
 
@@ -315,8 +354,8 @@ class Stack:
         }
 
     def bundles_env(self) -> dict[str, str]:
-        """DAG bundles of ``RECSYS_EXTRA_DAG_FOLDERS`` next to ``dags/`` (empty without any)."""
-        extra = [f for f in os.environ.get("RECSYS_EXTRA_DAG_FOLDERS", "").split(os.pathsep) if f]
+        """DAG bundles of ``stack.extra_dag_folders`` next to ``dags/`` (empty without any)."""
+        extra = [f for f in self.extra_dag_folders if f]
         if not extra:
             return {}
         bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}}]

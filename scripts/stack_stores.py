@@ -63,7 +63,7 @@ def create_databases(stack: Stack) -> None:
     try:
         conn = _pg_admin(stack)
     except Exception as exc:  # psycopg2.OperationalError: the message names host and port
-        raise SystemExit(f"cannot reach PostgreSQL for RECSYS_DB=postgres ({stack.pg_url('postgres')}): {exc}") from exc
+        raise SystemExit(f"cannot reach PostgreSQL for stack.db postgres ({stack.pg_url('postgres')}): {exc}") from exc
     with contextlib.closing(conn), conn.cursor() as cur:
         for name in stack.pg_databases.values():
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))

@@ -6,6 +6,7 @@ loopback ports, so the suite never touches a developer's running `make up` stack
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -32,12 +33,16 @@ if "RECSYS_TEST_SESSION_PID" in os.environ and os.environ["RECSYS_TEST_SESSION_P
     raise ImportError("tests/conftest.py imported twice: import helpers from scripts/ or tests/<module>, not conftest")
 os.environ["RECSYS_TEST_SESSION_PID"] = str(os.getpid())
 _STATE = Path(tempfile.mkdtemp(prefix="recsys-test-"))
-os.environ["RECSYS_STATE_DIR"] = str(_STATE)
+# The session's stack (the configuration's ``stack`` section, overridden here): its own state
+# folder and free ports, and the e2e tier's test-only DAGs (``tests/e2e/dags_extra/``) as a DAG
+# bundle beside ``dags/`` (``make up`` never sees them).
+os.environ["RECSYS__STACK__STATE_DIR"] = str(_STATE)
 for _port in ("AIRFLOW", "MLFLOW", "SPARK_CONNECT", "SPARK_UI"):
     if "PYTEST_XDIST_WORKER" in os.environ:  # a worker of ``make test``: its own ports, not the controller's
-        os.environ[f"RECSYS_{_port}_PORT"] = str(_free_port())
+        os.environ[f"RECSYS__STACK__{_port}_PORT"] = str(_free_port())
     else:
-        os.environ.setdefault(f"RECSYS_{_port}_PORT", str(_free_port()))
+        os.environ.setdefault(f"RECSYS__STACK__{_port}_PORT", str(_free_port()))
+os.environ["RECSYS__STACK__EXTRA_DAG_FOLDERS"] = json.dumps([str(REPO / "tests" / "e2e" / "dags_extra")])
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 # The figures this suite pins (hit-rates, NDCG, byte-equal recommendations across whole-loop runs)
 # are CPU figures: training and scoring default to `auto`, which on a CUDA host would mean bf16

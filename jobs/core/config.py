@@ -359,6 +359,61 @@ class AirflowConfig(_Section):
     )
 
 
+class StackConfig(_Section):
+    """The local stack's shape (``scripts/stack.py``, ``make up``): where its state lives, which
+    metadata DB, executor, Spark and object store, on which loopback ports. Only the supervisor
+    reads it; a real cluster has its own services. The ``cluster`` profile's section is the
+    loopback rehearsal of that profile (``make rehearsal``)."""
+
+    state_dir: str = Field(
+        "", description="State folder (Airflow home, MLflow store, logs, PID files); empty: .local/ in the repository."
+    )
+    db: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="Airflow's metadata DB and MLflow's backend store: SQLite files, or PostgreSQL (pg_url)."
+    )
+    executor: Literal["local", "celery"] = Field(
+        "local", description="Airflow executor: LocalExecutor, or CeleryExecutor through Redis (needs db postgres)."
+    )
+    spark_cluster: Literal["local", "standalone"] = Field(
+        "local", description="The Spark Connect server's master: local[N], or a standalone Master with two Workers."
+    )
+    object_store: Literal["", "s3"] = Field(
+        "", description="'s3': run an S3-compatible server (moto) as a component; empty: none."
+    )
+    mlflow_artifacts: str = Field(
+        "", description="MLflow's --artifacts-destination (e.g. s3://bucket/mlflow); empty: the state folder."
+    )
+    airflow_port: int = Field(28080, ge=1, le=65535, description="Airflow api-server (UI and REST) port.")
+    mlflow_port: int = Field(25000, ge=1, le=65535, description="MLflow tracking server port.")
+    spark_connect_port: int = Field(15002, ge=1, le=65535, description="Spark Connect server port.")
+    spark_ui_port: int = Field(14040, ge=1, le=65535, description="Spark UI / REST API port of the Connect server.")
+    spark_master_port: int = Field(
+        17077, ge=1, le=65535, description="Standalone Master RPC port (web UI +1000; Workers +1001, +1002)."
+    )
+    s3_port: int = Field(19000, ge=1, le=65535, description="Port of the stack's own S3 server (object_store s3).")
+    pg_url: str = Field(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432",
+        description="PostgreSQL server (db postgres); the stack creates its databases <instance>_airflow/_mlflow.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379", description="Redis server: Celery broker and result backend (executor celery)."
+    )
+    redis_db: int | None = Field(
+        None, ge=0, le=15, description="Redis DB number; default: derived from the stack's instance name."
+    )
+    airflow_db: str = Field("", description="Full SQLAlchemy URL of Airflow's metadata DB, overriding db/pg_url.")
+    mlflow_db: str = Field("", description="Full SQLAlchemy URL of MLflow's backend store, overriding db/pg_url.")
+    extra_dag_folders: list[str] = Field(
+        default_factory=list, description="More DAG folders, each a bundle beside dags/ (the test suite's own DAGs)."
+    )
+
+    @model_validator(mode="after")
+    def _celery_needs_postgres(self) -> StackConfig:
+        if self.executor == "celery" and self.db != "postgres":
+            raise ValueError("stack.executor celery needs stack.db postgres (the workers share the metadata DB)")
+        return self
+
+
 class LedgerConfig(_Section):
     """Prices that turn the cost ledger's seconds into money (0 = not priced, e.g. a laptop)."""
 
@@ -380,6 +435,7 @@ class PipelineConfig(_Section):
     world: WorldConfig = WorldConfig()
     airflow: AirflowConfig = AirflowConfig()
     ledger: LedgerConfig = LedgerConfig()
+    stack: StackConfig = StackConfig()
 
     @field_validator("profile")
     @classmethod

@@ -1,5 +1,5 @@
-"""Stack shapes without servers: what ``RECSYS_DB``, ``RECSYS_EXECUTOR`` and
-``RECSYS_OBJECT_STORE`` change in ``scripts/stack.py``, and what they leave alone.
+"""Stack shapes without servers: what ``stack.db``, ``stack.executor`` and ``stack.object_store``
+(``RECSYS__STACK__*``) change in ``scripts/stack.py``, and what they leave alone.
 
 The shapes themselves run in the cluster rehearsal (``tests/reliability/test_chaos_rehearsal.py``): Airflow on
 PostgreSQL with the CeleryExecutor and Redis, MLflow on PostgreSQL and S3, a standalone Spark
@@ -22,12 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stack_shapes_are_checked_and_isolated_per_state_folder(tmp_path, monkeypatch):
-    """No servers: what ``RECSYS_DB``/``RECSYS_EXECUTOR`` change, and what they leave alone."""
-    for var in ("RECSYS_AIRFLOW_DB", "RECSYS_MLFLOW_DB", "RECSYS_PG_URL", "RECSYS_REDIS_URL", "RECSYS_REDIS_DB"):
-        monkeypatch.delenv(var, raising=False)
-    with pytest.raises(ValueError, match="RECSYS_EXECUTOR=celery needs RECSYS_DB=postgres"):
+    """No servers: what ``stack.db``/``stack.executor`` change, and what they leave alone."""
+    with pytest.raises(ValueError, match="RECSYS__STACK__EXECUTOR=celery needs RECSYS__STACK__DB=postgres"):
         Stack(tmp_path, 1, 2, db="sqlite", executor="celery")
-    with pytest.raises(ValueError, match="RECSYS_DB='mysql'"):
+    with pytest.raises(ValueError, match="RECSYS__STACK__DB='mysql'"):
         Stack(tmp_path, 1, 2, db="mysql")
 
     default = Stack(tmp_path / "a", 1, 2)
@@ -57,15 +55,35 @@ def test_stack_shapes_are_checked_and_isolated_per_state_folder(tmp_path, monkey
 
     # The object-store shape: the S3 server starts first; every component (the Spark JVMs too)
     # gets its endpoint and keys from the environment, and the stack names them nowhere else.
-    with pytest.raises(ValueError, match="RECSYS_OBJECT_STORE='gcs'"):
+    with pytest.raises(ValueError, match="RECSYS__STACK__OBJECT_STORE='gcs'"):
         Stack(tmp_path, 1, 2, object_store="gcs")
     s3 = Stack(tmp_path / "s3", 1, 2, object_store="s3", s3_port=19999)
     assert s3.components[0] == "s3" and s3.commands()["s3"][-2:] == ["-p", "19999"]
     assert s3.env()["AWS_ENDPOINT_URL"] == "http://127.0.0.1:19999" and s3.object_store_env()
     assert "AWS_ENDPOINT_URL" not in default.object_store_env()
-    assert Stack.from_env().object_store == os.environ.get("RECSYS_OBJECT_STORE", "")
+    assert Stack.from_env().object_store == os.environ.get("RECSYS__STACK__OBJECT_STORE", "")
 
-    monkeypatch.setenv("RECSYS_EXTRA_DAG_FOLDERS", str(tmp_path / "more_dags"))
-    bundles = json.loads(default.env()["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    more = Stack(tmp_path / "a", 1, 2, extra_dag_folders=(str(tmp_path / "more_dags"),))
+    bundles = json.loads(more.env()["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
     assert [b["name"] for b in bundles] == ["dags-folder", "extra-0-more_dags"]
     assert bundles[1]["kwargs"]["path"] == str(tmp_path / "more_dags")
+
+    # The shape is the configuration's typed ``stack`` section: a wrong value is refused naming the
+    # key; the variables a stack hands to another process rebuild exactly that stack; the
+    # ``cluster`` profile's section is the loopback rehearsal of that profile.
+    with pytest.raises(ValueError, match=r"stack\.db"):
+        Stack.from_env({"RECSYS__STACK__DB": "mysql"})
+    with pytest.raises(ValueError, match=r"stack\.executor celery needs stack\.db postgres"):
+        Stack.from_env({"RECSYS__STACK__EXECUTOR": "celery"})
+    shaped = Stack.on_free_ports(tmp_path / "c", db="postgres", executor="celery", redis_db=3)
+    assert Stack.from_env({"RECSYS_PROFILE": "local", **shaped.port_env()}) == shaped
+    rehearsal = Stack.from_env({"RECSYS_PROFILE": "cluster"})
+    assert (rehearsal.db, rehearsal.executor, rehearsal.spark_cluster, rehearsal.object_store) == (
+        "postgres",
+        "celery",
+        "standalone",
+        "s3",
+    )
+    assert (
+        rehearsal.state == REPO / ".local" / "rehearsal" and rehearsal.airflow_port != Stack.from_env({}).airflow_port
+    )

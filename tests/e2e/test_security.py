@@ -3,7 +3,7 @@
 The masking test runs ``recsys_test_secret_log`` (``tests/e2e/dags_extra/``), a DAG that prints a
 Variable, a Connection password and a token from the Connection's extra, plainly, inside a dict and
 through a rendered Bash template. The folder joins the stack's DAG bundles through
-``RECSYS_EXTRA_DAG_FOLDERS``, which ``tests/e2e/conftest.py`` sets during collection, before the
+``stack.extra_dag_folders``, which ``tests/e2e/conftest.py`` sets during collection, before the
 session's stack starts (``scripts/stack.py`` reads it when it builds the environment).
 """
 

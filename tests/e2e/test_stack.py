@@ -55,11 +55,11 @@ def _children(pid: int) -> set[int]:
 def test_up_status_down_leaves_nothing_running(tmp_path):
     env = {
         **os.environ,
-        "RECSYS_STATE_DIR": str(tmp_path / "state"),
-        "RECSYS_AIRFLOW_PORT": str(_free_port()),
-        "RECSYS_MLFLOW_PORT": str(_free_port()),
-        "RECSYS_SPARK_CONNECT_PORT": str(_free_port()),
-        "RECSYS_SPARK_UI_PORT": str(_free_port()),
+        "RECSYS__STACK__STATE_DIR": str(tmp_path / "state"),
+        "RECSYS__STACK__AIRFLOW_PORT": str(_free_port()),
+        "RECSYS__STACK__MLFLOW_PORT": str(_free_port()),
+        "RECSYS__STACK__SPARK_CONNECT_PORT": str(_free_port()),
+        "RECSYS__STACK__SPARK_UI_PORT": str(_free_port()),
     }
     env.pop("AIRFLOW_HOME", None)
     stack_py = [sys.executable, str(REPO / "scripts" / "stack.py")]
@@ -68,7 +68,7 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
     try:
         assert "'scheduler': 'healthy'" in up.stdout
         assert "Airflow users : admin / " in up.stdout
-        airflow_port, mlflow_port = int(env["RECSYS_AIRFLOW_PORT"]), int(env["RECSYS_MLFLOW_PORT"])
+        airflow_port, mlflow_port = int(env["RECSYS__STACK__AIRFLOW_PORT"]), int(env["RECSYS__STACK__MLFLOW_PORT"])
         with urllib.request.urlopen(f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", timeout=10) as resp:
             health = json.load(resp)
         assert health["metadatabase"]["status"] == "healthy"
@@ -78,7 +78,7 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
         run_dir = tmp_path / "state" / "run"
         pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
         assert set(pids) == {"spark-connect", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer"}
-        assert f"Spark Connect : sc://127.0.0.1:{env['RECSYS_SPARK_CONNECT_PORT']}  healthy" in up.stdout
+        assert f"Spark Connect : sc://127.0.0.1:{env['RECSYS__STACK__SPARK_CONNECT_PORT']}  healthy" in up.stdout
         tree = set(pids.values()).union(*(_children(p) for p in pids.values()))
         assert len(tree) > len(pids)  # gunicorn/uvicorn workers, executor workers
         status = subprocess.run([*stack_py, "status"], env=env, capture_output=True, text=True, timeout=60)
@@ -89,7 +89,7 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
         # Loopback only: nothing listens on a wildcard address for our ports (the JVM's sockets
         # are IPv6 sockets bound to the v4-mapped loopback address).
         loopback = ("0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000")
-        spark_ports = (int(env["RECSYS_SPARK_CONNECT_PORT"]), int(env["RECSYS_SPARK_UI_PORT"]))
+        spark_ports = (int(env["RECSYS__STACK__SPARK_CONNECT_PORT"]), int(env["RECSYS__STACK__SPARK_UI_PORT"]))
         for port in (airflow_port, mlflow_port, *spark_ports):
             hexport = f":{port:04X}"
             local = [

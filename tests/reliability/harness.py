@@ -1018,8 +1018,8 @@ class Report:
     def write(self) -> None:
         text = json.dumps(self.payload(), indent=2, sort_keys=True, default=str)
         targets = [self.path]
-        if os.environ.get("RECSYS_STATE_DIR"):
-            targets.append(Path(os.environ["RECSYS_STATE_DIR"]) / "reliability" / "report.json")
+        if os.environ.get("RECSYS__STACK__STATE_DIR"):
+            targets.append(Path(os.environ["RECSYS__STACK__STATE_DIR"]) / "reliability" / "report.json")
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # two xdist workers may write at once

@@ -1,7 +1,7 @@
 """
 ### recsys_test_partition_producer / recsys_test_partition_consumer — the partitioned-asset probe
 
-Test-only DAGs (loaded through `RECSYS_EXTRA_DAG_FOLDERS` by `tests/e2e/test_partitioned_assets.py`;
+Test-only DAGs (loaded through `stack.extra_dag_folders` by `tests/e2e/test_partitioned_assets.py`;
 `make up` never sees them) with the shape `recsys_ingest → recsys_score` would have on Airflow's
 partitioned assets: the producer runs on a `CronPartitionTimetable` (partition key = the day,
 `%Y-%m-%d`) and emits `recsys_test_partitioned` for its day; the consumer runs on a

@@ -2,7 +2,7 @@
 ### recsys_test_secret_log — test-only DAG that prints secrets, so the suite can prove they are masked
 
 Loaded only by test sessions: `tests/e2e/test_security.py` adds this folder to the stack's DAG
-bundles through `RECSYS_EXTRA_DAG_FOLDERS`; `make up` never sees it.
+bundles through `stack.extra_dag_folders`; `make up` never sees it.
 
 1. **print_secrets** — reads a Variable whose key looks secret and a Connection (password and a
    token in its extra) through the Task SDK and prints them, plainly and inside a dict.
