@@ -43,6 +43,16 @@ DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 STACK_ENV = "RECSYS__STACK__"  # the environment overrides of the configuration's ``stack`` section
+# The variables that chose the shape before it was the ``stack`` section: set, they are refused
+# (silently ignoring RECSYS_DB=postgres would start SQLite), naming what replaced them.
+RENAMED = {
+    f"RECSYS_{key}": f"{STACK_ENV}{key}"
+    for key in (
+        *("STATE_DIR", "DB", "EXECUTOR", "SPARK_CLUSTER", "OBJECT_STORE", "MLFLOW_ARTIFACTS"),
+        *("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_CONNECT_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT", "S3_PORT"),
+        *("PG_URL", "REDIS_URL", "REDIS_DB", "AIRFLOW_DB", "MLFLOW_DB", "EXTRA_DAG_FOLDERS"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -93,8 +103,12 @@ class Stack:
         type or out of range is a ``ValueError`` naming the key."""
         from jobs.core.config import ConfigError, load_config
 
+        env = dict(os.environ if environ is None else environ)
+        renamed = [f"{old} (now {new})" for old, new in RENAMED.items() if old in env]
+        if renamed:
+            raise ValueError("the stack's shape is the configuration's stack section: " + ", ".join(renamed))
         try:
-            s = load_config(environ=dict(os.environ if environ is None else environ)).stack
+            s = load_config(environ=env).stack
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         state = Path(s.state_dir) if s.state_dir else REPO / ".local"

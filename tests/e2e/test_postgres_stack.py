@@ -71,6 +71,8 @@ def test_stack_shapes_are_checked_and_isolated_per_state_folder(tmp_path, monkey
     # The shape is the configuration's typed ``stack`` section: a wrong value is refused naming the
     # key; the variables a stack hands to another process rebuild exactly that stack; the
     # ``cluster`` profile's section is the loopback rehearsal of that profile.
+    with pytest.raises(ValueError, match=r"RECSYS_DB \(now RECSYS__STACK__DB\)"):
+        Stack.from_env({"RECSYS_DB": "postgres"})  # a variable of before: refused, not ignored
     with pytest.raises(ValueError, match=r"stack\.db"):
         Stack.from_env({"RECSYS__STACK__DB": "mysql"})
     with pytest.raises(ValueError, match=r"stack\.executor celery needs stack\.db postgres"):
