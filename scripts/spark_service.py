@@ -142,6 +142,12 @@ def health(ui_port: int, cluster: str) -> dict[str, Any]:
     }
 
 
+def running_jobs(ui_port: int) -> list[int]:
+    """Ids of the Spark jobs running on the server now (its REST API)."""
+    app = rest(ui_port, "/applications")[0]["id"]
+    return [j["jobId"] for j in rest(ui_port, f"/applications/{app}/jobs?status=running")]
+
+
 def executor_tasks(ui_port: int, tag: str | None = None) -> dict[str, int]:
     """Tasks per executor id of the application (of the jobs tagged ``tag`` when given)."""
     app = rest(ui_port, "/applications")[0]["id"]

@@ -58,25 +58,10 @@ class HalfOpenProxy:
                 sock.close()
 
 
-def _running_jobs(ui_port: int) -> list[dict]:
-    from scripts.spark_service import rest
-
-    app = rest(ui_port, "/applications")[0]["id"]
-    return rest(ui_port, f"/applications/{app}/jobs?status=running")
-
-
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {seconds:.0f} s: {what}")
-
-
 def test_on_kill_stops_the_job_and_interrupts_its_spark_session(stack, spark_server, monkeypatch):
     from recsys_airflow.launcher import JobOperator
+    from scripts.spark_service import running_jobs
+    from tests.reliability.harness import wait_until
 
     proxy = HalfOpenProxy(("127.0.0.1", stack.connect_port))
     op = JobOperator(task_id="slow", module="tests.slow_spark_job", spark=True)
@@ -88,16 +73,16 @@ def test_on_kill_stops_the_job_and_interrupts_its_spark_session(stack, spark_ser
         except Exception as exc:  # the killed job's failure, inspected below
             outcome["error"] = exc
 
-    before = {j["jobId"] for j in _running_jobs(stack.spark_ui_port)}
+    before = set(running_jobs(stack.spark_ui_port))
     try:
         with monkeypatch.context() as m:  # the job (only) reaches the server through the proxy
             m.setenv("RECSYS__SPARK__REMOTE", f"sc://127.0.0.1:{proxy.port}")
             runner = threading.Thread(target=execute, daemon=True)
             runner.start()
-            new = lambda: [j for j in _running_jobs(stack.spark_ui_port) if j["jobId"] not in before]  # noqa: E731
-            _wait(new, 180, "the job's Spark job running on the server")
+            new = lambda: [j for j in running_jobs(stack.spark_ui_port) if j not in before]  # noqa: E731
+            wait_until(new, 180, 0.5, "the job's Spark job running on the server")
             time.sleep(3)  # past the session's short setup jobs: the long count runs
-            mine = _wait(new, 60, "the job's long Spark job running on the server")
+            mine = wait_until(new, 60, 0.5, "the job's long Spark job running on the server")
         assert op._session_id and op._proc is not None and op._proc.poll() is None
 
         op.on_kill()
@@ -107,10 +92,11 @@ def test_on_kill_stops_the_job_and_interrupts_its_spark_session(stack, spark_ser
         assert "killed by SIGTERM" in str(outcome.get("error")), outcome  # retried by Airflow, never fail-fast
         with pytest.raises(ProcessLookupError):  # the whole process group is gone
             os.killpg(op._proc.pid, 0)
-        _wait(
+        wait_until(
             lambda: not new(),
             20,
-            f"Spark job(s) {sorted(j['jobId'] for j in mine)} of the killed task's session stopped on the server",
+            0.5,
+            f"Spark job(s) {sorted(mine)} of the killed task's session stopped on the server",
         )
     finally:
         proxy.close()

@@ -104,12 +104,6 @@ def test_job_code_reaches_the_workers_only_as_a_session_artifact(spark, cfg):
     assert "recsys_jobs_" in with_artifact and with_artifact.endswith("jobs/core/schema.py"), with_artifact
 
 
-def running_jobs(ui_port: int) -> list[int]:
-    """Ids of the Spark jobs running on the server (its REST API)."""
-    app = spark_service.rest(ui_port, "/applications")[0]["id"]
-    return [j["jobId"] for j in spark_service.rest(ui_port, f"/applications/{app}/jobs?status=running")]
-
-
 def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(spark, stack, cfg, tmp_path):
     from pyspark.errors.exceptions.connect import PythonException
 
@@ -166,7 +160,7 @@ def test_server_stays_healthy_after_bad_input_a_failing_udf_and_a_killed_client(
     # The orphaned server-side work may run on; it never publishes. Watched until the server has
     # no running job left (nothing can write any more), then once more.
     settle = time.monotonic() + 120
-    while running_jobs(stack.spark_ui_port):
+    while spark_service.running_jobs(stack.spark_ui_port):
         assert partition_is_whole(part) and checksums(part) == before
         assert time.monotonic() < settle, "the killed client's job still runs on the server after 120 s"
         time.sleep(0.2)
