@@ -3,11 +3,20 @@ scorer: ``scores(users) -> (len(users), n_items)`` float32, higher is better.
 
 * ``popularity`` / ``recent_popularity``: counts of training interactions (all, or the last
   ``days`` days before the end of training, ties broken by the all-time count);
-* ``ease``: the closed form of ``quality_protocol.ease_weights`` on the binary matrix;
+* ``ease``: the EASE family's own closed form (``jobs.ease.model.ease_weights``, what
+  ``python -m jobs.ease`` fits) on the binary matrix;
 * ``implicit_als`` / ``implicit_bpr_checkpoints``: ``implicit`` 0.7.3 on the binary matrix
   (BPR on one thread: its Hogwild SGD is not reproducible on more);
 * ``mf_checkpoints``: the project's trainer (``jobs.train.trainer.Trainer``, in process, CPU),
-  the factor arrays after each requested epoch.
+  the factor arrays after each requested epoch;
+* ``seq_checkpoints``: the sequential family's trainer (``jobs.seq.trainer.Trainer``, SASRec,
+  in process, CPU), its exported arrays (the encoder's state for each user's latest history ×
+  the item embeddings: the scoring contract) after each requested epoch. A user's history is
+  their fitted pairs in time order (``jobs.seq.sequences.build_histories``), as the job builds
+  it from the window's curated events.
+
+Every product family is scored through its export (``user_factors @ item_factorsᵀ + item_bias``),
+i.e. what batch scoring serves, not a benchmark-only reimplementation.
 
 ``rank`` turns a scorer into top-K lists with the seen items excluded (full ranking over the
 catalogue).
@@ -21,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.quality_protocol import DAY, ease_weights
+from benchmarks.quality_protocol import DAY
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -65,8 +74,11 @@ def recent_popularity(data: FitData, days: int) -> Scorer:
 
 
 def ease(data: FitData, lam: float) -> Scorer:
+    """The EASE family's closed form; scores ``X_u B`` (its export, ``X × (Bᵀ)ᵀ``, on the sparse rows)."""
+    from jobs.ease.model import ease_weights
+
     x = data.matrix()
-    b = ease_weights((x.T @ x).toarray(), lam).astype(np.float32)
+    b = ease_weights(x, lam).astype(np.float32)
     return lambda users: np.asarray(x[users] @ b)
 
 
@@ -131,11 +143,22 @@ def mf_checkpoints(data: FitData, hparams, epochs: list[int]) -> Iterator[tuple[
     """(epoch, scorer) after each epoch in ``epochs`` of one run of the project's trainer."""
     import torch
 
-    from jobs.core.snapshots import TrainData
     from jobs.train.trainer import DistContext, Trainer
 
+    trainer = Trainer(_train_data(data), hparams, DistContext(device=torch.device("cpu")))
+    for epoch in range(1, max(epochs) + 1):
+        trainer.run_epoch(epoch)
+        if epoch in epochs:
+            a = trainer.module.arrays()
+            yield epoch, _factor_scorer(a["user_factors"], a["item_factors"], a["item_bias"])
+
+
+def _train_data(data: FitData):
+    """The in-memory snapshot a product trainer reads (unit weights: every pair once)."""
+    from jobs.core.snapshots import TrainData
+
     empty = np.zeros(0, dtype=np.int64)
-    snapshot = TrainData(
+    return TrainData(
         users=data.users.astype(np.int64),
         items=data.items.astype(np.int64),
         weights=np.ones(len(data.users), dtype=np.float32),
@@ -147,11 +170,22 @@ def mf_checkpoints(data: FitData, hparams, epochs: list[int]) -> Iterator[tuple[
         manifest={"benchmark": "quality"},
         uri="memory://bench_quality",
     )
-    trainer = Trainer(snapshot, hparams, DistContext(device=torch.device("cpu")))
+
+
+def seq_checkpoints(data: FitData, hparams, epochs: list[int]) -> Iterator[tuple[int, Scorer]]:
+    """(epoch, scorer) after each epoch in ``epochs`` of one run of the sequential family's trainer."""
+    import torch
+
+    from jobs.core.training import DistContext
+    from jobs.seq.sequences import build_histories
+    from jobs.seq.trainer import Trainer
+
+    hist = build_histories(data.users, data.items, data.ts, data.n_users)
+    trainer = Trainer(_train_data(data), hist, hparams, DistContext(device=torch.device("cpu")))
     for epoch in range(1, max(epochs) + 1):
         trainer.run_epoch(epoch)
         if epoch in epochs:
-            a = trainer.module.arrays()
+            a = trainer.arrays()
             yield epoch, _factor_scorer(a["user_factors"], a["item_factors"], a["item_bias"])
 
 

@@ -1,6 +1,6 @@
-"""The pure pieces of the quality benchmark (``bench_quality``): data, splits, EASE, paired CIs.
+"""The pure pieces of the quality benchmark (``bench_quality``): data, splits, paired CIs.
 
-numpy (and scipy.sparse for EASE's Gram matrix) only, no I/O but ``load_interactions``. Metrics
+numpy only, no I/O but ``load_interactions``. Metrics
 are ``jobs.core.ranking``'s; everything here is tested in ``tests/unit/test_bench_quality.py``.
 
 Two protocols:
@@ -178,20 +178,6 @@ def recbole_split(users: np.ndarray, seed: int, ratios=(0.8, 0.1, 0.1)) -> np.nd
         sizes = recbole_counts(int(end - start), ratios)
         part[order[start:end]] = np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
     return part
-
-
-# ---- EASE ------------------------------------------------------------------------------------
-
-
-def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
-    """EASE's item-item matrix (Steck, 2019): B = I - P·diag(1/diag(P)), P = (G + λI)⁻¹, so
-    ``B_ij = -P_ij / P_jj`` off the diagonal and ``B_ii = 0``. ``gram`` = XᵀX (items × items)."""
-    g = np.array(gram, dtype=np.float64)
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = -p / np.diag(p)
-    b[np.diag_indices_from(b)] = 0.0
-    return b
 
 
 # ---- paired bootstrap ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ call to `recsys_airflow.factory.model_pipeline` (see docs/adding-a-pipeline.md):
 
 1. **plan** — the held-out day D (`day`, or the latest validated curated day).
 2. **snapshot** — `jobs.snapshot` (Spark): the same time-split snapshot `recsys_train` uses.
-3. **train_popularity** — `python -m jobs.popularity`: ranks items by distinct users in the
+3. **select_families** / **train_popularity** — one family, always selected; `python -m jobs.popularity`: ranks items by distinct users in the
    window, logs a pyfunc to MLflow (local subprocess, or a CPU-only pod of the training image in
    the `cluster` profile: a family with `gpu=False` gets a copy of the config without the GPU,
    its node selector and toleration, and the default pool instead of `gpu_training`).
@@ -54,7 +54,7 @@ POPULARITY_CHAMPION = Asset(
 )
 def recsys_popularity():
     p = model_pipeline(cfg, families=[POPULARITY], model_name=MODEL_NAME, outlets=[POPULARITY_CHAMPION])
-    p.plan >> p.snapshot >> p.train["popularity"] >> p.fresh["popularity"] >> p.evaluate["popularity"]
+    p.plan >> p.snapshot >> p.select >> p.train["popularity"] >> p.fresh["popularity"] >> p.evaluate["popularity"]
     p.evaluate["popularity"] >> p.tournament >> p.register >> p.infra_validate >> p.blessed >> p.approve >> p.promote
 
 

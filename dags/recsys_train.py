@@ -9,8 +9,10 @@ Runs weekly (Monday 04:00 UTC), when the monitor detects drift (it triggers this
 2. **snapshot** — Spark job `jobs.snapshot`: train on the validated days `[D - window_days, D - 1]`,
    hold out day D (time-based split). Published once per (D, window) under
    `training/snapshots/`.
-3. **train_<family>** — one trainer per family of `training.families` (default `mf`, `ease`; `seq` opt-in),
-   in parallel on the same snapshot: `train_mf` runs `python -m jobs.train …` (matrix
+3. **select_families** / **train_<family>** — one trainer per family of the run's `families`
+   (trigger form / REST conf; default `training.families` = `mf`, `ease`; `seq` is built too,
+   `training.optional_families`, and trains when a run names it), in parallel on the same
+   snapshot; a family left out is skipped with its gate: `train_mf` runs `python -m jobs.train …` (matrix
    factorisation; a `KubernetesPodOperator` on a GPU node in the `cluster` profile, restricted
    security context, Secret-borne MLflow credentials, `gpu_training` pool; checkpoints every
    epoch and resumes after a crash), `train_ease` runs `python -m jobs.ease` (closed form, a CPU
@@ -57,19 +59,21 @@ from recsys_airflow.defaults import dag_args
 from recsys_airflow.factory import PipelineSteps, families_of, training_params
 
 cfg = get_config()
+BUILT = cfg.training.built_families  # a run trains its `families` of these
 
 
 @dag(
     dag_id="recsys_train",
     schedule="0 4 * * 1",
-    params=training_params(cfg),
+    params=training_params(cfg, BUILT),
     **dag_args(cfg, __doc__, ["training", "mlflow", "gpu"]),
 )
 def recsys_train():
     steps = PipelineSteps(cfg)
     planned = steps.plan()
     snapshot = steps.snapshot(planned)
-    candidates = [steps.candidate(family, snapshot, planned) for family in families_of(cfg.training.families)]
+    candidates = [steps.candidate(family, snapshot, planned) for family in families_of(BUILT)]
+    chosen = steps.select(planned, candidates)
     ranked = steps.tournament(candidates)
     registered = steps.register(ranked, snapshot)
     validated = steps.infra_validate(registered, snapshot)
@@ -78,7 +82,7 @@ def recsys_train():
     promote = steps.promote(registered, ranked, outlets=[CHAMPION_MODEL])
 
     for c in candidates:  # one trainer and one gate per family, in parallel
-        planned >> snapshot >> c.train >> c.fresh >> c.evaluate >> ranked
+        planned >> snapshot >> chosen >> c.train >> c.fresh >> c.evaluate >> ranked
     ranked >> registered >> validated >> blessed >> approve >> promote
 
 

@@ -230,11 +230,23 @@ class TrainingConfig(_Section):
     families: list[str] = Field(
         default_factory=lambda: ["mf", "ease"],
         min_length=1,
-        description="Model families recsys_train trains and lets compete for one champion, in tie-break order "
-        "(known: mf, ease, seq; recsys_airflow.factory.FAMILIES).",
+        description="Model families recsys_train trains by default (its families parameter's default) and lets "
+        "compete for one champion, in tie-break order (known: mf, ease, seq; recsys_airflow.factory.FAMILIES).",
     )
 
-    @field_validator("families")
+    optional_families: list[str] = Field(
+        default_factory=lambda: ["seq"],
+        description="Families recsys_train also builds but trains only when a run's families parameter names "
+        "them (trigger form, REST conf): not on the schedule nor on the monitor's retraining. One also in "
+        "training.families is simply trained by default.",
+    )
+
+    @property
+    def built_families(self) -> list[str]:
+        """What recsys_train builds: ``families`` then the optional ones not already among them."""
+        return [*self.families, *(f for f in self.optional_families if f not in self.families)]
+
+    @field_validator("families", "optional_families")
     @classmethod
     def _unique_families(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value) or not all(v.isidentifier() for v in value):

@@ -17,6 +17,7 @@ sparse X (user rows as a CSR multiplied at scoring time) and a pruned B.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +29,14 @@ def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_ite
     return x
 
 
-def ease_weights(x: np.ndarray, l2: float) -> np.ndarray:
-    """EASE's item-item matrix B (items × items, float64, zero diagonal) for binary ``x``."""
+def ease_weights(x: Any, l2: float) -> np.ndarray:
+    """EASE's item-item matrix B (items × items, float64, zero diagonal) for binary ``x``: a
+    dense array or a ``scipy.sparse`` matrix (the Gram matrix is dense either way; a sparse ``x``
+    only saves the users × items dense copy)."""
     if l2 <= 0:
         raise ValueError("the L2 penalty must be > 0")
-    gram = x.T @ x
+    sparse = hasattr(x, "tocsr")  # scipy.sparse: XᵀX is sparse too, densified in float64
+    gram = np.asarray((x.T @ x).toarray(), dtype=np.float64) if sparse else x.T @ x
     gram[np.diag_indices_from(gram)] += l2
     p = np.linalg.inv(gram)
     b = -p / np.diag(p)[None, :]

@@ -4,7 +4,7 @@ them all (``recsys_popularity``).
 
 For families f1..fn the chain is
 
-    plan → snapshot → train_<f> → fresh_<f> → evaluate_<f>   (once per family, in parallel)
+    plan → snapshot → select_families → train_<f> → fresh_<f> → evaluate_<f>   (per family, in parallel)
         → tournament → register → infra_validate → blessed → approve → promote
 
 with the contracts of ``recsys_train`` (the first pipeline built from it):
@@ -13,6 +13,10 @@ with the contracts of ``recsys_train`` (the first pipeline built from it):
   not after the run's data interval — ``params.replay_days`` days before it when the replay gate
   is on), the replay days after D and the window (``params.window_days``);
 * **snapshot** (``jobs.snapshot``, Spark) publishes the time-split train/test snapshot of D once;
+* **select_families** branches to the ``train_<f>`` of the run's families (``params.families``
+  when the pipeline builds several: ``training_params(cfg, families)``; default
+  ``training.families``, the ``training.optional_families`` only when named); a family left
+  out is skipped with its gate, and the tournament ranks the others;
 * **train_<f>** runs ``python -m <family.module> --snapshot S <family.args> --run-name R
   --checkpoint-dir C`` through ``recsys_airflow.training.train_task``, so the profile still picks
   a local subprocess or a ``KubernetesPodOperator`` (a GPU pod, or a CPU pod for a family with
@@ -127,6 +131,7 @@ class ModelPipeline:
 
     plan: Any
     snapshot: JobOperator
+    select: Any
     train: dict[str, Any]
     fresh: dict[str, Any]
     evaluate: dict[str, JobOperator]
@@ -138,9 +143,27 @@ class ModelPipeline:
     approve: Any = None
 
 
-def training_params(cfg: PipelineConfig) -> dict[str, Param]:
-    """The typed trigger form every model pipeline takes (defaults from the ``training`` config)."""
-    return {
+def training_params(cfg: PipelineConfig, families: Sequence[str] = ()) -> dict[str, Param]:
+    """The typed trigger form every model pipeline takes (defaults from the ``training`` config).
+
+    ``families``: the families the pipeline builds; with more than one the form gets a
+    ``families`` choice among them (default ``training.families``: the rest are built but trained
+    only when a run names them, ``training.optional_families``).
+    """
+    choice = {}
+    if len(families) > 1:
+        default = [f for f in families if f in cfg.training.families] or list(families)
+        choice["families"] = Param(
+            default,
+            type="array",
+            items={"type": "string", "enum": list(families)},
+            minItems=1,
+            uniqueItems=True,
+            title="Families",
+            description=f"Model families this run trains and lets compete (of {', '.join(families)}); default "
+            "training.families. A family left out is skipped: not trained, not a candidate.",
+        )
+    form = {
         "force_retrain": Param(
             False,
             type="boolean",
@@ -200,6 +223,7 @@ def training_params(cfg: PipelineConfig) -> dict[str, Param]:
             description="The drift report (HTML) that triggered this run, if any.",
         ),
     }
+    return form | choice
 
 
 def pick_days(validated: list[str], day: str | None, limit: str, replay_days: int) -> tuple[str, list[str]]:
@@ -235,7 +259,30 @@ def plan(params: dict | None = None, data_interval_end=None) -> dict:
         "window_days": int(params["window_days"]),
         "reason": params["reason"],
         "replay_days": ",".join(replayed),
+        "families": params.get("families"),  # None: a pipeline without the choice trains every family
     }
+
+
+def chosen_families(selected: Sequence[str] | None, built: Sequence[str]) -> list[str]:
+    """The families a run trains (pure): ``selected`` (the run's ``families``) in the built order,
+    every built one when None; ValueError naming a family the pipeline does not build."""
+    if selected is None:
+        return list(built)
+    unknown = sorted(set(selected) - set(built))
+    if unknown or not selected:
+        raise ValueError(f"families {list(selected)}: the pipeline builds {list(built)} (unknown: {unknown})")
+    return [f for f in built if f in selected]
+
+
+@task.branch
+def select_families(selected: list[str] | None, built: list[str]) -> list[str]:
+    """Follow ``train_<f>`` of the families this run trains; the others (and their gates) are skipped."""
+    chosen = chosen_families(selected, built)
+    left = [f for f in built if f not in chosen]
+    print(
+        f"training {', '.join(chosen)}" + (f"; skipped (not in this run's families): {', '.join(left)}" if left else "")
+    )
+    return [f"train_{f}" for f in chosen]
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=False)
@@ -360,6 +407,13 @@ class PipelineSteps:
         )
         return Candidate(f, train, fresh.override(task_id=f"fresh_{f}")(train.output), evaluate)
 
+    def select(self, planned: Any, candidates: Sequence[Candidate]) -> Any:
+        """``select_families``: a branch to the ``train_<f>`` of the run's families (``params.families``)."""
+        chosen = select_families(planned["families"], [c.family for c in candidates])
+        for c in candidates:
+            chosen >> c.train
+        return chosen
+
     def tournament(self, candidates: Sequence[Candidate]) -> Any:
         """``tournament``: the gated candidates ranked; the winner is the challenger."""
         return tournament(
@@ -452,7 +506,7 @@ def model_pipeline(
         outlets: Assets the promotion emits (e.g. the champion Asset its consumers schedule on).
 
     Returns:
-        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``train_<f>``,
+        The tasks, already wired; task ids are ``plan``, ``snapshot``, ``select_families``, ``train_<f>``,
         ``fresh_<f>``, ``evaluate_<f>`` per family, ``tournament``, ``register``,
         ``infra_validate``, ``blessed``, ``approve``, ``promote``.
     """
@@ -462,6 +516,7 @@ def model_pipeline(
     planned = steps.plan()
     snapshot = steps.snapshot(planned)
     candidates = [steps.candidate(family, snapshot, planned) for family in families]
+    chosen = steps.select(planned, candidates)
     ranked = steps.tournament(candidates)
     registered = steps.register(ranked, snapshot)
     validated = steps.infra_validate(registered, snapshot)
@@ -470,11 +525,12 @@ def model_pipeline(
     promote = steps.promote(registered, ranked, outlets)
 
     for c in candidates:
-        planned >> snapshot >> c.train >> c.fresh >> c.evaluate >> ranked
+        planned >> snapshot >> chosen >> c.train >> c.fresh >> c.evaluate >> ranked
     ranked >> registered >> validated >> gate >> approve >> promote
     return ModelPipeline(
         planned,
         snapshot,
+        chosen,
         {c.family: c.train for c in candidates},
         {c.family: c.fresh for c in candidates},
         {c.family: c.evaluate for c in candidates},

@@ -78,13 +78,23 @@ def test_train_dag_shape(dagbag):
     dag = dagbag.dags["recsys_train"]
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     # The order of the pipeline plus every data dependency (an XComArg makes its producer upstream).
-    # Per family (training.families: mf, ease) train → fresh → evaluate, then one tournament.
+    # Per family (training.families mf, ease + training.optional_families seq) train → fresh →
+    # evaluate, then one tournament; select_families follows the run's families.
+    built = ("mf", "ease", "seq")
     assert edges == {
-        "plan": ["evaluate_ease", "evaluate_mf", "snapshot"],  # each gate gets the replay days
-        "snapshot": ["evaluate_ease", "evaluate_mf", "infra_validate", "register", "train_ease", "train_mf"],
-        **{f"train_{f}": [f"evaluate_{f}", f"fresh_{f}", "tournament"] for f in ("mf", "ease")},
-        **{f"fresh_{f}": [f"evaluate_{f}"] for f in ("mf", "ease")},
-        **{f"evaluate_{f}": ["tournament"] for f in ("mf", "ease")},
+        "plan": sorted(["select_families", "snapshot", *(f"evaluate_{f}" for f in built)]),  # + replay days
+        "snapshot": sorted(
+            [
+                "infra_validate",
+                "register",
+                "select_families",
+                *(f"{t}_{f}" for t in ("evaluate", "train") for f in built),
+            ]
+        ),
+        "select_families": sorted(f"train_{f}" for f in built),
+        **{f"train_{f}": [f"evaluate_{f}", f"fresh_{f}", "tournament"] for f in built},
+        **{f"fresh_{f}": [f"evaluate_{f}"] for f in built},
+        **{f"evaluate_{f}": ["tournament"] for f in built},
         "tournament": ["blessed", "promote", "register"],
         "register": ["infra_validate", "promote"],
         "infra_validate": ["blessed"],
@@ -95,7 +105,7 @@ def test_train_dag_shape(dagbag):
     assert dag.get_task("tournament").trigger_rule == "none_failed_min_one_success"
     assert (dag.get_task("train_mf").module, dag.get_task("train_ease").module) == ("jobs.train", "jobs.ease")
     assert dag.max_active_runs == 1
-    assert {"force_retrain", "epochs", "window_days"} <= set(dag.params)
+    assert {"force_retrain", "epochs", "window_days", "families"} <= set(dag.params)
     assert [o.name for o in dag.get_task("promote").outlets] == ["recsys_champion_model"]
     assert dag.get_task("promote").pool == "model_registry"
     assert [link.name for link in dag.get_task("train_mf").operator_extra_links] == ["MLflow run"]

@@ -20,8 +20,9 @@ from tests.dag_runs import dag_test, repo_bag, task_states, xcom
 REPO = Path(__file__).resolve().parents[2]
 
 EDGES = {  # one family's chain plus every data dependency (an XComArg makes its producer upstream)
-    "plan": ["evaluate_popularity", "snapshot"],  # the gate gets the replay days
-    "snapshot": ["evaluate_popularity", "infra_validate", "register", "train_popularity"],
+    "plan": ["evaluate_popularity", "select_families", "snapshot"],  # the gate gets the replay days
+    "snapshot": ["evaluate_popularity", "infra_validate", "register", "select_families", "train_popularity"],
+    "select_families": ["train_popularity"],  # the run's families (recsys_train: a trigger-form choice)
     "train_popularity": ["evaluate_popularity", "fresh_popularity", "tournament"],
     "fresh_popularity": ["evaluate_popularity"],
     "evaluate_popularity": ["tournament"],
@@ -58,10 +59,13 @@ def _one_family(edges: dict[str, list[str]], family: str) -> dict[str, list[str]
 def test_both_pipelines_have_the_factory_graph_and_the_same_trigger_form(dagbag):
     train, popularity = dagbag.dags["recsys_train"], dagbag.dags["recsys_popularity"]
     assert _edges(popularity) == EDGES
-    for family in ("mf", "ease"):  # each family of recsys_train has the same chain into the tournament
+    for family in ("mf", "ease", "seq"):  # each family of recsys_train has the same chain into the tournament
         assert _one_family(_edges(train), family) == EDGES
+    # the same form, but recsys_train builds three families and lets a run choose among them
+    families = train.params.get_param("families")
+    assert families.value == ["mf", "ease"] and families.schema["items"]["enum"] == ["mf", "ease", "seq"]
     assert (
-        set(train.params)
+        set(train.params) - {"families"}
         == set(popularity.params)
         == {
             "force_retrain",

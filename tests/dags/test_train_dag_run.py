@@ -35,6 +35,9 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
     )
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
+    # the run's families (default training.families): seq is built but not trained, nor gated
+    assert states["select_families"] == "success" and xcom(run, "plan")["families"] == ["mf", "ease"]
+    assert states["train_seq"] == states["fresh_seq"] == states["evaluate_seq"] == "skipped", states
     # Both families were gated on the same evidence — the held-out day and one replay day after
     # it (no champion yet, so no day is skipped) — and the tournament's winner is the champion.
     gates = {f: xcom(run, f"evaluate_{f}") for f in ("mf", "ease")}
@@ -85,23 +88,22 @@ def test_first_training_run_is_gated_registered_and_promoted(airflow_db, mlflow_
 
     from jobs.evaluate.replay import describe
 
-    # Only the sequential family this time (training.families, read when the DAG is parsed): one
-    # candidate, trained, gated, registered and served (infra_validate) through the same contract.
+    # Only the sequential family this time (the run's families parameter): one candidate,
+    # trained, gated, registered and served (infra_validate) through the same contract.
     gate_env = {"GATE__MIN_RECALL": "0", "GATE__BASELINE_MARGIN": "1", "GATE__REPLAY_TOLERANCE": "0"}
-    gate_env["TRAINING__FAMILIES"] = '["seq"]'
     os.environ.update({f"RECSYS__{key}": value for key, value in gate_env.items()})
     try:
         worse = dag_test(
             "recsys_train",
             logical_date=pendulum.datetime(2026, 1, 7, tz="UTC"),
-            run_conf={"epochs": 1, "window_days": 3, "replay_days": 1},
+            run_conf={"epochs": 1, "window_days": 3, "replay_days": 1, "families": ["seq"]},
         )
     finally:
         for key in gate_env:
             del os.environ[f"RECSYS__{key}"]
     worse_states = {ti.task_id: str(ti.state) for ti in worse.get_task_instances()}
     assert xcom(worse, "plan")["day"] == "2026-01-05" and xcom(worse, "plan")["replay_days"] == "2026-01-06"
-    assert "train_ease" not in worse_states and "train_mf" not in worse_states
+    assert {worse_states[f"{t}_{f}"] for t in ("train", "evaluate") for f in ("mf", "ease")} == {"skipped"}
     assert worse_states["train_seq"] == "success" and xcom(worse, "train_seq")["cached"] is False
     second = xcom(worse, "tournament")
     assert second["champion_version"] == registered["version"] and second["day"] == "2026-01-05"

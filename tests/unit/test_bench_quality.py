@@ -10,7 +10,6 @@ from benchmarks.quality_protocol import (
     DAY,
     LeakageError,
     check_no_leakage,
-    ease_weights,
     from_arrays,
     heldout_truth,
     load_interactions,
@@ -88,19 +87,6 @@ def test_recbole_split_is_8_1_1_per_user_seeded_and_shuffled():
     assert np.array_equal(part, recbole_split(users, seed=2020))
     assert not np.array_equal(part, recbole_split(users, seed=7))
     assert not np.array_equal(part[users == 2], np.repeat([0, 1, 2], [24, 3, 3]))  # RO: not in file order
-
-
-def test_ease_equals_the_closed_form_and_each_column_is_a_ridge_regression_without_its_item():
-    x = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], dtype=np.float64)
-    g, lam = x.T @ x, 2.0
-    b = ease_weights(g, lam)
-    p = np.linalg.inv(g + lam * np.eye(4))
-    np.testing.assert_allclose(b, np.eye(4) - p @ np.diag(1.0 / np.diag(p)), atol=1e-12)
-    assert np.allclose(np.diag(b), 0.0)
-    for j in range(4):  # argmin ||x_j - X_{-j} w||² + λ||w||², independently of the closed form
-        rest = [i for i in range(4) if i != j]
-        w = np.linalg.solve(g[np.ix_(rest, rest)] + lam * np.eye(3), g[rest, j])
-        np.testing.assert_allclose(b[rest, j], w, atol=1e-12)
 
 
 def test_paired_bootstrap_ci_of_a_known_difference():

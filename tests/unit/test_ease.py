@@ -78,3 +78,27 @@ def test_exported_artifact_scores_like_the_closed_form_through_the_scoring_core(
     assert np.array_equal(got, expected)
     served = rec.recommend(user_ids[users], 5)
     assert [r["item_ids"] for r in served] == [list(item_ids[row[row >= 0]]) for row in expected]
+
+
+@pytest.mark.unit
+def test_ease_equals_the_closed_form_and_each_column_is_a_ridge_regression_without_its_item():
+    x = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], dtype=np.float64)
+    g, lam = x.T @ x, 2.0
+    b = ease_weights(x, lam)
+    p = np.linalg.inv(g + lam * np.eye(4))
+    np.testing.assert_allclose(b, np.eye(4) - p @ np.diag(1.0 / np.diag(p)), atol=1e-12)
+    assert np.allclose(np.diag(b), 0.0)
+    for j in range(4):  # argmin ||x_j - X_{-j} w||² + λ||w||², independently of the closed form
+        rest = [i for i in range(4) if i != j]
+        w = np.linalg.solve(g[np.ix_(rest, rest)] + lam * np.eye(3), g[rest, j])
+        np.testing.assert_allclose(b[rest, j], w, atol=1e-12)
+
+
+@pytest.mark.unit
+def test_ease_weights_of_a_sparse_matrix_are_the_dense_ones():
+    """The quality benchmark fits the family on scipy.sparse rows (ML-20M's users × items would not fit dense)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((60, 25)) < 0.2).astype(np.float64)
+    assert ease_weights(sp.csr_matrix(x), 7.0).tobytes() == ease_weights(x, 7.0).tobytes()

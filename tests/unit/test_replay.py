@@ -7,7 +7,7 @@ import pytest
 
 from jobs.core.ranking import metrics_of_lists
 from jobs.evaluate import replay
-from recsys_airflow.factory import pick_days
+from recsys_airflow.factory import chosen_families, pick_days
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +28,16 @@ def test_pick_days_holds_out_r_days_before_the_newest_and_replays_the_rest():
         pick_days(DAYS, "2026-03-09", "9999-12-31", 0)
     with pytest.raises(ValueError, match="run recsys_ingest first"):
         pick_days([], None, "9999-12-31", 1)
+
+
+def test_a_run_trains_its_families_in_the_built_order_and_a_stranger_is_named():
+    built = ["mf", "ease", "seq"]
+    assert chosen_families(None, built) == built  # a pipeline without the choice trains all it builds
+    assert chosen_families(["seq", "mf"], built) == ["mf", "seq"]  # tie-break order is the pipeline's
+    with pytest.raises(ValueError, match=r"unknown: \['als'\]"):
+        chosen_families(["mf", "als"], built)
+    with pytest.raises(ValueError, match="the pipeline builds"):
+        chosen_families([], built)
 
 
 def test_history_is_the_window_and_earlier_days_only():
