@@ -158,6 +158,7 @@ def training_params(cfg: PipelineConfig, families: Sequence[str] = ()) -> dict[s
             type="array",
             items={"type": "string", "enum": list(families)},
             minItems=1,
+            maxItems=len(families),
             uniqueItems=True,
             title="Families",
             description=f"Model families this run trains and lets compete (of {', '.join(families)}); default "

@@ -169,6 +169,8 @@ BAD_CONF = [
     ("recsys_train", {"window_days": 0}, "window_days", "less than the minimum"),
     ("recsys_train", {"day": "07/01/2026"}, "day", "does not match"),
     ("recsys_train", {"force_retrain": "yes"}, "force_retrain", "is not of type 'boolean'"),
+    ("recsys_train", {"families": ["mf", "als"]}, "families", "'als' is not one of"),
+    ("recsys_train", {"families": []}, "families", "should be non-empty"),
     ("recsys_ingest", {"validation_engine": "dask"}, "validation_engine", "is not one of"),
     ("recsys_ingest", {"wait_timeout_s": 0}, "wait_timeout_s", "less than the minimum"),
 ]
