@@ -22,6 +22,14 @@ Scenario knobs (``--drift KIND@DAY[:STRENGTH]``, ``--corrupt KIND@DAY[:FRACTION]
   unknown_event_type, renamed_column, dropped_column, empty_file, empty_day, missing_day,
   volume_drop, volume_surge (the day's volume divided / multiplied by STRENGTH, default 10).
 
+Samplers (``WorldParams(sampler=...)``, ``--sampler``): ``exact`` (the default) draws the
+engaged items by inverse CDF over each user's whole catalogue; ``fast`` (``jobs.sim.sampling``)
+draws from the same softmax in two levels (item blocks, then an item) on several threads: the
+scale world (1M users x 20k items) 4-8x faster. Same seed, same table but for float32
+rounding: 1e-4 of items differ at 500 items (1% at 20k, where the exact sampler's running sum
+is the coarser of the two), and some watch times by one rounding step (0.1 s); the same
+ground truth.
+
 Everything is seeded: the same arguments give byte-identical files, and a day's content does
 not depend on which other days are generated in the same call. Each day folder is replaced
 atomically, so a second run does not duplicate data.
@@ -37,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.core.schema import DEVICES, EVENT_TYPES, LANDING_COLUMNS
+from jobs.sim.sampling import blocked_choices
 
 COLUMNS = LANDING_COLUMNS  # the landing contract (jobs.core.schema): this world plays the upstream system
 
@@ -117,6 +126,9 @@ IMPRESSION_SHARE = 0.3
 DUPLICATE_SHARE = 0.003
 
 
+SAMPLERS = ("exact", "fast")
+
+
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -173,6 +185,11 @@ class WorldParams:
     beta: float = 4.0
     zipf_exponent: float = 0.9
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
+    sampler: str = "exact"  # the item sampler: "exact" or "fast" (same distribution; see jobs.sim.sampling)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
 
 
 @dataclass
@@ -319,7 +336,12 @@ def generate_day(p: WorldParams, day: date, chunk_users: int = 1024) -> tuple[pa
     users = np.minimum(np.searchsorted(act_cdf, rng.random(n), side="right"), p.users - 1)
     eng_users = np.sort(users[:n_eng])
     imp_users = users[n_eng:]
-    eng_items, eng_affinity = _engaged_choices(p, state, eng_users, rng, chunk_users)
+    if p.sampler == "fast":
+        eng_items, eng_affinity = blocked_choices(
+            p.beta, state.user_factors, state.item_factors, state.item_bias, eng_users, rng.random(n_eng)
+        )
+    else:
+        eng_items, eng_affinity = _engaged_choices(p, state, eng_users, rng, chunk_users)
     pop = np.exp(state.item_bias - state.item_bias.max())
     pop_cdf = np.cumsum(pop / pop.sum())
     imp_items = np.minimum(np.searchsorted(pop_cdf, rng.random(n_imp), side="right"), n_items - 1)
