@@ -6,26 +6,27 @@
   ``[D - N, D - 1]``, one row per (user, item) with ``weight`` = number of positive events;
 * test = positive pairs of day ``D`` not already in train, for users and items known in train
   (the held-out day the evaluation gate ranks);
-* ``users.parquet`` / ``items.parquet`` map dense indices to ids (``items`` carries the train
-  popularity used by the baseline);
+* users / items map dense indices (in id order) to ids (``items`` carries the train
+  popularity used by the baseline); every table is sorted by its indices and stored as part
+  files ``<table>-00000.parquet``, … (``jobs.core.snapshots``);
 * ``reference_stats.json``: the drift reference of the window (``jobs.core.reference``:
   feature bins, sketches and counts of the train days' curated events, the model's known ids,
   the unseen shares of day D), read from the same curated files with pyarrow; the trainer
   logs it with the model so the monitor never recomputes it from raw history.
 
+Spark builds the indices, the split and the files (``jobs.snapshot.split``; the definition
+they are tested against is ``jobs.snapshot.tables.index_split``): the driver never holds the
+pairs, only counts, file digests and, for the drift reference, the id maps.
+
 The snapshot lives at ``training/snapshots/dt=D_w=N/`` and is published atomically: the same
 (day, window) over the same curated data gives the same files, so a retried task reuses it.
 Days that are missing or failed validation are skipped and listed in the manifest; fewer than
 one train day, or an unvalidated day D, fail with exit code 3.
-
-Collecting the split to the driver is deliberate: the trainer reads the whole set anyway
-(one node, one or several GPUs), so the snapshot is bounded by what a trainer can hold.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -51,80 +52,34 @@ def reference_stats(cfg: PipelineConfig, train_days: list[str], day: date, users
     return dumps_reference(reference)
 
 
-def index_split(train_pairs: Any, test_pairs: Any) -> dict[str, Any]:
-    """The snapshot's four tables from the aggregated pairs (pure; pyarrow and numpy on the driver).
-
-    Args:
-        train_pairs: ``user_id``, ``item_id``, ``weight`` (float32), one row per pair, any order.
-        test_pairs: distinct ``user_id``, ``item_id`` of the held-out day, any order.
-
-    Returns:
-        ``train`` (``user_idx``, ``item_idx``, ``weight``), ``test`` (``user_idx``, ``item_idx``: the
-        held-out pairs of known users and items not in train), ``users`` (``user_idx``, ``user_id``)
-        and ``items`` (``item_idx``, ``item_id``, ``popularity`` = train pairs of the item), indices
-        dense in id order, every table sorted by its indices.
-    """
-    import numpy as np
+def _ids(staging: storage.Staging, table: str, parts: int, column: str) -> Any:
+    """One id column of a table just written into ``staging`` (its parts, in order)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    users_np = train_pairs.column("user_id").to_numpy()
-    items_np = train_pairs.column("item_id").to_numpy()
-    user_ids, user_idx = np.unique(users_np, return_inverse=True)
-    item_ids, item_idx, popularity = np.unique(items_np, return_inverse=True, return_counts=True)
-    n_items = len(item_ids)
-    order = np.lexsort((item_idx, user_idx))
-    train_codes = user_idx.astype(np.int64) * n_items + item_idx
+    from jobs.core.snapshots import part_name
 
-    def lookup(ids: Any, values: Any) -> tuple[Any, Any]:
-        pos = np.clip(np.searchsorted(ids, values), 0, max(len(ids) - 1, 0))
-        return pos, (ids[pos] == values) if len(ids) else np.zeros(len(values), bool)
-
-    test_users, user_known = lookup(user_ids, test_pairs.column("user_id").to_numpy())
-    test_items, item_known = lookup(item_ids, test_pairs.column("item_id").to_numpy())
-    codes = test_users[user_known & item_known].astype(np.int64) * n_items + test_items[user_known & item_known]
-    codes = np.setdiff1d(codes, train_codes)  # sorted and distinct: (user_idx, item_idx) order
-
-    def idx(name: str) -> Any:
-        return pa.field(name, pa.int32(), nullable=False)
-
-    return {
-        "train": pa.table(
-            [
-                user_idx[order].astype(np.int32),
-                item_idx[order].astype(np.int32),
-                train_pairs.column("weight").to_numpy()[order].astype(np.float32),
-            ],
-            schema=pa.schema([idx("user_idx"), idx("item_idx"), pa.field("weight", pa.float32(), nullable=False)]),
-        ),
-        "test": pa.table(
-            [(codes // n_items).astype(np.int32), (codes % n_items).astype(np.int32)] if n_items else [[], []],
-            schema=pa.schema([idx("user_idx"), idx("item_idx")]),
-        ),
-        "users": pa.table(
-            [np.arange(len(user_ids), dtype=np.int32), user_ids],
-            schema=pa.schema([idx("user_idx"), pa.field("user_id", pa.int64())]),
-        ),
-        "items": pa.table(
-            [np.arange(n_items, dtype=np.int32), item_ids, popularity.astype(np.int64)],
-            schema=pa.schema(
-                [idx("item_idx"), pa.field("item_id", pa.int64()), pa.field("popularity", pa.int64(), nullable=False)]
-            ),
-        ),
-    }
+    chunks = []
+    for k in range(parts):
+        fs, path = storage.filesystem(storage.join(str(staging), part_name(table, k)))
+        chunks.append(pq.read_table(path, filesystem=fs, columns=[column]))
+    return pa.concat_tables(chunks)
 
 
 def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int) -> SnapshotResult:
     """Build (or rebuild) the snapshot for ``day``; returns its manifest plus ``uri``.
 
-    Spark reads the window's curated files and aggregates the positive pairs (one shuffle per
-    side); the dense indices and the split are computed on the driver (``index_split``), which
-    holds the result anyway (see the module docstring). Long because it is the job's sequence:
-    the window's days, the split, the files and the manifest.
+    Spark reads the window's curated files, aggregates the positive pairs (checkpointed on the
+    executors: three queries read them), numbers the ids and writes the four tables into the
+    staging folder (``jobs.snapshot.split``); the driver holds counts and file digests, then
+    the id maps for the drift reference. Long because it is the job's sequence: the window's
+    days, the split, the files and the manifest.
     """
-    import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
     from jobs.core.spark import read_parquet
+    from jobs.snapshot.split import plan_split, write_split
+    from jobs.snapshot.tables import digest
 
     started = time.perf_counter()
     wanted = [(day - timedelta(days=k)).isoformat() for k in range(window_days, 0, -1)]
@@ -144,38 +99,38 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
 
     train_pairs = (
         positives(train_days).groupBy("user_id", "item_id").agg(F.count(F.lit(1)).cast("float").alias("weight"))
-    ).toArrow()
-    tables = index_split(train_pairs, positives([day.isoformat()]).distinct().toArrow())
-    if tables["train"].num_rows == 0:
+    ).localCheckpoint(eager=True)
+    plan = plan_split(train_pairs, positives([day.isoformat()]).distinct(), len(train_days))
+    if plan.train_rows == 0:
         raise SnapshotError(f"the window {train_days[0]} … {train_days[-1]} holds no positive interaction")
+    if max(plan.n_users, plan.n_items) >= 2**31:
+        raise SnapshotError(f"{plan.n_users} users × {plan.n_items} items: indices are int32 (at most 2^31 - 1 ids)")
     uri = catalog.snapshot_uri(cfg, day, window_days)
-    manifest = {
-        "day": day.isoformat(),
-        "window_days": window_days,
-        "window_start": train_days[0],
-        "window_end": train_days[-1],
-        "train_days": train_days,
-        "skipped_days": skipped,
-        "n_users": tables["users"].num_rows,
-        "n_items": tables["items"].num_rows,
-        "train_rows": tables["train"].num_rows,
-        "test_rows": tables["test"].num_rows,
-        "test_users": len(set(tables["test"].column("user_idx").to_pylist())),
-        "positive_types": list(POSITIVE_TYPES),
-        "reference_stats": REFERENCE_FILE,
-    }
-    reference = reference_stats(cfg, train_days, day, tables["users"], tables["items"])
     with storage.staged_partition(uri) as staging:
-        for name, table in tables.items():
-            pq.write_table(table, staging / f"{name}.parquet", compression="snappy")
+        written = write_split(spark, plan, staging)
+        users = _ids(staging, "users", plan.parts["users"], "user_id")
+        items = _ids(staging, "items", plan.parts["items"], "item_id")
+        reference = reference_stats(cfg, train_days, day, users, items)
         storage.write_text_atomic(staging / REFERENCE_FILE, reference)
-        # What the snapshot holds, by content: the same data gives the same bytes, so the same
-        # hash (a trainer's cache key starts from it), on local disk and on an object store alike.
-        digest = hashlib.sha256()
-        manifest["files"] = storage.staged_files(staging)
-        for name in manifest["files"]:
-            digest.update(name.encode() + b"\0" + hashlib.sha256(storage.read_bytes(staging / name)).digest())
-        manifest["content_hash"] = digest.hexdigest()
+        manifest = {
+            "day": day.isoformat(),
+            "window_days": window_days,
+            "window_start": train_days[0],
+            "window_end": train_days[-1],
+            "train_days": train_days,
+            "skipped_days": skipped,
+            "n_users": plan.n_users,
+            "n_items": plan.n_items,
+            "train_rows": written.rows["train"],
+            "test_rows": written.rows["test"],
+            "test_users": written.test_users,
+            "positive_types": list(POSITIVE_TYPES),
+            "reference_stats": REFERENCE_FILE,
+            # What the snapshot holds, by content: the same data gives the same files (names and
+            # bytes), so the same hash (a trainer's cache key starts from it), locally and on S3.
+            "files": sorted([*written.digests, REFERENCE_FILE]),
+            "content_hash": written.content_hash({REFERENCE_FILE: digest(reference.encode())}),
+        }
         storage.publish(staging, uri, manifest)
     return {**manifest, "uri": uri, "seconds": round(time.perf_counter() - started, 3)}
 

@@ -9,10 +9,11 @@ Defaults come from the ``training``, ``mlflow`` and ``gate`` sections of the con
 (``training.negatives``, ``training.loss``, ...). The model is
 ``jobs.train.model.MFBPR`` (see that module for the choice).
 
-Input: a snapshot folder (``jobs.snapshot``): ``train.parquet`` (user_idx, item_idx,
-weight), ``test.parquet`` (user_idx, item_idx), ``users.parquet``, ``items.parquet`` and the
-``_SUCCESS`` manifest. A missing or unpublished snapshot, a missing table or column, index
-out of range or an empty training set exits with code 3 (bad input) naming the problem.
+Input: a snapshot folder (``jobs.snapshot``, read by ``jobs.core.snapshots``): the tables
+train (user_idx, item_idx, weight), test (user_idx, item_idx), users and items, each in part
+files ``<table>-00000.parquet``, …, and the ``_SUCCESS`` manifest. A missing or unpublished
+snapshot, a missing table or column, index out of range or an empty training set exits with
+code 3 (bad input) naming the problem.
 
 How it trains (device and bf16, epochs and sampling, ``torchrun`` data parallelism, checkpoints
 and exact resume, what is logged to MLflow): ``docs/stages.md``.

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from jobs import sim as gen
 from jobs.core import storage
+from jobs.core.schema import POSITIVE_TYPES
+from jobs.core.snapshots import TABLES, load_snapshot, snapshot_table
 from jobs.ingest.job import ingest_day
+from jobs.snapshot import tables as snapshot_tables
 from jobs.snapshot.job import SnapshotError, build_snapshot
 from jobs.validate.job import validate_day
 
@@ -31,13 +35,12 @@ def _curate(cfg, spark, days: int, skip_validation: tuple[int, ...] = ()) -> Non
 def test_split_is_time_based_and_indexed(cfg, spark):
     _curate(cfg, spark, 4, skip_validation=(1,))
     result = build_snapshot(cfg, spark, START + timedelta(days=3), window_days=3)
-    folder = storage.local_path(result["uri"])
     assert result["train_days"] == ["2026-01-01", "2026-01-03"]
     assert result["skipped_days"] == ["2026-01-02"]
-    train = pq.read_table(folder / "train.parquet").to_pandas()
-    test = pq.read_table(folder / "test.parquet").to_pandas()
-    users = pq.read_table(folder / "users.parquet").to_pandas()
-    items = pq.read_table(folder / "items.parquet").to_pandas()
+    train = snapshot_table(result["uri"], "train").to_pandas()
+    test = snapshot_table(result["uri"], "test").to_pandas()
+    users = snapshot_table(result["uri"], "users").to_pandas()
+    items = snapshot_table(result["uri"], "items").to_pandas()
     assert list(users["user_idx"]) == list(range(len(users)))
     assert list(items["item_idx"]) == list(range(len(items)))
     assert users["user_id"].is_monotonic_increasing
@@ -69,9 +72,83 @@ def test_rebuild_gives_identical_files(cfg, spark):
     _curate(cfg, spark, 3)
     first = build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
     before = {p.name: p.read_bytes() for p in storage.local_path(first["uri"]).glob("*.parquet")}
-    build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
+    second = build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
     after = {p.name: p.read_bytes() for p in storage.local_path(first["uri"]).glob("*.parquet")}
-    assert before == after
+    assert before == after and len(before) == 4
+    assert second["content_hash"] == first["content_hash"]
+
+
+def _reference_tables(cfg, result) -> dict:
+    """``index_split`` (the reference) over the snapshot's days, from the curated files with pyarrow."""
+    import pyarrow.compute as pc
+
+    def positives(days):
+        files = [
+            str(p) for d in days for p in storage.local_path(cfg.storage.partition("curated", d)).glob("*.parquet")
+        ]
+        table = pq.ParquetDataset(files, partitioning=None).read(columns=["user_id", "item_id", "event_type"])
+        return table.filter(pc.is_in(table["event_type"], pa.array(POSITIVE_TYPES))).select(["user_id", "item_id"])
+
+    pairs = positives(result["train_days"]).group_by(["user_id", "item_id"]).aggregate([([], "count_all")])
+    pairs = pairs.append_column("weight", pc.cast(pairs["count_all"], pa.float32())).drop_columns(["count_all"])
+    held_out = positives([result["day"]]).group_by(["user_id", "item_id"]).aggregate([])
+    return snapshot_tables.index_split(pairs, held_out)
+
+
+def test_spark_tables_equal_the_reference_split_byte_for_byte(cfg, spark):
+    """Spark's indices, split and files equal ``index_split``'s: rows, schemas, and (one part per
+    table on this world) the very bytes the driver-side build wrote; manifest counts agree."""
+    _curate(cfg, spark, 4)
+    result = build_snapshot(cfg, spark, START + timedelta(days=3), window_days=3)
+    expected = _reference_tables(cfg, result)
+    manifest = storage.read_manifest(result["uri"])
+    folder = storage.local_path(result["uri"])
+    for name in TABLES:
+        got = snapshot_table(result["uri"], name)
+        assert got.schema == expected[name].schema, name
+        assert got.equals(expected[name]), name
+        assert (folder / f"{name}-00000.parquet").read_bytes() == snapshot_tables.encode(expected[name]), name
+    assert manifest["files"] == sorted([*(f"{n}-00000.parquet" for n in TABLES), "reference_stats.json"])
+    assert (manifest["n_users"], manifest["n_items"]) == (expected["users"].num_rows, expected["items"].num_rows)
+    assert (manifest["train_rows"], manifest["test_rows"]) == (expected["train"].num_rows, expected["test"].num_rows)
+    assert manifest["test_users"] == len(set(expected["test"]["user_idx"].to_pylist())) > 0
+    assert load_snapshot(result["uri"]).n_users == manifest["n_users"]
+
+
+def test_tables_cut_into_parts_read_back_as_the_reference(cfg, spark, monkeypatch):
+    """With parts of a few hundred rows (tens of files, some test parts empty) and the ids in
+    several range partitions (no coalescing of small partitions), every part is the reference
+    table's range of its leading index, and two builds give the same content hash."""
+    import numpy as np
+
+    from jobs.snapshot.split import _ranged
+
+    monkeypatch.setattr(snapshot_tables, "ROWS_PER_FILE", 300)
+    _curate(cfg, spark, 3)
+    coalesce = "spark.sql.adaptive.coalescePartitions.enabled"
+    before = spark.conf.get(coalesce)
+    spark.conf.set(coalesce, "false")
+    try:
+        assert _ranged(spark.range(0, 1000).withColumnRenamed("id", "u"), "u").select("_pid").distinct().count() > 1
+        first = build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
+        again = build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
+    finally:
+        spark.conf.set(coalesce, before)
+    expected = _reference_tables(cfg, first)
+    manifest = storage.read_manifest(first["uri"])
+    parts = snapshot_tables.layout(first["n_users"], first["n_items"], first["train_rows"], 2)
+    assert parts["train"] > 3 and parts["users"] == 1 and sum(parts.values()) + 1 == len(manifest["files"])
+    folder = storage.local_path(first["uri"])
+    for name in TABLES:
+        assert snapshot_table(first["uri"], name).equals(expected[name]), name
+        lead, n = ("item_idx", first["n_items"]) if name == "items" else ("user_idx", first["n_users"])
+        of = snapshot_tables.part_of(expected[name][lead].to_numpy(), parts[name], n)
+        for k in range(parts[name]):
+            part = pq.read_table(folder / f"{name}-{k:05d}.parquet")
+            assert part.equals(expected[name].filter(pa.array(of == k))), (name, k)
+    data = load_snapshot(first["uri"])
+    assert np.array_equal(data.users, expected["train"]["user_idx"].to_numpy())
+    assert again["content_hash"] == first["content_hash"] and again["files"] == first["files"]
 
 
 def test_unvalidated_evaluation_day_is_refused(cfg, spark):
