@@ -46,6 +46,7 @@ BENCHMARKS: list[str] = [
     "reliability",
     "quality",
     "stack",
+    "scale",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")
