@@ -214,8 +214,8 @@ def _grids(quick: bool) -> dict[str, Any]:
         # the sequential family at its shipped architecture (jobs.seq.trainer.Hparams: 2 blocks,
         # 64 hidden, the last 50 items, full softmax); epochs are checkpoints of each run
         "seq_lr": [1e-3, 3e-3],
-        "seq_dropout": [0.2, 0.5],
-        "seq_epochs": [10, 20, 40],
+        "seq_dropout": [0.2],
+        "seq_epochs": [10, 20, 30],
     }
     if not quick:
         return full
