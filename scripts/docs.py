@@ -12,6 +12,8 @@ rebuilt on every build, so they cannot go stale); the pages include them with
   ``tests/reliability/harness.py`` writes (``--record-reliability PATH`` replaces it).
 * ``benchmarks.md``, ``quality.md``: ``docs/data/benchmarks.json``, record rows of
   ``benchmarks/results/results.json`` (``--record-benchmarks PATH`` replaces the rows of the benchmarks it holds; the others stay).
+* ``scale.md``: ``docs/data/scale.json``, the scale benchmark's run the docs quote (a copy of
+  ``benchmarks/results/scale.json``), per stage and size.
 * ``stages.md``: the stage packages under ``jobs/`` and the first line of each ``job.py``.
 
 Every source is checked on the way: an undocumented zone, a reliability case whose test does not
@@ -39,6 +41,7 @@ OUT = REPO / "docs" / "_generated"
 DATA = REPO / "docs" / "data"
 RELIABILITY = DATA / "reliability.json"
 BENCHMARKS = DATA / "benchmarks.json"
+SCALE = DATA / "scale.json"
 SAMPLE_DAY = "2026-01-08"
 
 # What the code cannot say about a zone: who writes it and what it holds. Keyed by every name of
@@ -389,6 +392,58 @@ def quality_tables(path: Path = BENCHMARKS) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- scale
+
+
+SCALE_STAGES = ("ingest", "validate", "snapshot", "train", "evaluate", "score", "monitor")
+
+
+def scale_table(path: Path = SCALE) -> str:
+    """Per stage and size, what the recorded scale run measured (``docs/data/scale.json``)."""
+    data = json.loads(path.read_text())
+    missing = [s for s in SCALE_STAGES if s not in data.get("stages", {})]
+    if missing or not data.get("sizes"):
+        raise DocsError(f"{path.relative_to(REPO)}: no sizes, or no rows for {missing}")
+    machine = data.get("machine", {})
+    load = machine.get("load_average_at_start")
+    lines = [
+        f"Recorded run: `{data.get('produced_by', 'python -m benchmarks --only scale')}` ({data.get('mode', '?')}, "
+        f"{data.get('seconds', 0) / 60:.1f} min; {machine.get('cpus', '?')} CPUs, Spark "
+        f"{machine.get('spark_master', '?')}" + (f", load average {load[0]:.1f} at the start" if load else "") + "; "
+        f"a {data['window_days']}-day window; `{path.relative_to(REPO)}`). CPU = the job's and the Spark "
+        "server's; RSS = peak of the job's process tree / of the server.",
+        "",
+        "| stage | events/day | users × items | wall s | CPU s | job RSS MiB | server RSS MiB | MB written |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for stage in SCALE_STAGES:
+        for row in data["stages"][stage]:
+            lines.append(
+                f"| {stage} | {row['events_per_day']:,} | {row['users']:,} × {row['items']:,} | {row['wall_s']:.1f} | "
+                f"{row['cpu_s']:.1f} | {row.get('peak_rss_mib', 0):,.0f} | {row.get('server_peak_rss_mib', 0):,.0f} | "
+                f"{row.get('bytes_written', 0) / 1e6:,.1f} |"
+            )
+    failures = data.get("failures") or []
+    lines += ["", f"Failures: {len(failures)}" + ("" if not failures else f" ({_cell(failures)})"), ""]
+    from benchmarks.scale_fit import check_summary, fit_all, load_coefficients, self_check
+
+    coeffs = load_coefficients(path)
+    laws, summary = fit_all(coeffs), check_summary(self_check(coeffs))
+    lines += [
+        "Growth exponent k of wall = fixed + b · x^k over these sizes (`benchmarks.scale_fit`; x = the "
+        "stage's driver) and the self-check's worst judged error per stage (refitted without the largest "
+        f"size, predicting it; goal ≤ {summary['goal']:.0%}: "
+        f"{'PASS' if summary['passed'] else 'FAIL'}):",
+        "",
+        "| stage | driver | k (wall) | self-check worst error |",
+        "|---|---|---:|---:|",
+    ]
+    for stage in SCALE_STAGES:
+        law, worst = laws[stage]["wall_s"], summary["worst_by_stage"].get(stage)
+        lines.append(f"| {stage} | {law.driver} | {law.k:.2f} | {'-' if worst is None else f'{worst:.0%}'} |")
+    return "\n".join([*lines, ""])
+
+
 # ---------------------------------------------------------------------------- stages
 
 
@@ -567,6 +622,7 @@ GENERATORS = {
     "reliability": reliability_table,
     "benchmarks": benchmarks_table,
     "quality": quality_tables,
+    "scale": scale_table,
     "stages": stages_table,
 }
 
