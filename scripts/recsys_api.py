@@ -207,20 +207,21 @@ class AirflowApi:
             "run_backwards": False,
             "dag_run_conf": conf or {},
         }
+        since = time.time() - 1.0  # the api-server shares this host's clock
         resp = self.request("POST", "/backfills", json=body)
         for _ in range(5):
+            if resp.status_code < 400:
+                return resp.json()
+            if resp.status_code == 409 or _database_error(resp):
+                # A failed attempt may have committed the backfill before failing on its audit-log
+                # row (SQLite: 500 "Database error", or a 503 that ``request`` retried into this
+                # 409): a backfill of the same days created since this call began is ours.
+                ours = self.backfill_since(dag_id, from_date, to_date, since)
+                if ours is not None:
+                    return ours
             if not _database_error(resp):
                 break
-            # SQLite's busy snapshot (see ``request``); the request's transaction may or may not
-            # have committed the backfill before its audit-log row failed: look before asking again.
             time.sleep(2)
-            same = [
-                b
-                for b in self.running_backfills(dag_id)
-                if b["from_date"][:10] == from_date[:10] and b["to_date"][:10] == to_date[:10]
-            ]
-            if same:
-                return same[0]
             resp = self.request("POST", "/backfills", json=body)
         if resp.status_code == 409 and "already a running backfill" in resp.text:
             # One backfill per DAG at a time: wait for the running one, then ask again.
@@ -229,6 +230,18 @@ class AirflowApi:
         if resp.status_code >= 400:
             raise ApiError(f"POST /backfills → {resp.status_code}: {resp.text[:500]}")
         return resp.json()
+
+    def backfill_since(self, dag_id: str, from_date: str, to_date: str, since: float) -> dict[str, Any] | None:
+        """The backfill of ``dag_id`` over the same days created at or after ``since`` (epoch
+        seconds), running or finished; None if there is none."""
+        from datetime import datetime
+
+        listed = self.call("GET", "/backfills", params={"dag_id": dag_id, "limit": 100})["backfills"]
+        for b in sorted(listed, key=lambda b: b["created_at"], reverse=True):
+            same_days = b["from_date"][:10] == from_date[:10] and b["to_date"][:10] == to_date[:10]
+            if same_days and datetime.fromisoformat(b["created_at"]).timestamp() >= since:
+                return b
+        return None
 
     def running_backfills(self, dag_id: str) -> list[dict[str, Any]]:
         listed = self.call("GET", "/backfills", params={"dag_id": dag_id, "limit": 100})["backfills"]
