@@ -157,7 +157,8 @@ class AirflowApi:
 
     def task_time(self, dag_ids: tuple[str, ...]) -> list[dict[str, Any]]:
         """Task wall seconds per (DAG, task) over every run, from the metadata DB (the last try of
-        each task instance; sensors count their poking time), largest first."""
+        each task instance that ran: a skipped one, e.g. a family the run did not choose, is not a
+        task that took 0 s; sensors count their poking time), largest first."""
         totals: dict[tuple[str, str], dict[str, Any]] = {}
         for dag_id in dag_ids:
             offset = 0
@@ -166,7 +167,7 @@ class AirflowApi:
                     "GET", f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"limit": 100, "offset": offset}
                 )
                 for ti in page["task_instances"]:
-                    if ti.get("duration") is None:
+                    if ti.get("duration") is None or ti.get("state") in ("skipped", "upstream_failed", "removed"):
                         continue
                     row = totals.setdefault(
                         (dag_id, ti["task_id"]),
