@@ -47,6 +47,7 @@ BENCHMARKS: list[str] = [
     "quality",
     "stack",
     "scale",
+    "scaleout",
 ]
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "reference", "ratio", "note")

@@ -8,7 +8,8 @@ file under the state folder) bound to 127.0.0.1:
   is the JVM), master ``spark.master`` (``local[N]``) or the standalone master; its gRPC port is
   ``stack.spark_connect_port`` (15002), its UI/REST API ``stack.spark_ui_port`` (14040);
 * with ``stack.spark_cluster: standalone``: ``spark-master`` (RPC ``stack.spark_master_port``,
-  17077; web UI +1000) and ``spark-worker-1`` / ``spark-worker-2`` (1 core, 1 GiB each).
+  17077; web UI +1000) and ``spark-worker-1`` / ``spark-worker-2`` (1 core, 1 GiB each; a
+  ``workers`` argument of 1 starts only the first: ``benchmarks/bench_scaleout.py``).
 
 The server's Python workers run this virtualenv's interpreter but do **not** see the
 repository: jobs ship their code as session artifacts (``jobs.core.spark``), exactly as they
@@ -45,9 +46,16 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def components(cluster: str) -> tuple[str, ...]:
+def workers_of(workers: int) -> tuple[str, ...]:
+    """The names of the first ``workers`` standalone workers (1 to ``len(WORKERS)``)."""
+    if not 1 <= workers <= len(WORKERS):
+        raise ValueError(f"a standalone cluster has 1 to {len(WORKERS)} workers here, not {workers}")
+    return WORKERS[:workers]
+
+
+def components(cluster: str, workers: int = len(WORKERS)) -> tuple[str, ...]:
     """The Spark components of a stack, in start order."""
-    return (MASTER, *WORKERS, CONNECT) if cluster == "standalone" else (CONNECT,)
+    return (MASTER, *workers_of(workers), CONNECT) if cluster == "standalone" else (CONNECT,)
 
 
 def env(state: Path) -> dict[str, str]:
@@ -75,8 +83,10 @@ def commands(
     server_memory: str,
     server_conf: dict[str, str],
     state: Path,
+    workers: int = len(WORKERS),
 ) -> dict[str, list[str]]:
-    """argv of each Spark component (see the module docstring)."""
+    """argv of each Spark component (see the module docstring); ``workers``: how many standalone
+    workers (their cores are the application's ``spark.cores.max``)."""
     home = spark_home()
     spark_class = str(home / "bin" / "spark-class")
     out: dict[str, list[str]] = {}
@@ -87,7 +97,7 @@ def commands(
             "org.apache.spark.deploy.master.Master",
             *("--host", "127.0.0.1", "--port", str(ports["master"]), "--webui-port", str(ports["master"] + 1000)),
         ]
-        for i, name in enumerate(WORKERS, start=1):
+        for i, name in enumerate(workers_of(workers), start=1):
             out[name] = [
                 spark_class,
                 "org.apache.spark.deploy.worker.Worker",
@@ -111,7 +121,7 @@ def commands(
     }
     if cluster == "standalone":
         conf |= {"spark.executor.memory": WORKER_MEMORY, "spark.executor.cores": str(WORKER_CORES)}
-        conf["spark.cores.max"] = str(WORKER_CORES * len(WORKERS))
+        conf["spark.cores.max"] = str(WORKER_CORES * workers)
     out[CONNECT] = [
         str(home / "bin" / "spark-submit"),
         *("--master", master, "--class", CONNECT_CLASS, "--name", "recsys-connect"),
@@ -127,14 +137,15 @@ def rest(ui_port: int, path: str, timeout: float = 3.0) -> Any:
         return json.loads(resp.read())
 
 
-def health(ui_port: int, cluster: str) -> dict[str, Any]:
-    """What the server's REST API says: its application, master and live executors."""
+def health(ui_port: int, cluster: str, workers: int = len(WORKERS)) -> dict[str, Any]:
+    """What the server's REST API says: its application, master and live executors (healthy
+    once every standalone worker's executor is live)."""
     try:
         app = rest(ui_port, "/applications")[0]
         executors = [e for e in rest(ui_port, f"/applications/{app['id']}/executors") if e["id"] != "driver"]
     except (OSError, ValueError, IndexError, KeyError):
         return {"healthy": False}
-    needed = len(WORKERS) if cluster == "standalone" else 0
+    needed = workers if cluster == "standalone" else 0
     return {
         "healthy": len(executors) >= needed,
         "app_id": app["id"],

@@ -217,7 +217,8 @@ def _healthy(stack: Stack, only: tuple[str, ...]) -> bool:
     if "mlflow" in only and not mlflow_healthy(stack):
         return False
     if spark_service.CONNECT in only and not (
-        port_open(stack.connect_port) and spark_service.health(stack.spark_ui_port, stack.spark_cluster)["healthy"]
+        port_open(stack.connect_port)
+        and spark_service.health(stack.spark_ui_port, stack.spark_cluster, stack.spark_workers)["healthy"]
     ):
         return False
     if not any(n in COMPONENTS[1:] or n == CELERY_WORKER for n in only):
@@ -331,7 +332,7 @@ def status(stack: Stack) -> int:
             f"S3 endpoint   : http://127.0.0.1:{stack.s3_port}  {'healthy' if s3_healthy(stack) else 'unreachable'}"
             " (moto, objects in memory: gone when it stops)"
         )
-    spark = spark_service.health(stack.spark_ui_port, stack.spark_cluster)
+    spark = spark_service.health(stack.spark_ui_port, stack.spark_cluster, stack.spark_workers)
     print(
         f"Spark Connect : {stack.spark_remote}  {'healthy' if spark['healthy'] else 'unreachable'}"
         + (

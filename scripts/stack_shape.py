@@ -79,12 +79,16 @@ class Stack:
     airflow_db: str = ""  # a full SQLAlchemy URL overriding db/pg_url
     mlflow_db: str = ""
     extra_dag_folders: tuple[str, ...] = ()
+    # Standalone workers started (1 or 2): not a configuration key; benchmarks/bench_scaleout.py
+    # compares 1 with 2 (``Stack.on_free_ports(state, spark_workers=1)``).
+    spark_workers: int = len(spark_service.WORKERS)
 
     def __post_init__(self) -> None:
         if self.spark_cluster not in SPARK_CLUSTERS:
             raise ValueError(
                 f"RECSYS__STACK__SPARK_CLUSTER={self.spark_cluster!r}: expected one of {', '.join(SPARK_CLUSTERS)}"
             )
+        spark_service.workers_of(self.spark_workers)  # 1 or 2: a ValueError that names the range
         if self.db not in DBS:
             raise ValueError(f"RECSYS__STACK__DB={self.db!r}: expected one of {', '.join(DBS)}")
         if self.executor not in EXECUTORS:
@@ -139,7 +143,7 @@ class Stack:
         Spark; a Celery worker only with Celery)."""
         airflow = (*COMPONENTS, CELERY_WORKER) if self.executor == "celery" else COMPONENTS
         store = (S3,) if self.object_store == "s3" else ()
-        return (*store, *spark_service.components(self.spark_cluster), *airflow)
+        return (*store, *spark_service.components(self.spark_cluster, self.spark_workers), *airflow)
 
     @classmethod
     def on_free_ports(cls, state: Path, **kwargs: str) -> Stack:
@@ -411,7 +415,13 @@ class Stack:
         spark = load_config(environ=self.full_env()).spark
         ports = {"connect": self.connect_port, "ui": self.spark_ui_port, "master": self.spark_master_port}
         return spark_service.commands(
-            self.spark_cluster, spark.master, ports, spark.server_memory, dict(spark.server_conf), self.state
+            self.spark_cluster,
+            spark.master,
+            ports,
+            spark.server_memory,
+            dict(spark.server_conf),
+            self.state,
+            self.spark_workers,
         )
 
     def commands(self) -> dict[str, list[str]]:
