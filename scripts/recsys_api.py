@@ -180,6 +180,12 @@ class AirflowApi:
                     break
         return sorted(totals.values(), key=lambda r: -r["seconds"])
 
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Every try of one task instance (state, start and end of each), first try first."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        listed = self.call("GET", path + (f"/{map_index}" if map_index >= 0 else "") + "/tries")
+        return sorted(listed["task_instances"], key=lambda t: t["try_number"])
+
     def log_text(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
         """One try's task log as plain text (the ``event`` of each structured line)."""
         content = self.call(

@@ -331,6 +331,7 @@ def status(stack: Stack) -> int:
         print(
             f"S3 endpoint   : http://127.0.0.1:{stack.s3_port}  {'healthy' if s3_healthy(stack) else 'unreachable'}"
             " (moto, objects in memory: gone when it stops)"
+            + (f"; clients are given {stack.s3_endpoint}" if stack.s3_endpoint else "")
         )
     spark = spark_service.health(stack.spark_ui_port, stack.spark_cluster, stack.spark_workers)
     print(

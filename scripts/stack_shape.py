@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts import s3_service, spark_service
@@ -79,6 +80,7 @@ class Stack:
     airflow_db: str = ""  # a full SQLAlchemy URL overriding db/pg_url
     mlflow_db: str = ""
     extra_dag_folders: tuple[str, ...] = ()
+    s3_endpoint: str = ""  # the endpoint clients are given; empty: http://127.0.0.1:<s3_port>
     # Standalone workers started (1 or 2): not a configuration key; benchmarks/bench_scaleout.py
     # compares 1 with 2 (``Stack.on_free_ports(state, spark_workers=1)``).
     spark_workers: int = len(spark_service.WORKERS)
@@ -135,6 +137,7 @@ class Stack:
             s.airflow_db,
             s.mlflow_db,
             tuple(s.extra_dag_folders),
+            s.s3_endpoint,
         )
 
     @property
@@ -146,18 +149,16 @@ class Stack:
         return (*store, *spark_service.components(self.spark_cluster, self.spark_workers), *airflow)
 
     @classmethod
-    def on_free_ports(cls, state: Path, **kwargs: str) -> Stack:
-        """A stack in ``state`` whose every port is a free loopback port (tests, the demo's twins)."""
-        return cls(
-            Path(state).resolve(),
-            free_port(),
-            free_port(),
-            connect_port=free_port(),
-            spark_ui_port=free_port(),
-            spark_master_port=free_port(),
-            s3_port=free_port(),
-            **kwargs,
-        )
+    def on_free_ports(cls, state: Path, **kwargs: Any) -> Stack:
+        """A stack in ``state`` whose every port is a free loopback port (tests, the demo's twins);
+        ``kwargs``: other fields, or a port chosen by the caller (e.g. ``s3_port`` behind a proxy)."""
+        ports = {
+            "connect_port": free_port(),
+            "spark_ui_port": free_port(),
+            "spark_master_port": free_port(),
+            "s3_port": free_port(),
+        }
+        return cls(Path(state).resolve(), free_port(), free_port(), **{**ports, **kwargs})
 
     def port_env(self) -> dict[str, str]:
         """The ``RECSYS__STACK__*`` variables that make ``Stack.from_env()`` in another process this
@@ -180,6 +181,7 @@ class Stack:
             "airflow_db": self.airflow_db,
             "mlflow_db": self.mlflow_db,
             "extra_dag_folders": json.dumps(list(self.extra_dag_folders)),
+            "s3_endpoint": self.s3_endpoint,
         }
         if self.redis_db is not None:
             values["redis_db"] = self.redis_db
@@ -188,7 +190,12 @@ class Stack:
     def object_store_env(self) -> dict[str, str]:
         """The S3 endpoint and keys every component and task reads from its environment (empty
         without the stack's own S3 server: then the user's ``AWS_*`` apply)."""
-        return s3_service.env(self.s3_port) if self.object_store == "s3" else {}
+        if self.object_store != "s3":
+            return {}
+        env = s3_service.env(self.s3_port)
+        if self.s3_endpoint:  # something between the clients and the server (a proxy)
+            env["AWS_ENDPOINT_URL"] = self.s3_endpoint
+        return env
 
     @property
     def spark_remote(self) -> str:

@@ -108,7 +108,7 @@ def run_demo(
     during: Callable[[Stack, threading.Event], None] | None = None,
     timeout: float = 2400,
     after: Callable[[Stack], dict[str, Any]] | None = None,
-    shape: dict[str, str] | None = None,
+    shape: dict[str, Any] | None = None,
     args: tuple[str, ...] = DEMO_ARGS,
 ) -> DemoRun:
     """Run the demo in ``workdir/state``; ``during(stack, done)`` runs in a thread meanwhile.

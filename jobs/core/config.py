@@ -403,6 +403,11 @@ class StackConfig(_Section):
         17077, ge=1, le=65535, description="Standalone Master RPC port (web UI +1000; Workers +1001, +1002)."
     )
     s3_port: int = Field(19000, ge=1, le=65535, description="Port of the stack's own S3 server (object_store s3).")
+    s3_endpoint: str = Field(
+        "",
+        description="The S3 endpoint URL every component and task is given (object_store s3); empty: the stack's own"
+        " server, http://127.0.0.1:<s3_port>. Set it to put something between them (a proxy, a load balancer).",
+    )
     pg_url: str = Field(
         "postgresql+psycopg2://postgres@127.0.0.1:5432",
         description="PostgreSQL server (db postgres); the stack creates its databases <instance>_airflow/_mlflow.",

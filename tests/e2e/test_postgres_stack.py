@@ -61,6 +61,11 @@ def test_stack_shapes_are_checked_and_isolated_per_state_folder(tmp_path, monkey
     assert s3.components[0] == "s3" and s3.commands()["s3"][-2:] == ["-p", "19999"]
     assert s3.env()["AWS_ENDPOINT_URL"] == "http://127.0.0.1:19999" and s3.object_store_env()
     assert "AWS_ENDPOINT_URL" not in default.object_store_env()
+    # Something between the clients and the server (the chaos run's proxy): every client is given
+    # its endpoint, the server still listens on s3_port, and another process sees the same stack.
+    fronted = Stack(tmp_path / "s3", 1, 2, object_store="s3", s3_port=19999, s3_endpoint="http://127.0.0.1:19998")
+    assert fronted.env()["AWS_ENDPOINT_URL"] == "http://127.0.0.1:19998" and fronted.commands()["s3"][-1] == "19999"
+    assert Stack.from_env(fronted.port_env()).s3_endpoint == "http://127.0.0.1:19998"
     assert Stack.from_env().object_store == os.environ.get("RECSYS__STACK__OBJECT_STORE", "")
 
     more = Stack(tmp_path / "a", 1, 2, extra_dag_folders=(str(tmp_path / "more_dags"),))
