@@ -169,16 +169,23 @@ class OutageProxy:
 
     def _pipe(self, conn: _Conn, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
+            pipe(src, dst)
         finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
             with self._lock, contextlib.suppress(ValueError):
                 self._conns.remove(conn)
+
+
+def pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Forward ``src``'s bytes to ``dst`` until either end closes; then shut both down."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 def task_of(pid: int) -> dict[str, str] | None:

@@ -21,7 +21,6 @@ the outage hits the client's reads and its commit, which is what decides visibil
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
@@ -34,6 +33,7 @@ import boto3
 import pytest
 
 from tests.reliability.harness import CaseResult, crash_tree, event_ids, launch_job, wait_until
+from tests.reliability.outages import pipe
 
 pytestmark = pytest.mark.reliability
 
@@ -78,19 +78,7 @@ class SwitchableProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream))
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
 
 def _keys(prefix: str) -> list[str]:

@@ -3,6 +3,7 @@ new ones are reset, another process's are forwarded (``tests/reliability/outages
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -27,15 +28,19 @@ for name, make in (("open", lambda: s), ("new", lambda: socket.create_connection
 """
 
 
+def _echo(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the proxy resets the upstream side of a cut connection
+        while data := conn.recv(100):
+            conn.sendall(data)
+
+
 def _echo_server() -> int:
     server = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
         while True:
             conn, _ = server.accept()
-            threading.Thread(
-                target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(100), b"")], daemon=True
-            ).start()
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return server.getsockname()[1]
