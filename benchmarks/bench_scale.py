@@ -257,6 +257,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")]),
                 "GX_ANALYTICS_ENABLED": "false",
+                # the snapshot's Spark build at every size (a small window is otherwise split in
+                # the job's process): the curve measures the path that scales
+                "RECSYS__TRAINING__SNAPSHOT_COLLECT_MAX_PAIRS": "0",
             }
             template = _mlflow_template(tmp, base_env)
             machine["spark_server_start_s"] = round(server["start_s"], 1)

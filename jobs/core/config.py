@@ -212,6 +212,13 @@ class TrainingConfig(_Section):
     window_days: int = Field(
         7, ge=2, le=365, description="Days of validated history before the held-out day that a snapshot trains on."
     )
+    snapshot_collect_max_pairs: int = Field(
+        500_000,
+        ge=0,
+        le=50_000_000,
+        description="A snapshot of at most this many train pairs is split in the job's process (jobs.snapshot.tables:"
+        " the same files, fewer Spark jobs); above it Spark builds it without collecting the pairs. 0: always Spark.",
+    )
     epochs: int = Field(20, ge=1, le=1000, description="Epochs of the epoch-trained families (MF, sequential).")
     batch_size: int = Field(4096, ge=1, le=10_000_000, description="Training batch size (interactions per step).")
     factors: int = Field(64, ge=2, le=4096, description="Embedding size of the MF and sequential families.")

@@ -16,7 +16,10 @@
 
 Spark builds the indices, the split and the files (``jobs.snapshot.split``; the definition
 they are tested against is ``jobs.snapshot.tables.index_split``): the driver never holds the
-pairs, only counts, file digests and, for the drift reference, the id maps.
+pairs, only counts, file digests and, for the drift reference, the id maps. A window of at most
+``training.snapshot_collect_max_pairs`` train pairs is split in the job's process by
+``index_split`` itself (the same files, byte for byte: the Spark path's fixed cost — its
+shuffles, checkpoints and Python writer tasks — dominates small windows).
 
 The snapshot lives at ``training/snapshots/dt=D_w=N/`` and is published atomically: the same
 (day, window) over the same curated data gives the same files, so a retried task reuses it.
@@ -72,14 +75,15 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     Spark reads the window's curated files, aggregates the positive pairs (checkpointed on the
     executors: three queries read them), numbers the ids and writes the four tables into the
     staging folder (``jobs.snapshot.split``); the driver holds counts and file digests, then
-    the id maps for the drift reference. Long because it is the job's sequence: the window's
+    the id maps for the drift reference. A small window's pairs are collected and split here
+    (``training.snapshot_collect_max_pairs``), into the same files. Long because it is the job's sequence: the window's
     days, the split, the files and the manifest.
     """
     from pyspark.sql import functions as F
 
     from jobs.core.spark import read_parquet
-    from jobs.snapshot.split import plan_split, write_split
-    from jobs.snapshot.tables import digest
+    from jobs.snapshot.split import SplitPlan, plan_split, write_split, write_tables
+    from jobs.snapshot.tables import digest, index_split, layout
 
     started = time.perf_counter()
     wanted = [(day - timedelta(days=k)).isoformat() for k in range(window_days, 0, -1)]
@@ -100,16 +104,35 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     train_pairs = (
         positives(train_days).groupBy("user_id", "item_id").agg(F.count(F.lit(1)).cast("float").alias("weight"))
     ).localCheckpoint(eager=True)
-    plan = plan_split(train_pairs, positives([day.isoformat()]).distinct(), len(train_days))
+    test_pairs = positives([day.isoformat()]).distinct()
+    collect = cfg.training.snapshot_collect_max_pairs
+    collected = None
+    if collect and train_pairs.count() <= collect:  # small: split here, the same files (tables.index_split)
+        collected = index_split(train_pairs.toArrow(), test_pairs.toArrow())
+        plan = SplitPlan(
+            {},
+            collected["users"].num_rows,
+            collected["items"].num_rows,
+            collected["train"].num_rows,
+            layout(
+                collected["users"].num_rows, collected["items"].num_rows, collected["train"].num_rows, len(train_days)
+            ),
+        )
+    else:
+        plan = plan_split(train_pairs, test_pairs, len(train_days))
     if plan.train_rows == 0:
         raise SnapshotError(f"the window {train_days[0]} … {train_days[-1]} holds no positive interaction")
     if max(plan.n_users, plan.n_items) >= 2**31:
         raise SnapshotError(f"{plan.n_users} users × {plan.n_items} items: indices are int32 (at most 2^31 - 1 ids)")
     uri = catalog.snapshot_uri(cfg, day, window_days)
     with storage.staged_partition(uri) as staging:
-        written = write_split(spark, plan, staging)
-        users = _ids(staging, "users", plan.parts["users"], "user_id")
-        items = _ids(staging, "items", plan.parts["items"], "item_id")
+        if collected is not None:
+            written = write_tables(collected, plan.parts, staging)
+            users, items = collected["users"], collected["items"]
+        else:
+            written = write_split(spark, plan, staging)
+            users = _ids(staging, "users", plan.parts["users"], "user_id")
+            items = _ids(staging, "items", plan.parts["items"], "item_id")
         reference = reference_stats(cfg, train_days, day, users, items)
         storage.write_text_atomic(staging / REFERENCE_FILE, reference)
         manifest = {

@@ -28,7 +28,7 @@ from typing import Any
 
 from jobs.core import storage
 from jobs.core.snapshots import TABLES, part_name
-from jobs.snapshot.tables import SCHEMAS, content_hash, digest, encode, layout
+from jobs.snapshot.tables import SCHEMAS, content_hash, digest, encode, layout, part_of
 
 POSITION_BITS = 33  # monotonically_increasing_id: partition number << 33 | position in the partition
 ROWS_SCHEMA = "file int, a int, b int, weight float, id long, popularity long"
@@ -232,6 +232,26 @@ class Written:
 
     def content_hash(self, extra: dict[str, str]) -> str:
         return content_hash({**self.digests, **extra})
+
+
+def write_tables(tables: dict[str, Any], parts: dict[str, int], staging: storage.Staging) -> Written:
+    """Write tables already built in this process (``tables.index_split``) into ``staging``, cut
+    into ``parts`` as ``write_split`` cuts them: the same files, byte for byte."""
+    import numpy as np
+
+    n = {"items": tables["items"].num_rows}
+    digests = {}
+    for table in TABLES:
+        rows = tables[table]
+        lead = rows.column(0).to_numpy()  # sorted: a part is a contiguous range
+        which = part_of(lead, parts[table], n.get(table, tables["users"].num_rows))
+        for k in range(parts[table]):
+            lo, hi = np.searchsorted(which, k, "left"), np.searchsorted(which, k, "right")
+            payload = encode(rows.slice(int(lo), int(hi - lo)) if hi > lo else SCHEMAS[table].empty_table())
+            storage.write_bytes_atomic(storage.join(str(staging), part_name(table, k)), payload)
+            digests[part_name(table, k)] = digest(payload)
+    test_users = np.unique(tables["test"].column("user_idx").to_numpy())
+    return Written(digests, {t: tables[t].num_rows for t in TABLES}, len(test_users))
 
 
 def write_split(spark: Any, plan: SplitPlan, staging: storage.Staging) -> Written:

@@ -195,7 +195,9 @@ def test_snapshot_training_data_and_scoring_on_s3_match_the_local_run(
 ):
     """The training snapshot (Spark reads S3 in its Python workers), the trainer's loader and
     batch scoring with a registered model, on S3 and locally: the same content hash, the same
-    training arrays, byte-identical recommendations; every object in the bucket accounted for."""
+    training arrays, byte-identical recommendations; every object in the bucket accounted for.
+    The S3 snapshot is Spark's build (its tasks write the parts into the bucket), the local one
+    the small-window build in the job's process (``snapshot_collect_max_pairs``)."""
     import numpy as np
 
     from jobs.core.config import get_config
@@ -210,6 +212,9 @@ def test_snapshot_training_data_and_scoring_on_s3_match_the_local_run(
     model = None
     for root in (str(data_root), f"s3://{BUCKET}/{s3_root}"):
         monkeypatch.setenv("RECSYS__STORAGE__ROOT", root)
+        monkeypatch.setenv(
+            "RECSYS__TRAINING__SNAPSHOT_COLLECT_MAX_PAIRS", "0" if root.startswith("s3://") else "1000000"
+        )
         cfg = get_config()
         for i, day in enumerate(days):
             _curated_day(cfg, day, seed=i)

@@ -95,11 +95,26 @@ def _reference_tables(cfg, result) -> dict:
     return snapshot_tables.index_split(pairs, held_out)
 
 
-def test_spark_tables_equal_the_reference_split_byte_for_byte(cfg, spark):
+def _path(monkeypatch, collect: int):
+    """The configuration with ``training.snapshot_collect_max_pairs`` = ``collect`` (0: the Spark build)."""
+    from jobs.core.config import get_config
+
+    monkeypatch.setenv("RECSYS__TRAINING__SNAPSHOT_COLLECT_MAX_PAIRS", str(collect))
+    return get_config()
+
+
+def test_spark_tables_equal_the_reference_split_byte_for_byte(cfg, spark, monkeypatch):
     """Spark's indices, split and files equal ``index_split``'s: rows, schemas, and (one part per
-    table on this world) the very bytes the driver-side build wrote; manifest counts agree."""
+    table on this world) the very bytes the driver-side build wrote; manifest counts agree. The
+    build of a small window in the job's process (``snapshot_collect_max_pairs``) writes the
+    same files."""
     _curate(cfg, spark, 4)
-    result = build_snapshot(cfg, spark, START + timedelta(days=3), window_days=3)
+    collected = build_snapshot(_path(monkeypatch, 10**6), spark, START + timedelta(days=3), window_days=3)
+    folder = storage.local_path(collected["uri"])
+    collected_files = {p.name: p.read_bytes() for p in folder.glob("*.parquet")}
+    result = build_snapshot(_path(monkeypatch, 0), spark, START + timedelta(days=3), window_days=3)
+    assert {p.name: p.read_bytes() for p in folder.glob("*.parquet")} == collected_files
+    assert result["content_hash"] == collected["content_hash"] and result["files"] == collected["files"]
     expected = _reference_tables(cfg, result)
     manifest = storage.read_manifest(result["uri"])
     folder = storage.local_path(result["uri"])
@@ -118,7 +133,8 @@ def test_spark_tables_equal_the_reference_split_byte_for_byte(cfg, spark):
 def test_tables_cut_into_parts_read_back_as_the_reference(cfg, spark, monkeypatch):
     """With parts of a few hundred rows (tens of files, some test parts empty) and the ids in
     several range partitions (no coalescing of small partitions), every part is the reference
-    table's range of its leading index, and two builds give the same content hash."""
+    table's range of its leading index, and two builds give the same content hash: Spark's, and
+    the one in the job's process (``snapshot_collect_max_pairs``)."""
     import numpy as np
 
     from jobs.snapshot.split import _ranged
@@ -130,8 +146,8 @@ def test_tables_cut_into_parts_read_back_as_the_reference(cfg, spark, monkeypatc
     spark.conf.set(coalesce, "false")
     try:
         assert _ranged(spark.range(0, 1000).withColumnRenamed("id", "u"), "u").select("_pid").distinct().count() > 1
-        first = build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
-        again = build_snapshot(cfg, spark, START + timedelta(days=2), window_days=2)
+        first = build_snapshot(_path(monkeypatch, 0), spark, START + timedelta(days=2), window_days=2)
+        again = build_snapshot(_path(monkeypatch, 10**6), spark, START + timedelta(days=2), window_days=2)
     finally:
         spark.conf.set(coalesce, before)
     expected = _reference_tables(cfg, first)
