@@ -236,7 +236,12 @@ class Written:
 
 def write_tables(tables: dict[str, Any], parts: dict[str, int], staging: storage.Staging) -> Written:
     """Write tables already built in this process (``tables.index_split``) into ``staging``, cut
-    into ``parts`` as ``write_split`` cuts them: the same files, byte for byte."""
+    into ``parts`` as ``write_split`` cuts them: the same files, byte for byte.
+
+    Raises:
+        OSError: a file could not be written (with the errno it got: a full disk).
+        PublishError: the object store refused a file.
+    """
     import numpy as np
 
     n = {"items": tables["items"].num_rows}
@@ -248,7 +253,13 @@ def write_tables(tables: dict[str, Any], parts: dict[str, int], staging: storage
         for k in range(parts[table]):
             lo, hi = np.searchsorted(which, k, "left"), np.searchsorted(which, k, "right")
             payload = encode(rows.slice(int(lo), int(hi - lo)) if hi > lo else SCHEMAS[table].empty_table())
-            storage.write_bytes_atomic(storage.join(str(staging), part_name(table, k)), payload)
+            try:
+                storage.write_bytes_atomic(storage.join(str(staging), part_name(table, k)), payload)
+            except storage.PublishError as exc:  # as write_split raises it: OSError with its errno
+                errno = getattr(exc.__cause__, "errno", None)
+                if errno:
+                    raise OSError(errno, str(exc)) from exc
+                raise
             digests[part_name(table, k)] = digest(payload)
     test_users = np.unique(tables["test"].column("user_idx").to_numpy())
     return Written(digests, {t: tables[t].num_rows for t in TABLES}, len(test_users))
