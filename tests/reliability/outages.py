@@ -14,8 +14,9 @@ issue names, and holds each until the target process has exited (its try failed)
 
 * **a scoring read**: a ``jobs.score`` job from the moment it is seen (its first reads: the
   validation verdict, the curated manifests);
-* **a snapshot publish**: a ``jobs.snapshot`` job once its attempt prefix holds files (Spark's
-  workers wrote the parts; the job's commit is what the outage meets);
+* **a snapshot publish**: a ``jobs.snapshot`` job once its attempt prefix holds a file (the rest
+  of its publish meets the outage: the parts the job's process still writes — a small window is
+  split there — and the commit; parts that Spark's workers write go on, the commit cannot);
 * **an MLflow artifact upload**: the MLflow server (the artifact proxy: it is the S3 client) while
   a ``jobs.train`` job is uploading, from the first new object under the artifact root.
 

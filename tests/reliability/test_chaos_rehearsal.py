@@ -18,8 +18,8 @@ store on PostgreSQL — while a seeded, bounded injector SIGKILLs task processes
 
 and while ``tests/reliability/outages.py`` takes the S3 endpoint down three times for one
 process tree each (every client reaches the S3 server through its proxy, ``stack.s3_endpoint``):
-a scoring job from its first read, a snapshot job once its parts are written (its commit meets
-the outage), and the MLflow server while a training job uploads its model (the server proxies
+a scoring job from its first read, a snapshot job once its first part is in its attempt prefix
+(the rest of its publish, the commit included, meets the outage), and the MLflow server while a training job uploads its model (the server proxies
 artifacts: it is the S3 client). Each outage lasts until its target's try has failed.
 
 Airflow retries each killed or cut try (``retry_delay`` shortened to 2 s through
@@ -406,7 +406,7 @@ def test_rehearsal_under_chaos_ends_as_the_local_demo(clean_demo, tmp_path, repo
     assert vacuumed == attempts, (vacuumed, attempts)
     assert seen["account"]["unaccounted"] == [], seen["account"]
     # The orphan check exercised: the writer the snapshot-publish outage failed left its attempt
-    # (its parts written, its commit refused), and the vacuum removed exactly what was left.
+    # (a part written, its publish refused), and the vacuum removed exactly what was left.
     left_by_outage = {a for o in hit if o.phase == "snapshot publish" for a in o.detail["attempts"]}
     assert left_by_outage and left_by_outage <= attempts, (left_by_outage, attempts)
 
