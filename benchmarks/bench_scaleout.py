@@ -236,6 +236,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from benchmarks.bench_score import register_model, synthetic_arrays
     from jobs.core.config import get_config
     from jobs.sim import WorldParams, write_day
+    from scripts.stack_stores import patched_environ
 
     size = SIZES["quick" if quick else "full"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
@@ -246,50 +247,45 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
         "GX_ANALYTICS_ENABLED": "false",
     }
-    saved = {k: os.environ.get(k) for k in [*env, "RECSYS__STORAGE__ROOT"]}
-    os.environ.update(env)
     try:
-        cfg = get_config()
-        landing = str(tmp / "landing")
-        days = [DAY0 + timedelta(days=DAY_GAP * i) for i in range(size["days"])]
-        world = WorldParams(users=SIM_USERS, items=SIM_ITEMS, events_per_day=size["events"])
-        landed = [write_day(world, day, landing, str(tmp / "truth"), cfg.ingest.landing_format) for day in days]
-        arrays = synthetic_arrays(size["score_users"], size["score_items"], cfg.training.factors, seed=1)
-        window = f"2026-02-22..{(SCORE_DAY - timedelta(days=2)).isoformat()}"
-        version = register_model(arrays, env, tmp / "artifacts", window)
-        score = {"arrays": arrays, "items": size["score_items"], "version": version}
+        # the job settings (and the storage root each run sets) restored afterwards
+        with patched_environ({**env, "RECSYS__STORAGE__ROOT": str(tmp / "data")}):
+            cfg = get_config()
+            landing = str(tmp / "landing")
+            days = [DAY0 + timedelta(days=DAY_GAP * i) for i in range(size["days"])]
+            world = WorldParams(users=SIM_USERS, items=SIM_ITEMS, events_per_day=size["events"])
+            landed = [write_day(world, day, landing, str(tmp / "truth"), cfg.ingest.landing_format) for day in days]
+            arrays = synthetic_arrays(size["score_users"], size["score_items"], cfg.training.factors, seed=1)
+            window = f"2026-02-22..{(SCORE_DAY - timedelta(days=2)).isoformat()}"
+            version = register_model(arrays, env, tmp / "artifacts", window)
+            score = {"arrays": arrays, "items": size["score_items"], "version": version}
 
-        runs = {w: _one_run(w, days, landing, tmp, score) for w in WORKER_COUNTS}
+            runs = {w: _one_run(w, days, landing, tmp, score) for w in WORKER_COUNTS}
 
-        in_rows = sum(int(m["rows_written"]) for m in landed)
-        what = {
-            "ingest": f"{len(days)} landing day(s) of {size['events']:,} events ({in_rows:,} rows)",
-            "score": f"{size['score_users']:,} users x {size['score_items']:,} items",
-        }
-        rows = _rows(runs, what)
-        mismatches = output_mismatches({w: runs[w]["outputs"] for w in WORKER_COUNTS})
-        problems = mismatches + spread_problems({w: runs[w]["tasks"] for w in WORKER_COUNTS})
-        files = {w: runs[w]["files"] for w in WORKER_COUNTS}
-        checked = f"rows and content digest per output with 1 worker {runs[1]['outputs']}; files per output {files}"
-        rows.append(
-            {
-                "metric": "scale-out outputs: rows published with 2 vs 1 workers",
-                "value": sum(o["rows"] for o in runs[2]["outputs"].values()),
-                "unit": "rows",
-                "reference": sum(o["rows"] for o in runs[1]["outputs"].values()),
-                "note": (f"DIFFER: {'; '.join(mismatches)}; " if mismatches else "identical with 1 and 2 workers: ")
-                + checked,
+            in_rows = sum(int(m["rows_written"]) for m in landed)
+            what = {
+                "ingest": f"{len(days)} landing day(s) of {size['events']:,} events ({in_rows:,} rows)",
+                "score": f"{size['score_users']:,} users x {size['score_items']:,} items",
             }
-        )
-        if problems:
-            raise ScaleOutFailed(problems, rows)
-        return rows
+            rows = _rows(runs, what)
+            mismatches = output_mismatches({w: runs[w]["outputs"] for w in WORKER_COUNTS})
+            problems = mismatches + spread_problems({w: runs[w]["tasks"] for w in WORKER_COUNTS})
+            files = {w: runs[w]["files"] for w in WORKER_COUNTS}
+            checked = f"rows and content digest per output with 1 worker {runs[1]['outputs']}; files per output {files}"
+            rows.append(
+                {
+                    "metric": "scale-out outputs: rows published with 2 vs 1 workers",
+                    "value": sum(o["rows"] for o in runs[2]["outputs"].values()),
+                    "unit": "rows",
+                    "reference": sum(o["rows"] for o in runs[1]["outputs"].values()),
+                    "note": (f"DIFFER: {'; '.join(mismatches)}; " if mismatches else "identical with 1 and 2 workers: ")
+                    + checked,
+                }
+            )
+            if problems:
+                raise ScaleOutFailed(problems, rows)
+            return rows
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         shutil.rmtree(tmp, ignore_errors=True)
 
 
