@@ -76,14 +76,14 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     executors: three queries read them), numbers the ids and writes the four tables into the
     staging folder (``jobs.snapshot.split``); the driver holds counts and file digests, then
     the id maps for the drift reference. A small window's pairs are collected and split here
-    (``training.snapshot_collect_max_pairs``), into the same files. Long because it is the job's sequence: the window's
-    days, the split, the files and the manifest.
+    (``training.snapshot_collect_max_pairs``), into the same files. Long because it is the job's
+    sequence: the window's days, the split, the files and the manifest.
     """
     from pyspark.sql import functions as F
 
     from jobs.core.spark import read_parquet
     from jobs.snapshot.split import SplitPlan, plan_split, write_split, write_tables
-    from jobs.snapshot.tables import digest, index_split, layout
+    from jobs.snapshot.tables import digest, index_split
 
     started = time.perf_counter()
     wanted = [(day - timedelta(days=k)).isoformat() for k in range(window_days, 0, -1)]
@@ -109,15 +109,7 @@ def build_snapshot(cfg: PipelineConfig, spark: Any, day: date, window_days: int)
     collected = None
     if collect and train_pairs.count() <= collect:  # small: split here, the same files (tables.index_split)
         collected = index_split(train_pairs.toArrow(), test_pairs.toArrow())
-        plan = SplitPlan(
-            {},
-            collected["users"].num_rows,
-            collected["items"].num_rows,
-            collected["train"].num_rows,
-            layout(
-                collected["users"].num_rows, collected["items"].num_rows, collected["train"].num_rows, len(train_days)
-            ),
-        )
+        plan = SplitPlan.collected(collected, len(train_days))
     else:
         plan = plan_split(train_pairs, test_pairs, len(train_days))
     if plan.train_rows == 0:

@@ -51,6 +51,12 @@ class SplitPlan:
     train_rows: int
     parts: dict[str, int]
 
+    @classmethod
+    def collected(cls, tables: dict[str, Any], train_days: int) -> SplitPlan:
+        """The plan of tables built in this process (``tables.index_split``): counts and parts only."""
+        n_users, n_items, train_rows = (tables[t].num_rows for t in ("users", "items", "train"))
+        return cls({}, n_users, n_items, train_rows, layout(n_users, n_items, train_rows, train_days))
+
     def files(self) -> list[tuple[str, int]]:
         """(table, part) of every file, in file-number order."""
         return [(table, k) for table in TABLES for k in range(self.parts[table])]
@@ -244,12 +250,11 @@ def write_tables(tables: dict[str, Any], parts: dict[str, int], staging: storage
     """
     import numpy as np
 
-    n = {"items": tables["items"].num_rows}
     digests = {}
     for table in TABLES:
         rows = tables[table]
         lead = rows.column(0).to_numpy()  # sorted: a part is a contiguous range
-        which = part_of(lead, parts[table], n.get(table, tables["users"].num_rows))
+        which = part_of(lead, parts[table], tables["items" if table == "items" else "users"].num_rows)
         for k in range(parts[table]):
             lo, hi = np.searchsorted(which, k, "left"), np.searchsorted(which, k, "right")
             payload = encode(rows.slice(int(lo), int(hi - lo)) if hi > lo else SCHEMAS[table].empty_table())

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.core.storage import ATTEMPT
 from tests.reliability.harness import cmdline, descendants
 
 # each outage and the job module whose try it meets
@@ -189,6 +190,12 @@ def pipe(src: socket.socket, dst: socket.socket) -> None:
                 s.shutdown(socket.SHUT_RDWR)
 
 
+def attempt_of(key: str) -> str | None:
+    """The writer's attempt prefix (``…/dt=D/.attempt-<token>``) an object key lies under, if any."""
+    head, sep, tail = key.partition("/" + ATTEMPT)
+    return head + sep + tail.split("/", 1)[0] if sep else None
+
+
 def task_of(pid: int) -> dict[str, str] | None:
     """The Airflow task instance a job process runs for (``AIRFLOW_CTX_*`` of its environment)."""
     try:
@@ -281,7 +288,6 @@ class Outages:
                 if done.wait(2):
                     return
         mlflow_prefix = stack.mlflow_artifacts.split("://", 1)[1].rstrip("/") + "/"
-        root = self.root
         first_seen: dict[int, Any] = {}  # job pid → what the bucket held when it was first seen
         while self.pending and not done.wait(POLL_S):
             for pid, argv in self.jobs(executor).items():
@@ -291,11 +297,7 @@ class Outages:
                 if module == "jobs.score" and "score read" in self.pending:
                     self._outage("score read", pid, pid, argv, done)
                 elif module == "jobs.snapshot" and "snapshot publish" in self.pending:
-                    attempts = {
-                        k.split("/.attempt-")[0] + "/.attempt-" + k.split("/.attempt-")[1].split("/")[0]
-                        for k in self.keys(f"{root}/training/snapshots/")
-                        if "/.attempt-" in k
-                    }
+                    attempts = {attempt_of(k) for k in self.keys(f"{self.root}/training/snapshots/")} - {None}
                     new = attempts - first_seen.setdefault(pid, attempts)
                     if not new:
                         continue

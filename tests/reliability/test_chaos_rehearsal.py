@@ -19,8 +19,9 @@ store on PostgreSQL — while a seeded, bounded injector SIGKILLs task processes
 and while ``tests/reliability/outages.py`` takes the S3 endpoint down three times for one
 process tree each (every client reaches the S3 server through its proxy, ``stack.s3_endpoint``):
 a scoring job from its first read, a snapshot job once its first part is in its attempt prefix
-(the rest of its publish, the commit included, meets the outage), and the MLflow server while a training job uploads its model (the server proxies
-artifacts: it is the S3 client). Each outage lasts until its target's try has failed.
+(the rest of its publish, the commit included, meets the outage), and the MLflow server while a
+training job uploads its model (the server proxies artifacts: it is the S3 client). Each outage
+lasts until its target's try has failed.
 
 Airflow retries each killed or cut try (``retry_delay`` shortened to 2 s through
 ``RECSYS__AIRFLOW__RETRY_DELAY_S``), and the end state must equal the local demo's (``clean_demo``:
@@ -71,7 +72,7 @@ from scripts.recsys_api import AirflowApi
 from scripts.stack import CELERY_WORKER, Stack, _group_alive
 from tests.demo_loop import DAGS, free_port, object_store_env
 from tests.reliability.harness import CaseResult, FaultInjector, cmdline, crash_tree, descendants, row_diff
-from tests.reliability.outages import FAILED_TRY, PHASES, OutageProxy, Outages, task_of
+from tests.reliability.outages import FAILED_TRY, PHASES, OutageProxy, Outages, attempt_of, task_of
 
 pytestmark = pytest.mark.reliability
 
@@ -396,10 +397,7 @@ def test_rehearsal_under_chaos_ends_as_the_local_demo(clean_demo, tmp_path, repo
     assert seen["local_files"] == []
     left = seen["account_before_vacuum"]
     assert "unknown" not in left["by_category"], left
-    attempts = {
-        key.split("/.attempt-")[0] + "/.attempt-" + key.split("/.attempt-")[1].split("/")[0]
-        for key in left["unaccounted"]
-    }
+    attempts = {attempt_of(key) for key in left["unaccounted"]}
     vacuumed = {
         f"{partition}/{name}".split("://", 1)[1] for partition, names in seen["vacuumed"].items() for name in names
     }
