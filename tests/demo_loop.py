@@ -311,12 +311,25 @@ def reprocess_history(stack: Stack) -> dict[str, Any]:
         for r in api.runs("recsys_ingest")
         if first <= (r["logical_date"] or "")[:10] <= last
     }
-    # The curated events make score runs; wait for them and for anything they could start.
-    _wait(
-        "score runs of the reprocessed days",
-        lambda: {r["dag_run_id"] for r in api.runs("recsys_score")} - before["runs"]["recsys_score"],
-        300,
-    )
+    failed = {day: state for day, state in ingest.items() if state[1] != "success"}
+    if failed or sorted(ingest) != list(REPROCESSED):
+        raise RuntimeError(
+            f"reprocess backfill {backfill['id']} completed, but not every day's ingest run succeeded: "
+            f"{ingest}; {_scheduler_side(stack, api)}"
+        )
+
+    # The curated events make score runs (one per day: a partitioned consumer); wait for them and
+    # for anything they could start.
+    def new_score_days() -> set[str]:
+        new = [r for r in api.runs("recsys_score") if r["dag_run_id"] not in before["runs"]["recsys_score"]]
+        return {r.get("partition_key") for r in new}
+
+    try:
+        _wait("score runs of the reprocessed days", lambda: new_score_days() >= set(REPROCESSED), 300)
+    except TimeoutError as exc:
+        raise TimeoutError(
+            f"{exc}: new score runs for {sorted(new_score_days())}; {_scheduler_side(stack, api)}"
+        ) from None
     _wait("downstream runs settled", lambda: _settled(api, followed), 600)
     after = snapshot()
     new_score = sorted(after["runs"]["recsys_score"] - before["runs"]["recsys_score"])
@@ -335,7 +348,32 @@ def reprocess_history(stack: Stack) -> dict[str, Any]:
         "score_plans": plans,
         "held_logs": held,
         "new_runs": {d: sorted(after["runs"][d] - before["runs"][d]) for d in ("recsys_monitor", "recsys_train")},
+        # what a failure would have reported: also read on success, so that report is known to work
+        "scheduler_side": _scheduler_side(stack, api),
     }
+
+
+def _scheduler_side(stack: Stack, api: Any) -> str:
+    """What an operator would look at when an asset event made no run: the consumer DAG's flags,
+    its pending partitions, the curated-asset events, and the scheduler's and dag-processor's
+    warnings (a DAG marked stale under load, a failed run creation)."""
+    dag = api.call("GET", "/dags/recsys_score")
+    flags = {k: dag.get(k) for k in ("is_paused", "is_stale", "has_import_errors")}
+    try:
+        pending = api.pending_partitions("recsys_score")
+    except Exception as exc:  # a diagnosis, not a second failure
+        pending = [f"{type(exc).__name__}: {exc}"]
+    events = api.call("GET", "/assets/events", params={"asset_id": api.asset_id(ASSETS[0]), "limit": 100})
+    days = [e.get("partition_key") or (e.get("extra") or {}).get("day") for e in events.get("asset_events", [])]
+    lines = []
+    for name in ("scheduler", "dag-processor"):
+        log = stack.state / "logs" / f"{name}.log"
+        text = log.read_text(errors="replace").splitlines() if log.exists() else []
+        lines += [f"{name}: {line[:300]}" for line in text if any(w in line for w in ("stale", "[error", "Traceback"))]
+    return (
+        f"recsys_score {flags}, pending partitions {pending}, {len(days)} curated events (days {sorted(map(str, days))[-6:]}); "
+        f"scheduler/dag-processor warnings (last 15 of {len(lines)}):\n" + "\n".join(lines[-15:])
+    )
 
 
 REJECTION = "demo: rejected to check that the champion stays"

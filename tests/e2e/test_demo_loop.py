@@ -96,6 +96,10 @@ def test_demo_runs_the_whole_loop_and_retrains_on_drift(clean_demo):
     assert [re["recommendations_after"][d]["model_version"] for d in REPROCESSED[1:]] == ["2", "2"]
     assert re["new_runs"] == {"recsys_monitor": [], "recsys_train": []}, re["new_runs"]
     assert re["score_plans"] and set(re["score_plans"].values()) == {"skipped"}, re["score_plans"]
+    # the report a missing score run would raise with: the consumer active, nothing left pending
+    assert re["scheduler_side"].startswith(
+        "recsys_score {'is_paused': False, 'is_stale': False, 'has_import_errors': False}, pending partitions []"
+    ), re["scheduler_side"]
     held = "\n".join(re["held_logs"].values())
     assert "dt=2026-03-06 held, not scored: published by a backfill only" in held, held
     for day in REPROCESSED[1:]:
