@@ -103,6 +103,15 @@ def _fit_bpr(data: qm.FitData, group: dict[str, Any]):
         yield {**base, "iterations": n}, scorer
 
 
+def _fit_ease_recent(data: qm.FitData, group: dict[str, Any]):
+    for n, a, scorer in qm.ease_recent_checkpoints(data, group["lam"], _listed(group["days"]), _listed(group["alpha"])):
+        yield {**group, "days": n, "alpha": a}, scorer
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def _fit_mf(data: qm.FitData, group: dict[str, Any]):
     from jobs.train.trainer import Hparams
 
@@ -119,6 +128,22 @@ def _fit_seq(data: qm.FitData, group: dict[str, Any]):
     epochs = _epochs(group)
     for n, scorer in qm.seq_checkpoints(data, Hparams(**base, epochs=max(epochs)), epochs):
         yield {**base, "epochs": n}, scorer
+
+
+def shipped_ease() -> dict[str, Any]:
+    """The EASE family's shipped settings (``training.ease_l2``, ``ease_recent_days``, the
+    ``ease_recent_weights`` α is chosen among per fit on ``ease_recent_valid_days``, ``K``) as
+    ``qm.ease_recent_shipped`` takes them."""
+    from jobs.core.config import get_config
+
+    t = get_config().training
+    return {
+        "lam": t.ease_l2,
+        "days": t.ease_recent_days,
+        "weights": tuple(t.ease_recent_weights),
+        "k": K,
+        "valid_days": t.ease_recent_valid_days,
+    }
 
 
 def shipped_hparams() -> dict[str, Any]:
@@ -151,6 +176,12 @@ def families(quick: bool) -> list[Family]:
             baseline=True,
         ),
         Family("EASE", _one(qm.ease), [lambda _: [{"lam": lam} for lam in g["ease_lambda"]]]),
+        Family("EASE + recency prior (shipped)", _one(qm.ease_recent_shipped), [lambda _: [shipped_ease()]]),
+        Family(
+            "EASE + recency prior (tuned)",
+            _fit_ease_recent,
+            [lambda _: [{"lam": lam, "days": g["prior_days"], "alpha": g["prior_alpha"]} for lam in g["ease_lambda"]]],
+        ),
         Family(
             "implicit ALS",
             _one(qm.implicit_als),
@@ -195,6 +226,9 @@ def _grids(quick: bool) -> dict[str, Any]:
     full = {
         "recent_days": [7, 14, 28, 56],
         "ease_lambda": [50, 100, 200, 500, 1000, 2000],
+        # the recency prior's window and weight (α = 0: plain EASE), every pair on one EASE fit
+        "prior_days": [7, 14, 28],
+        "prior_alpha": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
         "als_factors": [64, 128],
         "als_reg": [0.1, 1.0],
         "als_alpha": [1.0, 5.0, 20.0],
@@ -223,6 +257,8 @@ def _grids(quick: bool) -> dict[str, Any]:
         **full,
         "recent_days": [14, 28],
         "ease_lambda": [200, 500],
+        "prior_days": [14],
+        "prior_alpha": [0.0, 2.0],
         "als_factors": [64],
         "als_reg": [0.1],
         "als_alpha": [5.0],

@@ -4,7 +4,10 @@ scorer: ``scores(users) -> (len(users), n_items)`` float32, higher is better.
 * ``popularity`` / ``recent_popularity``: counts of training interactions (all, or the last
   ``days`` days before the end of training, ties broken by the all-time count);
 * ``ease``: the EASE family's own closed form (``jobs.ease.model.ease_weights``, what
-  ``python -m jobs.ease`` fits) on the binary matrix;
+  ``python -m jobs.ease`` fits) on the binary matrix; ``ease_recent_checkpoints``: the same fit
+  with the family's recency prior (``jobs.ease.model.recency_bias`` of the distinct users per item
+  over the last ``days`` days, ``jobs.core.recency.distinct_pair_counts``), every (days, α) of a
+  grid on one fit;
 * ``implicit_als`` / ``implicit_bpr_checkpoints``: ``implicit`` 0.7.3 on the binary matrix
   (BPR on one thread: its Hogwild SGD is not reproducible on more);
 * ``mf_checkpoints``: the project's trainer (``jobs.train.trainer.Trainer``, in process, CPU),
@@ -80,6 +83,56 @@ def ease(data: FitData, lam: float) -> Scorer:
     x = data.matrix()
     b = ease_weights(x, lam).astype(np.float32)
     return lambda users: np.asarray(x[users] @ b)
+
+
+def ease_recent_checkpoints(
+    data: FitData, lam: float, days: list[int], alpha: list[float]
+) -> Iterator[tuple[int, float, Scorer]]:
+    """``(days, α, scorer)`` of the EASE family with its recency prior: ``X_u B + recency_bias``
+    (its export's ``item_bias``), one closed-form fit for every (days, α)."""
+    from jobs.core.recency import distinct_pair_counts
+    from jobs.ease.model import ease_weights, recency_bias
+
+    x = data.matrix()
+    b = ease_weights(x, lam).astype(np.float32)
+    for n in days:
+        recent = data.ts >= (int(data.ts.max()) // DAY + 1 - n) * DAY
+        counts = distinct_pair_counts(data.users[recent], data.items[recent], data.n_items)
+        for a in alpha:
+            bias = recency_bias(counts, a).astype(np.float32)
+            yield n, a, (lambda users, bias=bias: np.asarray(x[users] @ b) + bias)
+
+
+def ease_recent_shipped(data: FitData, lam: float, days: int, weights: list[float], k: int, valid_days: int) -> Scorer:
+    """The EASE family as ``python -m jobs.ease`` fits it at its shipped settings: α of the prior
+    chosen among ``weights`` on the fitted log's last ``valid_days`` days
+    (``jobs.ease.model.choose_recent_weight``, recent popularity as of the day before them), then
+    the prior over the last ``days`` days. The choice holds a dense users × items copy (as the job
+    does): fine for MovieLens up to ML-1M."""
+    from jobs.core.recency import distinct_pair_counts
+    from jobs.ease.model import choose_recent_weight, ease_weights, recency_bias
+
+    last = int(data.ts.max()) // DAY
+    day = data.ts // DAY
+
+    def counts(end: int) -> np.ndarray:  # distinct users per item over the ``days`` days before ``end``
+        window = (day >= end - days) & (day < end)
+        return distinct_pair_counts(data.users[window], data.items[window], data.n_items)
+
+    x = data.matrix()
+    on_last = day > last - valid_days
+    chosen = choose_recent_weight(
+        x.toarray().astype(np.float64),
+        data.users[on_last],
+        data.items[on_last],
+        counts(last - valid_days + 1),
+        weights,
+        lam,
+        k,
+    )
+    b = ease_weights(x, lam).astype(np.float32)
+    bias = recency_bias(counts(last + 1), chosen["alpha"]).astype(np.float32)
+    return lambda users: np.asarray(x[users] @ b) + bias
 
 
 def _factor_scorer(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None = None) -> Scorer:

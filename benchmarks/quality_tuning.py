@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import pairwise, product
 from typing import Any
 
 import numpy as np
@@ -164,11 +164,10 @@ def evaluate(period: Period, scorer: qm.Scorer) -> dict[str, np.ndarray]:
 
 
 def _wanted(group: dict[str, Any]) -> list[str]:
-    """The settings keys a group yields (one per checkpoint of ``epochs``/``iterations`` lists)."""
-    for axis in ("epochs", "iterations"):
-        if isinstance(group.get(axis), list):
-            return [_key({**group, axis: n}) for n in group[axis]]
-    return [_key(group)]
+    """The settings keys a group yields: one per combination of its list values (checkpoints of
+    ``epochs``/``iterations``; the recency prior's ``days`` × ``alpha`` on one EASE fit)."""
+    axes = [axis for axis, value in group.items() if isinstance(value, list)]
+    return [_key({**group, **dict(zip(axes, values, strict=True))}) for values in product(*(group[a] for a in axes))]
 
 
 def fit_groups(family: Family, period: Period, groups: list[dict[str, Any]]) -> list[str]:

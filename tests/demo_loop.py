@@ -380,8 +380,8 @@ REJECTION = "demo: rejected to check that the champion stays"
 
 
 def reject_a_retraining(stack: Stack) -> dict[str, Any]:
-    """After the demo: a retraining forced on the champion's own snapshot day (identical inputs, so the
-    gate blesses it as surely as it blessed the champion) with ``require_approval``; its approval
+    """After the demo: a retraining of the champion's family forced on the champion's own snapshot day
+    (identical inputs, so the gate blesses it as surely as it blessed the champion) with ``require_approval``; its approval
     request is answered **Reject** over REST with a reason. What the run, the aliases, the version's
     tags and its model card show afterwards (see ``tests/e2e/test_demo_loop.py``)."""
     import tempfile
@@ -401,6 +401,7 @@ def reject_a_retraining(stack: Stack) -> dict[str, Any]:
         "force_retrain": True,
         "require_approval": True,
         "reason": "demo: rejection check",
+        "families": [champion.tags["family"]],  # the champion's own family: what is reviewed is its retraining
     }
     run_id = api.trigger("recsys_train", conf)["dag_run_id"]
     requests = []

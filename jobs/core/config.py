@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "config" / "pipeline.yaml"
@@ -234,6 +234,16 @@ class TrainingConfig(_Section):
         42, description="Seed of training (sampling, initialisation): the same seed on CPU gives the same model."
     )
     ease_l2: float = Field(500.0, gt=0.0, description="EASE's L2 penalty λ (jobs.ease).")
+    ease_recent_weights: list[NonNegativeFloat] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0],
+        min_length=1,
+        description="Candidate weights α of EASE's recency prior (jobs.ease.model.recency_bias), one chosen per run "
+        "on the window's last days (choose_recent_weight); one value: fixed; [0]: plain EASE.",
+    )
+    ease_recent_days: int = Field(14, ge=1, description="The recency prior's window: the last N train days.")
+    ease_recent_valid_days: int = Field(
+        7, ge=1, description="The days α of the recency prior is chosen on: the window's last N (at most half of it)."
+    )
     families: list[str] = Field(
         default_factory=lambda: ["mf", "ease"],
         min_length=1,

@@ -5,9 +5,19 @@
 ``X_u B``. Pure numpy (float64 for the inverse), no randomness: the same snapshot and λ give the
 same bytes.
 
+**Recency prior** (``recency_bias``): a log whose tastes move (a film's first weeks) rewards what
+is popular *now*, which an item-item model of the whole window does not see. The family adds
+``α · r_i / max(r)`` to every user's score of item i, where ``r`` is the item's recent popularity
+(distinct users over the window's last days, ``jobs.core.recency``: the gate's recent-popularity
+baseline) — EASE ranks within what is current, the prior lifts what is current. ``α = 0`` is
+plain EASE. α is chosen per run (``choose_recent_weight``) on the window's own last days, so a log
+whose tastes do not move (the synthetic world before a launch) keeps plain EASE and a real log
+(ML-100K's temporal protocol, ``benchmarks/bench_quality.py``) gets the prior.
+
 Export (the one scoring contract, ``jobs.core.model``): ``user_factors = X`` (users × items,
-float32), ``item_factors = Bᵀ`` (items × items) and ``item_bias = 0``, so that
-``user_factors @ item_factorsᵀ = X B`` and blocked GEMM + top-k serves EASE like MF. Cost:
+float32), ``item_factors = Bᵀ`` (items × items) and ``item_bias`` = the prior (0 without it), so
+that ``user_factors @ item_factorsᵀ + item_bias = X B + prior`` and blocked GEMM + top-k serves
+EASE like MF. Cost:
 users × items + items² floats (4 bytes each) in the artifact and in every scorer's memory, one
 items³ inversion to train. It stops scaling around 30k items (30k² × 4 bytes = 3.6 GB for B,
 plus the float64 Gram matrix and its inverse while training); past that the next step is a
@@ -44,19 +54,31 @@ def ease_weights(x: Any, l2: float) -> np.ndarray:
     return b
 
 
-def export_arrays(x: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``recsys.npz`` factors: ``X``, ``Bᵀ`` and a zero bias (see the module docstring)."""
+def recency_bias(recent: np.ndarray, weight: float) -> np.ndarray:
+    """The recency prior as an item bias (float64): ``weight × recent / max(recent)``, in
+    ``[0, weight]``; zeros when ``weight`` is 0 or no item is recent."""
+    if weight < 0:
+        raise ValueError("the recency prior's weight must be >= 0")
+    recent = np.asarray(recent, dtype=np.float64)
+    top = float(recent.max()) if len(recent) else 0.0
+    return weight * recent / top if weight > 0 and top > 0 else np.zeros(len(recent))
+
+
+def export_arrays(x: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The ``recsys.npz`` factors: ``X``, ``Bᵀ`` and the bias (the prior, or zeros; see the module docstring)."""
     return {
         "user_factors": np.ascontiguousarray(x, dtype=np.float32),
         "item_factors": np.ascontiguousarray(b.T, dtype=np.float32),
-        "item_bias": np.zeros(b.shape[0], dtype=np.float32),
+        "item_bias": np.zeros(b.shape[0], dtype=np.float32) if bias is None else np.asarray(bias, dtype=np.float32),
     }
 
 
-def top_k_unseen(x: np.ndarray, b: np.ndarray, users: np.ndarray, k: int) -> np.ndarray:
-    """Top-``k`` item indices of ``X_u B`` for ``users``, items of the user's history excluded
-    (ties to the lower index; -1 when fewer than ``k`` items are left)."""
+def top_k_unseen(x: np.ndarray, b: np.ndarray, users: np.ndarray, k: int, bias: np.ndarray | None = None) -> np.ndarray:
+    """Top-``k`` item indices of ``X_u B`` (+ ``bias``) for ``users``, items of the user's history
+    excluded (ties to the lower index; -1 when fewer than ``k`` items are left)."""
     scores = x[users] @ b
+    if bias is not None:
+        scores = scores + np.asarray(bias, dtype=np.float64)[None, :]
     scores[x[users] > 0] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
@@ -100,3 +122,40 @@ def choose_l2(x: np.ndarray, grid: Sequence[float], k: int, seed: int, holdout: 
         scores[l2] = _ndcg(top_k_unseen(fit, ease_weights(fit, l2), users, k), truth[users])
     best = max(scores, key=lambda v: (scores[v], -v))
     return {"l2": best, "ndcg": scores[best], **{f"ndcg@{v:g}": s for v, s in scores.items()}}
+
+
+def choose_recent_weight(
+    x: np.ndarray,
+    last_users: np.ndarray,
+    last_items: np.ndarray,
+    recent_before: np.ndarray,
+    grid: Sequence[float],
+    l2: float,
+    k: int,
+) -> dict[str, float]:
+    """α of the recency prior by a temporal validation inside the window (the test days are never seen).
+
+    The positive pairs of the window's last days (``last_users``, ``last_items``) are hidden from
+    ``x`` (a pair seen earlier as well is hidden too); EASE is fitted on the rest (λ = ``l2``), each
+    α of ``grid`` adds ``recency_bias(recent_before, α)`` (recent popularity as of the day before
+    them) and is scored by NDCG@``k`` of the hidden pairs. On ML-100K's temporal protocol a 7-day
+    validation chose well where the last day alone (a few users) did not (``docs/benchmarks.md``).
+
+    Returns:
+        ``{"alpha": best α (ties to the smaller; 0 when no user can be judged), "users":
+        users judged, "ndcg@<α>": every α's NDCG}``.
+    """
+    last_users, last_items = np.asarray(last_users, dtype=np.int64), np.asarray(last_items, dtype=np.int64)
+    fit, truth = x.copy(), np.zeros_like(x)
+    fit[last_users, last_items] = 0.0
+    truth[last_users, last_items] = 1.0
+    users = np.flatnonzero((truth.sum(axis=1) > 0) & (fit.sum(axis=1) > 0))  # judged: a history to rank from
+    if not len(users):
+        return {"alpha": 0.0, "users": 0.0}
+    b = ease_weights(fit, l2)
+    scores = {
+        float(a): _ndcg(top_k_unseen(fit, b, users, k, recency_bias(recent_before, a)), truth[users])
+        for a in sorted(set(float(v) for v in grid))
+    }
+    best = max(scores, key=lambda a: (scores[a], -a))
+    return {"alpha": best, "users": float(len(users)), **{f"ndcg@{a:g}": v for a, v in scores.items()}}

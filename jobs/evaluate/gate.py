@@ -36,6 +36,7 @@ from jobs.core import catalog, tracking
 from jobs.core.cli import BadInput
 from jobs.core.config import GateConfig, PipelineConfig
 from jobs.core.ranking import metrics_of_lists
+from jobs.core.recency import recent_item_counts
 from jobs.core.results import GateResult
 from jobs.core.snapshots import TrainData, load_snapshot
 from jobs.evaluate import replay
@@ -167,12 +168,9 @@ def gate_metrics(recs: dict[int, list[int]], truth: dict[int, set[int]], k: int)
 
 
 def recent_popularity(cfg: PipelineConfig, held: HeldOut) -> np.ndarray:
-    """Distinct users per snapshot item over the window's last ``gate.recent_days`` training days."""
-    days = held.data.manifest.get("train_days") or []
-    users = {int(u) for u in held.data.user_ids.tolist()}
-    items = {int(i) for i in held.item_ids.tolist()}
-    recent = [replay.positives(cfg, day, users, items) for day in days[-cfg.gate.recent_days :]]
-    return replay.recent_counts(recent, held.item_ids)
+    """Distinct users per snapshot item over the window's last ``gate.recent_days`` training days
+    (``jobs.core.recency``: EASE's recency prior counts the same way)."""
+    return recent_item_counts(cfg, held.data, cfg.gate.recent_days)
 
 
 def check_replay_days(cfg: PipelineConfig, held_out_day: str, days: list[str]) -> list[str]:

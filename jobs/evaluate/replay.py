@@ -87,17 +87,6 @@ def popularity_lists(
     return dict.fromkeys(users, top)
 
 
-def recent_counts(days: list[dict[int, set[int]]], item_ids: np.ndarray) -> np.ndarray:
-    """Recent popularity: distinct users per snapshot item over ``days`` (each ``user → items``),
-    as the snapshot counts the window's popularity (distinct pairs)."""
-    column = {int(item): j for j, item in enumerate(item_ids)}
-    pairs = {(u, i) for day in days for u, items in day.items() for i in items if i in column}
-    counts = np.zeros(len(item_ids), dtype=np.int64)
-    for _, i in pairs:
-        counts[column[i]] += 1
-    return counts
-
-
 def paired_interval(diffs: np.ndarray, resamples: int, confidence: float = CONFIDENCE) -> dict[str, float]:
     """Mean of paired differences and its percentile bootstrap interval (seeded)."""
     n = len(diffs)

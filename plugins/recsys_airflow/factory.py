@@ -102,8 +102,9 @@ FAMILIES = {  # the families ``training.families`` may name; a new one is one mo
         "jobs.ease",
         (),
         gpu=False,
-        doc_md="EASE, closed form on the window (λ = training.ease_l2): a CPU pod, no GPU; exports the "
-        "same artifact as MF (history rows × Bᵀ).",
+        doc_md="EASE, closed form on the window (λ = training.ease_l2) with its recency prior "
+        "(training.ease_recent_weight over the last training.ease_recent_days days): a CPU pod, no GPU; exports "
+        "the same artifact as MF (history rows × Bᵀ, the prior as the item bias).",
     ),
     "seq": Family(
         "seq",

@@ -1,5 +1,6 @@
 """The sequential family (``jobs.seq``) on a tiny generated world: learning, determinism, the
-scoring contract, and the CLI with its cache.
+scoring contract, and the CLI with its cache. The same curated window serves the recent
+popularity that the gate ranks by and EASE's recency prior adds (``jobs.core.recency``).
 
 Four curated days (published as ``jobs.ingest`` would, ``tests/curated.py``) and a snapshot
 of days 1-3 (train) and day 4 (test) in ``jobs.snapshot``'s layout, with ``train_days`` in
@@ -107,6 +108,65 @@ def _trainer(data, hist, epochs: int, seed: int = 7, **extra):
 
     torch.set_num_threads(1)  # the thread count is part of CPU determinism
     return Trainer(data, hist, Hparams(epochs=epochs, seed=seed, **{**SMALL, **extra}))
+
+
+def test_recent_popularity_and_the_ease_prior_count_the_window_s_last_days(world, monkeypatch):
+    """Distinct users per snapshot item over the last N train days, counted here from the curated
+    files with pandas; EASE's prior is α × that over its maximum, α fixed or chosen on the window's
+    last day; no train_days → no prior."""
+    import dataclasses
+
+    import pandas as pd
+
+    from jobs.core.config import get_config
+    from jobs.core.ids import IdIndex
+    from jobs.core.recency import recent_item_counts
+    from jobs.core.snapshots import load_snapshot
+    from jobs.ease.job import prior
+    from jobs.ease.model import choose_recent_weight, interaction_matrix
+
+    monkeypatch.setenv("RECSYS__STORAGE__ROOT", str(world[0]))
+    cfg, data = get_config(), load_snapshot(str(world[1]))
+    last = data.manifest["train_days"][-2:]
+    parts = [storage.local_path(cfg.storage.partition("curated", d)) for d in last]
+    frame = pa.concat_tables([pq.read_table(part / "part-00000.parquet") for part in parts]).to_pandas()
+    frame = frame[
+        frame.event_type.isin(POSITIVE) & frame.user_id.isin(data.user_ids) & frame.item_id.isin(data.item_ids)
+    ]
+    expected = frame.groupby("item_id").user_id.nunique().reindex(data.item_ids, fill_value=0).to_numpy()
+    counts = recent_item_counts(cfg, data, 2)
+    assert counts.tolist() == expected.tolist() and counts.sum() > 100
+    assert not np.array_equal(counts, recent_item_counts(cfg, data, 3))  # the window's length matters
+    x = interaction_matrix(data.users, data.items, data.n_users, data.n_items)
+    bias, note = prior(cfg, data, [2.0], 2, 10, 1)(x, 50.0)
+    assert np.allclose(bias, 2.0 * expected / expected.max()) and bias.max() == 2.0
+    assert note == "α=2 (fixed) over the last 2 train day(s)"
+    assert prior(cfg, data, [0.0], 2, 10, 1)(x, 50.0) == (None, "off (weight 0)")
+    bare = dataclasses.replace(data, manifest={k: v for k, v in data.manifest.items() if k != "train_days"})
+    assert prior(cfg, bare, [2.0], 2, 10, 1)(x, 50.0) == (None, "off: the snapshot's manifest lists no train_days")
+    # α chosen on the window's last day: the last day's pairs and the counts as of the day before,
+    # read here with pandas, give the same choice through the pure function
+    bias, note = prior(cfg, data, [0.0, 1.0, 4.0], 2, 10, 1)(x, 50.0)
+    days = data.manifest["train_days"]
+    tables = {
+        d: pq.read_table(storage.local_path(cfg.storage.partition("curated", d)) / "part-00000.parquet") for d in days
+    }
+    pos = {d: t.to_pandas().query("event_type in @POSITIVE") for d, t in tables.items()}
+    last = pos[days[-1]]
+    users, items = IdIndex(data.user_ids)(last.user_id.to_numpy()), IdIndex(data.item_ids)(last.item_id.to_numpy())
+    before = pd.concat([pos[d] for d in days[-3:-1]])
+    before = before[before.user_id.isin(data.user_ids) & before.item_id.isin(data.item_ids)]
+    counts = before.groupby("item_id").user_id.nunique().reindex(data.item_ids, fill_value=0).to_numpy()
+    keep = (users >= 0) & (items >= 0)
+    chosen = choose_recent_weight(x, users[keep], items[keep], counts, [0.0, 1.0, 4.0], 50.0, 10)
+    assert chosen["users"] > 20 and {f"ndcg@{a:g}" for a in (0, 1, 4)} <= set(chosen)
+    if chosen["alpha"] == 0:
+        assert bias is None and note.startswith("off: α=0 chosen (")
+    else:
+        assert np.allclose(bias, chosen["alpha"] * expected / expected.max())
+        assert note.startswith(f"α={chosen['alpha']:g} (") and note.endswith(") over the last 2 train day(s)")
+    evidence = note[note.index("(") + 1 :].removesuffix(") over the last 2 train day(s)").removesuffix(")")
+    assert json.loads(evidence) == chosen
 
 
 def test_every_train_pair_is_in_a_sequence_in_time_order(loaded):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.ease.model import choose_l2, ease_weights, export_arrays, interaction_matrix, top_k_unseen
+from jobs.ease.model import (
+    choose_l2,
+    choose_recent_weight,
+    ease_weights,
+    export_arrays,
+    interaction_matrix,
+    recency_bias,
+    top_k_unseen,
+)
 
 
 def _world(seed: int = 3, users: int = 40, items: int = 25, pairs: int = 300):
@@ -47,18 +55,57 @@ def test_fit_and_lambda_choice_are_deterministic():
 
 
 @pytest.mark.unit
-def test_exported_artifact_scores_like_the_closed_form_through_the_scoring_core(tmp_path):
-    """user_factors @ item_factorsᵀ = X B: the batch scoring core and the pyfunc's engine rank
-    exactly the closed form's top-k, seen items excluded."""
+def test_recency_bias_is_the_weighted_share_of_the_busiest_recent_item():
+    assert recency_bias(np.array([0, 5, 10, 1]), 2.0).tolist() == [0.0, 1.0, 2.0, 0.2]
+    assert recency_bias(np.array([0, 5, 10]), 0.0).tolist() == [0.0, 0.0, 0.0]  # α = 0: plain EASE
+    assert recency_bias(np.zeros(3), 2.0).tolist() == [0.0, 0.0, 0.0]  # nothing recent: no prior
+    with pytest.raises(ValueError, match=">= 0"):
+        recency_bias(np.ones(3), -1.0)
+
+
+@pytest.mark.unit
+def test_the_prior_s_weight_is_chosen_on_the_window_s_last_day():
+    """When the last day's new pairs go to the recently popular items the prior wins; when they go
+    to items recency does not favour, plain EASE (α = 0) does; no judged user: α = 0."""
+    u, i, n_users, n_items = _world(seed=4, users=60, items=30, pairs=500)
+    x = interaction_matrix(u, i, n_users, n_items)
+    recent = np.zeros(n_items)
+    recent[[27, 28, 29]] = [5, 8, 10]  # three tail items became popular lately
+    users = np.arange(0, 60, 2)
+    grid = [0.0, 1.0, 4.0]
+    lifted = choose_recent_weight(x, np.repeat(users, 2), np.tile([28, 29], len(users)), recent, grid, 10.0, 5)
+    assert lifted["alpha"] > 0 and lifted["ndcg@0"] < lifted[f"ndcg@{lifted['alpha']:g}"]
+    assert lifted["users"] == len([v for v in users if x[v].sum() > x[v, [28, 29]].sum()])
+    co = np.argsort(-(x.T @ x)[0])[1]  # the item most often seen with item 0: EASE's pick
+    holders = np.flatnonzero((x[:, 0] > 0) & (x[:, co] == 0))
+    plain = choose_recent_weight(x, holders, np.full(len(holders), co), recent, grid, 10.0, 5)
+    assert plain["alpha"] == 0.0 and plain["ndcg@0"] >= max(plain["ndcg@1"], plain["ndcg@4"])
+    assert choose_recent_weight(x, np.array([], int), np.array([], int), recent, grid, 10.0, 5) == {
+        "alpha": 0.0,
+        "users": 0.0,
+    }
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_exported_artifact_scores_like_the_closed_form_through_the_scoring_core(tmp_path, weight):
+    """user_factors @ item_factorsᵀ + item_bias = X B + prior: the batch scoring core and the
+    pyfunc's engine rank exactly the closed form's top-k (with the recency prior as the bias when
+    α > 0), seen items excluded."""
     from jobs.core.model import CSR, Recommender, save_artifact
     from jobs.score.core import score_users
 
     u, i, n_users, n_items = _world()
     x = interaction_matrix(u, i, n_users, n_items)
     b = ease_weights(x, 10.0)
-    arrays = export_arrays(x, b)
+    recent = np.bincount(i[-60:], minlength=n_items)  # the last pairs as the "recent" ones
+    bias = recency_bias(recent, weight) if weight else None
+    arrays = export_arrays(x, b, bias)
     assert arrays["user_factors"].shape == (n_users, n_items) and arrays["item_factors"].shape == (n_items, n_items)
-    assert np.allclose(arrays["user_factors"] @ arrays["item_factors"].T, x @ b, atol=1e-5)
+    expected_scores = x @ b + (0.0 if bias is None else bias[None, :])
+    assert np.allclose(
+        arrays["user_factors"] @ arrays["item_factors"].T + arrays["item_bias"], expected_scores, atol=1e-5
+    )
     user_ids, item_ids = np.arange(n_users) + 1000, np.arange(n_items) + 10
     path = tmp_path / "recsys.npz"
     save_artifact(
@@ -72,7 +119,9 @@ def test_exported_artifact_scores_like_the_closed_form_through_the_scoring_core(
     )
     rec = Recommender.load(str(path))
     users = np.unique(u)
-    expected = top_k_unseen(x, b, users, 5)
+    expected = top_k_unseen(x, b, users, 5, bias)
+    if weight:  # the prior changes the lists (else this case would prove nothing new)
+        assert not np.array_equal(expected, top_k_unseen(x, b, users, 5))
     scored = score_users(rec, user_ids[users], None, 5)
     got = scored.item_id.reshape(len(users), -1) - 10
     assert np.array_equal(got, expected)

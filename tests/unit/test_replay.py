@@ -90,10 +90,14 @@ def test_paired_interval_is_seeded_and_brackets_the_mean():
 
 
 def test_recent_popularity_counts_distinct_users_and_breaks_ties_by_window_popularity():
+    from jobs.core.recency import distinct_pair_counts
+
     items = np.array([100, 101, 102, 103])
-    days = [{1: {100, 101}, 2: {101}}, {1: {101, 999}, 3: {102}}]  # 999: not in the snapshot
-    counts = replay.recent_counts(days, items)
-    assert counts.tolist() == [1, 2, 1, 0]  # user 1's item 101 on two days counts once
+    # (user, item) index pairs of two days; -1: an item or user not in the snapshot
+    users = np.array([0, 0, 1, 0, 0, 2, -1])
+    picks = np.array([0, 1, 1, 1, -1, 2, 3])
+    counts = distinct_pair_counts(users, picks, len(items))
+    assert counts.tolist() == [1, 2, 1, 0]  # user 0's item 1 on two days counts once
     # ties in recent popularity (100 and 102) go to the more popular item over the window
     lists = replay.popularity_lists(items, counts, [7], 4, tiebreak=np.array([1, 9, 5, 9]))
     assert lists == {7: [101, 102, 100, 103]}
