@@ -400,8 +400,9 @@ def family_curves(
 
     The families' own code on the CPU, in process (what ``python -m jobs.train|ease|seq`` runs,
     without MLflow): MF (``jobs.train``, the job's defaults but the world's batch size), EASE
-    (``jobs.ease.job.fit`` at ``training.ease_l2``), SASRec (``jobs.seq``, the job's defaults, the
-    histories in time order from ``events``). Evaluation is excluded from the seconds.
+    (``jobs.ease.job.fit`` at ``training.ease_l2``, without its recency prior: this world has no
+    curated window), SASRec (``jobs.seq``, the job's defaults, the histories in time order from
+    ``events``). Evaluation is excluded from the seconds.
     """
     import torch
 

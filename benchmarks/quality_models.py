@@ -121,14 +121,10 @@ def ease_recent_shipped(data: FitData, lam: float, days: int, weights: list[floa
 
     x = data.matrix()
     on_last = day > last - valid_days
+    x_before = np.zeros((data.n_users, data.n_items))
+    x_before[data.users[~on_last], data.items[~on_last]] = 1.0
     chosen = choose_recent_weight(
-        x.toarray().astype(np.float64),
-        data.users[on_last],
-        data.items[on_last],
-        counts(last - valid_days + 1),
-        weights,
-        lam,
-        k,
+        x_before, data.users[on_last], data.items[on_last], counts(last - valid_days + 1), weights, lam, k
     )
     b = ease_weights(x, lam).astype(np.float32)
     bias = recency_bias(counts(last + 1), chosen["alpha"]).astype(np.float32)

@@ -63,7 +63,7 @@ def _grid(text: str) -> list[float]:
     return values
 
 
-Prior = Callable[[np.ndarray, float], tuple[np.ndarray | None, str]]
+Prior = Callable[[float], tuple[np.ndarray | None, str]]
 
 
 def _weights(text: str) -> list[float]:
@@ -76,11 +76,11 @@ def _weights(text: str) -> list[float]:
 def fit(
     data: TrainData, l2: float, k: int, seed: int, grid: list[float], prior_of: Prior | None = None
 ) -> tuple[dict, dict, dict]:
-    """(export arrays, test metrics, choices) of EASE on the snapshot; ``prior_of(X, λ)`` gives
-    its recency prior and what to log of it (None: plain EASE). λ is chosen without the prior."""
+    """(export arrays, test metrics, choices) of EASE on the snapshot; ``prior_of(λ)`` gives its
+    recency prior and what to log of it (None: plain EASE). λ is chosen without the prior."""
     x = interaction_matrix(data.users, data.items, data.n_users, data.n_items)
     choice = choose_l2(x, grid, k, seed) if grid else {"l2": l2}
-    bias, choice["recent_prior"] = prior_of(x, choice["l2"]) if prior_of else (None, "off")
+    bias, choice["recent_prior"] = prior_of(choice["l2"]) if prior_of else (None, "off")
     b = ease_weights(x, choice["l2"])
     test_users = np.unique(data.test_users)
     m = ranking.evaluate_ranking(
@@ -104,11 +104,11 @@ def fit(
 
 
 def prior(cfg: PipelineConfig, data: TrainData, weights: list[float], days: int, k: int, valid_days: int) -> Prior:
-    """``prior_of(X, λ)`` for ``fit``: the recency prior's bias (None: plain EASE) and what the run
+    """``prior_of(λ)`` for ``fit``: the recency prior's bias (None: plain EASE) and what the run
     logs about it as ``recent_prior`` — α chosen among ``weights`` on the window's last
     ``valid_days`` days (at most half the window)."""
 
-    def prior_of(x: np.ndarray, l2: float) -> tuple[np.ndarray | None, str]:
+    def prior_of(l2: float) -> tuple[np.ndarray | None, str]:
         train_days = list(data.manifest.get("train_days") or [])
         if not any(w > 0 for w in weights):
             return None, "off (weight 0)"
@@ -123,9 +123,10 @@ def prior(cfg: PipelineConfig, data: TrainData, weights: list[float], days: int,
             alpha, why = 0.0, "a one-day window has no day to choose α on"
         else:
             valid = min(valid_days, len(train_days) // 2)
+            x_before = interaction_matrix(*positive_pairs(cfg, data, train_days[:-valid]), data.n_users, data.n_items)
             last_users, last_items = positive_pairs(cfg, data, train_days[-valid:])
             before = recent_item_counts(cfg, data, days, skip_last=valid)
-            chosen = choose_recent_weight(x, last_users, last_items, before, weights, l2, k)
+            chosen = choose_recent_weight(x_before, last_users, last_items, before, weights, l2, k)
             alpha, why = chosen["alpha"], json.dumps(chosen, sort_keys=True)
         if alpha <= 0:
             return None, f"off: α=0 chosen ({why})"

@@ -125,9 +125,9 @@ def choose_l2(x: np.ndarray, grid: Sequence[float], k: int, seed: int, holdout: 
 
 
 def choose_recent_weight(
-    x: np.ndarray,
-    last_users: np.ndarray,
-    last_items: np.ndarray,
+    x_before: np.ndarray,
+    valid_users: np.ndarray,
+    valid_items: np.ndarray,
     recent_before: np.ndarray,
     grid: Sequence[float],
     l2: float,
@@ -135,26 +135,26 @@ def choose_recent_weight(
 ) -> dict[str, float]:
     """α of the recency prior by a temporal validation inside the window (the test days are never seen).
 
-    The positive pairs of the window's last days (``last_users``, ``last_items``) are hidden from
-    ``x`` (a pair seen earlier as well is hidden too); EASE is fitted on the rest (λ = ``l2``), each
-    α of ``grid`` adds ``recency_bias(recent_before, α)`` (recent popularity as of the day before
-    them) and is scored by NDCG@``k`` of the hidden pairs. On ML-100K's temporal protocol a 7-day
-    validation chose well where the last day alone (a few users) did not (``docs/benchmarks.md``).
+    EASE is fitted (λ = ``l2``) on ``x_before``, the binary pairs of the window before its last
+    days; the truth is those days' positive pairs (``valid_users``, ``valid_items``) the user did
+    not have before — what serving could recommend, as the gate judges it. Each α of ``grid`` adds
+    ``recency_bias(recent_before, α)`` (recent popularity as of the day before the last days) and is
+    scored by NDCG@``k``. On ML-100K's temporal protocol a 7-day validation chose well where the
+    last day alone (a few users) did not (``docs/benchmarks.md``).
 
     Returns:
         ``{"alpha": best α (ties to the smaller; 0 when no user can be judged), "users":
         users judged, "ndcg@<α>": every α's NDCG}``.
     """
-    last_users, last_items = np.asarray(last_users, dtype=np.int64), np.asarray(last_items, dtype=np.int64)
-    fit, truth = x.copy(), np.zeros_like(x)
-    fit[last_users, last_items] = 0.0
-    truth[last_users, last_items] = 1.0
-    users = np.flatnonzero((truth.sum(axis=1) > 0) & (fit.sum(axis=1) > 0))  # judged: a history to rank from
+    truth = np.zeros_like(x_before)
+    truth[np.asarray(valid_users, dtype=np.int64), np.asarray(valid_items, dtype=np.int64)] = 1.0
+    truth[x_before > 0] = 0.0  # an item the user had before is not a recommendation to find
+    users = np.flatnonzero((truth.sum(axis=1) > 0) & (x_before.sum(axis=1) > 0))  # a history to rank from
     if not len(users):
         return {"alpha": 0.0, "users": 0.0}
-    b = ease_weights(fit, l2)
+    b = ease_weights(x_before, l2)
     scores = {
-        float(a): _ndcg(top_k_unseen(fit, b, users, k, recency_bias(recent_before, a)), truth[users])
+        float(a): _ndcg(top_k_unseen(x_before, b, users, k, recency_bias(recent_before, a)), truth[users])
         for a in sorted(set(float(v) for v in grid))
     }
     best = max(scores, key=lambda a: (scores[a], -a))

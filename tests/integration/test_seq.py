@@ -137,16 +137,15 @@ def test_recent_popularity_and_the_ease_prior_count_the_window_s_last_days(world
     counts = recent_item_counts(cfg, data, 2)
     assert counts.tolist() == expected.tolist() and counts.sum() > 100
     assert not np.array_equal(counts, recent_item_counts(cfg, data, 3))  # the window's length matters
-    x = interaction_matrix(data.users, data.items, data.n_users, data.n_items)
-    bias, note = prior(cfg, data, [2.0], 2, 10, 1)(x, 50.0)
+    bias, note = prior(cfg, data, [2.0], 2, 10, 1)(50.0)
     assert np.allclose(bias, 2.0 * expected / expected.max()) and bias.max() == 2.0
     assert note == "α=2 (fixed) over the last 2 train day(s)"
-    assert prior(cfg, data, [0.0], 2, 10, 1)(x, 50.0) == (None, "off (weight 0)")
+    assert prior(cfg, data, [0.0], 2, 10, 1)(50.0) == (None, "off (weight 0)")
     bare = dataclasses.replace(data, manifest={k: v for k, v in data.manifest.items() if k != "train_days"})
-    assert prior(cfg, bare, [2.0], 2, 10, 1)(x, 50.0) == (None, "off: the snapshot's manifest lists no train_days")
+    assert prior(cfg, bare, [2.0], 2, 10, 1)(50.0) == (None, "off: the snapshot's manifest lists no train_days")
     # α chosen on the window's last day: the last day's pairs and the counts as of the day before,
     # read here with pandas, give the same choice through the pure function
-    bias, note = prior(cfg, data, [0.0, 1.0, 4.0], 2, 10, 1)(x, 50.0)
+    bias, note = prior(cfg, data, [0.0, 1.0, 4.0], 2, 10, 1)(50.0)
     days = data.manifest["train_days"]
     tables = {
         d: pq.read_table(storage.local_path(cfg.storage.partition("curated", d)) / "part-00000.parquet") for d in days
@@ -154,11 +153,15 @@ def test_recent_popularity_and_the_ease_prior_count_the_window_s_last_days(world
     pos = {d: t.to_pandas().query("event_type in @POSITIVE") for d, t in tables.items()}
     last = pos[days[-1]]
     users, items = IdIndex(data.user_ids)(last.user_id.to_numpy()), IdIndex(data.item_ids)(last.item_id.to_numpy())
+    earlier = pd.concat([pos[d] for d in days[:-1]])
+    eu, ei = IdIndex(data.user_ids)(earlier.user_id.to_numpy()), IdIndex(data.item_ids)(earlier.item_id.to_numpy())
+    known = (eu >= 0) & (ei >= 0)
+    x_before = interaction_matrix(eu[known], ei[known], data.n_users, data.n_items)
     before = pd.concat([pos[d] for d in days[-3:-1]])
     before = before[before.user_id.isin(data.user_ids) & before.item_id.isin(data.item_ids)]
     counts = before.groupby("item_id").user_id.nunique().reindex(data.item_ids, fill_value=0).to_numpy()
     keep = (users >= 0) & (items >= 0)
-    chosen = choose_recent_weight(x, users[keep], items[keep], counts, [0.0, 1.0, 4.0], 50.0, 10)
+    chosen = choose_recent_weight(x_before, users[keep], items[keep], counts, [0.0, 1.0, 4.0], 50.0, 10)
     assert chosen["users"] > 20 and {f"ndcg@{a:g}" for a in (0, 1, 4)} <= set(chosen)
     if chosen["alpha"] == 0:
         assert bias is None and note.startswith("off: α=0 chosen (")

@@ -65,8 +65,9 @@ def test_recency_bias_is_the_weighted_share_of_the_busiest_recent_item():
 
 @pytest.mark.unit
 def test_the_prior_s_weight_is_chosen_on_the_window_s_last_day():
-    """When the last day's new pairs go to the recently popular items the prior wins; when they go
-    to items recency does not favour, plain EASE (α = 0) does; no judged user: α = 0."""
+    """When the last days' new pairs go to the recently popular items the prior wins; when they go
+    to items recency does not favour, plain EASE (α = 0) does; an item the user had before is no
+    truth; no judged user: α = 0."""
     u, i, n_users, n_items = _world(seed=4, users=60, items=30, pairs=500)
     x = interaction_matrix(u, i, n_users, n_items)
     recent = np.zeros(n_items)
@@ -75,11 +76,13 @@ def test_the_prior_s_weight_is_chosen_on_the_window_s_last_day():
     grid = [0.0, 1.0, 4.0]
     lifted = choose_recent_weight(x, np.repeat(users, 2), np.tile([28, 29], len(users)), recent, grid, 10.0, 5)
     assert lifted["alpha"] > 0 and lifted["ndcg@0"] < lifted[f"ndcg@{lifted['alpha']:g}"]
-    assert lifted["users"] == len([v for v in users if x[v].sum() > x[v, [28, 29]].sum()])
+    assert lifted["users"] == len([v for v in users if x[v].sum() > 0 and x[v, [28, 29]].sum() < 2])
     co = np.argsort(-(x.T @ x)[0])[1]  # the item most often seen with item 0: EASE's pick
     holders = np.flatnonzero((x[:, 0] > 0) & (x[:, co] == 0))
     plain = choose_recent_weight(x, holders, np.full(len(holders), co), recent, grid, 10.0, 5)
     assert plain["alpha"] == 0.0 and plain["ndcg@0"] >= max(plain["ndcg@1"], plain["ndcg@4"])
+    had = np.flatnonzero(x[:, 0] > 0)  # pairs every one of these users had before: nothing to find
+    assert choose_recent_weight(x, had, np.zeros(len(had), int), recent, grid, 10.0, 5) == {"alpha": 0.0, "users": 0.0}
     assert choose_recent_weight(x, np.array([], int), np.array([], int), recent, grid, 10.0, 5) == {
         "alpha": 0.0,
         "users": 0.0,
