@@ -11,12 +11,13 @@ reference, test ``recall_at_K``/``ndcg_at_K`` (and popularity's, ``pop_*``) and 
 ``jobs.core.model.RecsysPyfunc`` (``jobs.core.export``); the result JSON ``{"run_id",
 "model_uri", "metrics", "cached", "cache_key", ...}``. The closed form and its export are
 ``jobs.ease.model``. λ is ``training.ease_l2`` unless ``--l2`` gives one; ``--tune-l2`` picks it
-per run by ``jobs.ease.model.choose_l2`` (a seeded validation inside the training window). The
-recency prior (``jobs.ease.model.recency_bias``) counts the window's last ``training.ease_recent_days``
-curated days like the gate's recent-popularity baseline (``jobs.core.recency``); its weight α is
-chosen per run from ``training.ease_recent_weights`` on the window's last
-``training.ease_recent_valid_days`` days (at most half the window; ``jobs.ease.model.choose_recent_weight``;
-one value: that α; ``0``: plain EASE). A snapshot whose
+per run by ``jobs.ease.model.choose_l2`` (a seeded validation inside the training window).
+
+The recency prior (``jobs.ease.model.recency_bias``) counts the window's last
+``training.ease_recent_days`` curated days like the gate's recent-popularity baseline
+(``jobs.core.recency``); its weight α is chosen per run among ``training.ease_recent_weights`` on
+the window's last ``training.ease_recent_valid_days`` days (at most half the window;
+``jobs.ease.model.choose_recent_weight``; one value: that α; ``0``: plain EASE). A snapshot whose
 manifest lists no ``train_days`` (not built by ``jobs.snapshot``) is fitted without it; the run's
 ``recent_prior`` param says what was chosen and why.
 
@@ -140,12 +141,13 @@ def train(cfg: PipelineConfig, args: argparse.Namespace) -> TrainResult:
     """The trainer protocol around the closed form: cache, rerun, fit and evaluate, one logged pyfunc."""
     data = load_snapshot(args.snapshot)
     hparams = {"l2": args.l2, "tune_l2": args.tune_l2, "seed": args.seed, "k": args.k}
-    hparams |= {"recent_weights": args.recent_weights, "recent_days": args.recent_days}
+    valid_days = cfg.training.ease_recent_valid_days
+    hparams |= {"recent_weights": args.recent_weights, "recent_days": args.recent_days, "recent_valid_days": valid_days}
     run = TrainerRun.open(cfg, JOB, data, hparams, args.checkpoint_dir)
     previous = run.reuse(cfg, args, family=FAMILY)
     if previous is not None:
         return previous
-    prior_of = prior(cfg, data, args.recent_weights, args.recent_days, args.k, cfg.training.ease_recent_valid_days)
+    prior_of = prior(cfg, data, args.recent_weights, args.recent_days, args.k, valid_days)
     arrays, metrics, choice = fit(data, args.l2, args.k, args.seed, args.tune_l2, prior_of)
     tracker = Tracker(args.tracking_uri, args.experiment)
     tracker.start(None, args.run_name)
