@@ -146,3 +146,16 @@ def test_temporal_protocol_tunes_on_the_period_before_the_cut_and_tests_on_the_p
             assert set(zip(period.truth_users.tolist(), period.truth_items.tolist(), strict=True)) <= pairs
             assert not np.isin(period.truth_items, period.blocked_items).any()
     assert all(test is nxt for (_, test), (nxt, _) in zip(protocol.folds, protocol.folds[1:], strict=False))
+
+
+def test_a_group_yields_one_setting_per_combination_of_its_listed_values():
+    """Checkpoints (epochs) and the recency prior's days × α on one EASE fit are all keys of the group."""
+    import json
+
+    from benchmarks.quality_tuning import _wanted
+
+    keys = [json.loads(k) for k in _wanted({"lam": 500, "days": [7, 14], "alpha": [0.0, 2.0]})]
+    assert sorted((k["days"], k["alpha"]) for k in keys) == [(7, 0.0), (7, 2.0), (14, 0.0), (14, 2.0)]
+    assert all(k["lam"] == 500 for k in keys)
+    assert [json.loads(k)["epochs"] for k in _wanted({"lr": 0.1, "epochs": [5, 10]})] == [5, 10]
+    assert _wanted({"lam": 500}) == ['{"lam": 500}']
