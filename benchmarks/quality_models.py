@@ -85,19 +85,28 @@ def ease(data: FitData, lam: float) -> Scorer:
     return lambda users: np.asarray(x[users] @ b)
 
 
+def _recent_counts(data: FitData, end: int, days: int) -> np.ndarray:
+    """Distinct users per item over the ``days`` days before day ``end`` (days since the epoch),
+    as ``jobs.core.recency`` counts them for the job."""
+    from jobs.core.recency import distinct_pair_counts
+
+    day = data.ts // DAY
+    window = (day >= end - days) & (day < end)
+    return distinct_pair_counts(data.users[window], data.items[window], data.n_items)
+
+
 def ease_recent_checkpoints(
     data: FitData, lam: float, days: list[int], alpha: list[float]
 ) -> Iterator[tuple[int, float, Scorer]]:
     """``(days, α, scorer)`` of the EASE family with its recency prior: ``X_u B + recency_bias``
     (its export's ``item_bias``), one closed-form fit for every (days, α)."""
-    from jobs.core.recency import distinct_pair_counts
     from jobs.ease.model import ease_weights, recency_bias
 
     x = data.matrix()
     b = ease_weights(x, lam).astype(np.float32)
+    end = int(data.ts.max()) // DAY + 1
     for n in days:
-        recent = data.ts >= (int(data.ts.max()) // DAY + 1 - n) * DAY
-        counts = distinct_pair_counts(data.users[recent], data.items[recent], data.n_items)
+        counts = _recent_counts(data, end, n)
         for a in alpha:
             bias = recency_bias(counts, a).astype(np.float32)
             yield n, a, (lambda users, bias=bias: np.asarray(x[users] @ b) + bias)
@@ -109,25 +118,24 @@ def ease_recent_shipped(data: FitData, lam: float, days: int, weights: list[floa
     (``jobs.ease.model.choose_recent_weight``, recent popularity as of the day before them), then
     the prior over the last ``days`` days. The choice holds a dense users × items copy (as the job
     does): fine for MovieLens up to ML-1M."""
-    from jobs.core.recency import distinct_pair_counts
     from jobs.ease.model import choose_recent_weight, ease_weights, recency_bias
 
     last = int(data.ts.max()) // DAY
-    day = data.ts // DAY
-
-    def counts(end: int) -> np.ndarray:  # distinct users per item over the ``days`` days before ``end``
-        window = (day >= end - days) & (day < end)
-        return distinct_pair_counts(data.users[window], data.items[window], data.n_items)
-
     x = data.matrix()
-    on_last = day > last - valid_days
+    on_last = data.ts // DAY > last - valid_days
     x_before = np.zeros((data.n_users, data.n_items))
     x_before[data.users[~on_last], data.items[~on_last]] = 1.0
     chosen = choose_recent_weight(
-        x_before, data.users[on_last], data.items[on_last], counts(last - valid_days + 1), weights, lam, k
+        x_before,
+        data.users[on_last],
+        data.items[on_last],
+        _recent_counts(data, last - valid_days + 1, days),
+        weights,
+        lam,
+        k,
     )
     b = ease_weights(x, lam).astype(np.float32)
-    bias = recency_bias(counts(last + 1), chosen["alpha"]).astype(np.float32)
+    bias = recency_bias(_recent_counts(data, last + 1, days), chosen["alpha"]).astype(np.float32)
     return lambda users: np.asarray(x[users] @ b) + bias
 
 
